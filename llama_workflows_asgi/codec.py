@@ -1,0 +1,241 @@
+"""Event envelopes in and out.
+
+Incoming events name their class by ``type`` (class name) or
+``qualified_name``; both are looked up only among the events a workflow
+declares plus the framework's own, never imported. Outgoing events become the
+envelope the official client parses: ``value``, ``qualified_name``, ``type``
+and ``types``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from workflows.events import (
+    Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    InternalDispatchEvent,
+    StartEvent,
+    StopEvent,
+)
+
+from .errors import BadEventError
+
+FRAMEWORK_EVENTS: tuple[type[Event], ...] = (
+    StartEvent,
+    StopEvent,
+    InputRequiredEvent,
+    HumanResponseEvent,
+)
+"""Framework events every workflow accepts by name, declared or not."""
+
+_ENVELOPE_KEYS = frozenset({"value", "data", "type", "qualified_name"})
+
+
+_LINE_BREAKERS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON on one line, non-ASCII kept as is (the wire format).
+
+    Line and paragraph separators (and NEL) are escaped: line-oriented readers,
+    the official client's among them, would otherwise split an event in two.
+    """
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text.translate(_LINE_BREAKERS) if not text.isascii() else text
+
+
+def qualified_name(cls: type[Any]) -> str:
+    """``module.ClassName`` of a class."""
+    return f"{cls.__module__}.{cls.__name__}"
+
+
+@functools.lru_cache(maxsize=1024)
+def event_ancestors(cls: type[Event]) -> tuple[str, ...]:
+    """Names of the Event subclasses above ``cls`` in its MRO, nearest first."""
+    names: list[str] = []
+    for base in cls.__mro__[1:]:
+        if base is Event:
+            break
+        if isinstance(base, type) and issubclass(base, Event):
+            names.append(base.__name__)
+    return tuple(names)
+
+
+def is_internal(cls: type[Event]) -> bool:
+    """Whether streams hide this event unless internal events are requested."""
+    return issubclass(cls, InternalDispatchEvent)
+
+
+def is_terminal(cls: type[Event]) -> bool:
+    """Whether this event ends a run's stream (a StopEvent of any kind)."""
+    return issubclass(cls, StopEvent)
+
+
+@dataclass(frozen=True)
+class EncodedEvent:
+    """An event turned into its wire envelope (compact JSON) plus stream flags."""
+
+    payload: str
+    event_type: str
+    internal: bool
+    terminal: bool
+
+
+def envelope(event: Event, *, include_qualified_name: bool = True) -> dict[str, Any]:
+    """The wire envelope of ``event`` as a dict."""
+    cls = type(event)
+    ancestors = event_ancestors(cls)
+    try:
+        value = event.model_dump(mode="json")
+    except Exception as exc:  # noqa: BLE001 - a step's odd payload must not kill its run
+        value = {"serialization_error": f"{type(exc).__name__}: {exc}"}
+    return {
+        "value": value,
+        "qualified_name": qualified_name(cls) if include_qualified_name else None,
+        "type": cls.__name__,
+        "types": list(ancestors) or None,
+    }
+
+
+def encode(event: Event) -> EncodedEvent:
+    """The stored and streamed form of ``event``."""
+    cls = type(event)
+    return EncodedEvent(dumps(envelope(event)), cls.__name__, is_internal(cls), is_terminal(cls))
+
+
+def without_qualified_name(payload: str) -> str:
+    """A stored envelope with its ``qualified_name`` set to null."""
+    data = json.loads(payload)
+    data["qualified_name"] = None
+    return dumps(data)
+
+
+class EventRegistry:
+    """The event classes a workflow accepts from outside, by name and qualified name."""
+
+    def __init__(self, events: Iterable[type[Event]], start_class: type[StartEvent]) -> None:
+        self.start_class = start_class
+        self._by_name: dict[str, type[Event]] = {}
+        self._by_qualified_name: dict[str, type[Event]] = {}
+        for cls in (*events, start_class, *FRAMEWORK_EVENTS):
+            self._by_name.setdefault(cls.__name__, cls)
+            self._by_qualified_name.setdefault(qualified_name(cls), cls)
+
+    @property
+    def names(self) -> list[str]:
+        """Accepted class names, in declaration order."""
+        return list(self._by_name)
+
+    def resolve(self, type_name: str | None, qualified: str | None) -> type[Event]:
+        """The declared class for a ``type`` or ``qualified_name``; raises ``BadEventError``."""
+        if type_name is not None:
+            found = self._by_name.get(type_name)
+            if found is not None:
+                return found
+            if qualified is None:
+                expected = ", ".join(self.names)
+                raise BadEventError(f"Invalid event type: {type_name}. Expected one of {expected}")
+        if qualified is not None:
+            found = self._by_qualified_name.get(qualified)
+            if found is not None:
+                return found
+            raise BadEventError(
+                f"Event type {qualified} is not declared by this workflow. Register it with "
+                "add_workflow(..., additional_events=[...])."
+            )
+        raise BadEventError("Invalid event: it must name its class with 'type' or 'qualified_name'")
+
+    def decode(self, payload: Any) -> Event:
+        """An event sent into a running workflow (``POST /events``)."""
+        data = _as_object(payload)
+        if not _looks_like_envelope(data):
+            raise BadEventError(
+                "Invalid event: expected an envelope with 'type' (or 'qualified_name') and 'value'"
+            )
+        cls = self.resolve(_optional_str(data, "type"), _optional_str(data, "qualified_name"))
+        return _validate(cls, _value_of(data))
+
+    def decode_start(self, payload: Any) -> StartEvent:
+        """A start event: an envelope or the start event's fields as a bare object."""
+        data = _as_object(payload)
+        if not _looks_like_envelope(data):
+            return _validate_start(self.start_class, data)
+        type_name, qualified = _optional_str(data, "type"), _optional_str(data, "qualified_name")
+        if type_name is None and qualified is None:
+            cls: type[Event] = self.start_class
+        else:
+            cls = self.resolve(type_name, qualified)
+        if issubclass(self.start_class, cls):
+            # A base StartEvent (as the client sends by default) means this
+            # workflow's own start class; validate the fields into it.
+            cls = self.start_class
+        if not issubclass(cls, self.start_class):
+            raise BadEventError(
+                f"Start event must be a {self.start_class.__name__}, got {cls.__name__}"
+            )
+        return _validate_start(cls, _value_of(data))
+
+
+def _as_object(payload: Any) -> dict[str, Any]:
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload)
+        except ValueError as exc:
+            raise BadEventError(f"Invalid event: not valid JSON ({exc})") from exc
+    if not isinstance(payload, dict):
+        raise BadEventError("Invalid event: must be a JSON object or a JSON string holding one")
+    return payload
+
+
+def _looks_like_envelope(data: dict[str, Any]) -> bool:
+    keys = set(data)
+    if not keys or not keys <= _ENVELOPE_KEYS:
+        return False
+    return bool(keys & {"value", "data", "type", "qualified_name"})
+
+
+def _optional_str(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise BadEventError(f"Invalid event: '{key}' must be a string")
+
+
+def _value_of(data: dict[str, Any]) -> dict[str, Any]:
+    value = data.get("value", data.get("data"))
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        value = _as_object(value)
+    if not isinstance(value, dict):
+        raise BadEventError("Invalid event: 'value' must be a JSON object")
+    return value
+
+
+def _validate(cls: type[Event], value: dict[str, Any]) -> Event:
+    try:
+        return cls.model_validate(value)
+    except ValidationError as exc:
+        raise BadEventError(f"Invalid {cls.__name__}: {describe_validation_error(exc)}") from exc
+
+
+def _validate_start(cls: type[Event], value: dict[str, Any]) -> StartEvent:
+    event = _validate(cls, value)
+    assert isinstance(event, StartEvent)  # callers pass StartEvent subclasses only
+    return event
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """A one-line, readable summary of a pydantic validation error."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in error["loc"]) or "value"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,71 @@
+"""The workflows a router serves, by name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from workflows import Workflow
+from workflows.events import Event
+
+from .codec import EventRegistry
+from .errors import WorkflowNotFoundError
+
+
+@dataclass
+class RegisteredWorkflow:
+    """A workflow served under ``name``, with the events callers may send it."""
+
+    name: str
+    workflow: Workflow
+    additional_events: tuple[type[Event], ...] = ()
+    events: EventRegistry = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.events = EventRegistry(self.declared_events, self.workflow.start_event_class)
+
+    @property
+    def declared_events(self) -> list[type[Event]]:
+        """Events in step signatures plus ``additional_events``, without duplicates."""
+        return list(dict.fromkeys([*self.workflow.events, *self.additional_events]))
+
+
+class WorkflowRegistry:
+    """Name-to-workflow map, in registration order."""
+
+    def __init__(self) -> None:
+        self._workflows: dict[str, RegisteredWorkflow] = {}
+
+    def add(
+        self, name: str, workflow: Workflow, additional_events: Iterable[type[Event]] = ()
+    ) -> RegisteredWorkflow:
+        """Register ``workflow`` as ``name``; raises ``ValueError`` on a taken name."""
+        if not name or "/" in name:
+            raise ValueError(f"Invalid workflow name {name!r}: it must be non-empty without '/'")
+        if name in self._workflows:
+            raise ValueError(f"A workflow named {name!r} is already registered")
+        entry = RegisteredWorkflow(name, workflow, tuple(additional_events))
+        self._workflows[name] = entry
+        return entry
+
+    def get(self, name: str) -> RegisteredWorkflow:
+        """The workflow registered as ``name``; raises ``WorkflowNotFoundError``."""
+        try:
+            return self._workflows[name]
+        except KeyError:
+            raise WorkflowNotFoundError(name) from None
+
+    def find(self, name: str) -> RegisteredWorkflow | None:
+        """The workflow registered as ``name``, or ``None``."""
+        return self._workflows.get(name)
+
+    @property
+    def names(self) -> list[str]:
+        """Registered names, in registration order."""
+        return list(self._workflows)
+
+    def __iter__(self) -> Iterator[RegisteredWorkflow]:
+        return iter(list(self._workflows.values()))
+
+    def __len__(self) -> int:
+        return len(self._workflows)

@@ -1,0 +1,81 @@
+"""``WorkflowServer``: a standalone app serving workflows, as in the seed document."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from starlette.middleware import Middleware
+from workflows import Workflow
+from workflows.events import Event
+
+from .router import WorkflowRouter, workflow_router
+from .service.service import WorkflowService
+from .store.base import AbstractWorkflowStore
+
+
+class WorkflowServer:
+    """A FastAPI app holding one workflow router, served with uvicorn.
+
+    ::
+
+        server = WorkflowServer(workflow_store=SqliteWorkflowStore(db_path="handlers.db"))
+        server.add_workflow("greet", GreetingWorkflow())
+        await server.serve(host="localhost", port=8000)
+
+    Keyword arguments besides ``middleware`` and ``title`` go to ``workflow_router``.
+    No CORS middleware is installed: pass ``middleware=[...]`` to add your own.
+    """
+
+    def __init__(
+        self,
+        workflow_store: AbstractWorkflowStore | None = None,
+        *,
+        middleware: Sequence[Middleware] | None = None,
+        title: str = "Workflow server",
+        **router_options: Any,
+    ) -> None:
+        self.router: WorkflowRouter = workflow_router(workflow_store, **router_options)
+        self.app = FastAPI(title=title, middleware=middleware)
+        self.app.include_router(self.router)
+
+    @property
+    def service(self) -> WorkflowService:
+        """The run service behind the routes."""
+        return self.router.service
+
+    @property
+    def store(self) -> AbstractWorkflowStore:
+        """The store the server writes to."""
+        return self.router.store
+
+    def add_workflow(
+        self, name: str, workflow: Workflow, additional_events: Iterable[type[Event]] | None = None
+    ) -> None:
+        """Serve ``workflow`` as ``name`` (see ``WorkflowRouter.add_workflow``)."""
+        self.router.add_workflow(name, workflow, additional_events)
+
+    async def serve(
+        self,
+        host: str = "localhost",
+        port: int = 8000,
+        *,
+        log_level: str = "info",
+        graceful_timeout: float = 10.0,
+        **uvicorn_options: Any,
+    ) -> None:
+        """Serve until interrupted; on shutdown runs are checkpointed and released.
+
+        ``graceful_timeout`` bounds how long open event streams may delay shutdown.
+        """
+        config = uvicorn.Config(
+            self.app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            timeout_graceful_shutdown=int(graceful_timeout),
+            **uvicorn_options,
+        )
+        await uvicorn.Server(config).serve()

@@ -1,0 +1,314 @@
+"""A run executing in this process, and what it has not yet written."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from workflows.context.serializers import BaseSerializer
+from workflows.context.state_store import StateStore
+from workflows.events import (
+    Event,
+    IdleReleasedEvent,
+    StopEvent,
+    WorkflowCancelledEvent,
+    WorkflowFailedEvent,
+    WorkflowIdleEvent,
+    WorkflowTimedOutEvent,
+)
+from workflows.handler import WorkflowHandler
+from workflows.runtime.control_loop import rebuild_state_from_ticks
+from workflows.runtime.types.internal_state import BrokerState
+from workflows.runtime.types.plugin import (
+    ExternalRunAdapter,
+    as_snapshottable_adapter,
+    as_v2_runtime_compatibility_shim,
+)
+from workflows.runtime.types.ticks import (
+    TickAddEvent,
+    TickIdleRelease,
+    TickStepResult,
+    WorkflowTick,
+)
+
+from .. import codec
+from ..registry import RegisteredWorkflow
+from ..store.base import RunProgress, Status, StoredEvent, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended: its status, and its result envelope or error text."""
+
+    status: Status
+    result: str | None = None
+    error: str | None = None
+
+
+def outcome_of(event: StopEvent, payload: str) -> Outcome:
+    """The outcome a terminal event stands for."""
+    if isinstance(event, WorkflowCancelledEvent):
+        return Outcome("cancelled")
+    if isinstance(event, WorkflowFailedEvent):
+        return Outcome("failed", error=str(event.exception))
+    if isinstance(event, WorkflowTimedOutEvent):
+        return Outcome("failed", error=f"Workflow timed out after {float(event.timeout)}s")
+    return Outcome("completed", result=payload)
+
+
+@dataclass
+class _Pending:
+    """Writes accumulated since the last group commit."""
+
+    events: list[StoredEvent] = field(default_factory=list)
+    consumed_inbox: list[int] = field(default_factory=list)
+    state_changed: bool = True
+    progressed: bool = False
+
+
+class LiveRun:
+    """One run executing here: its engine handler, checkpoint and unwritten events.
+
+    The engine reports ticks, streamed events and state edits (see
+    ``runtime.RunObserver``); each report marks the run dirty and the service's
+    writer later calls :meth:`collect`, which turns everything since the last
+    write into one ``RunProgress`` (including a fresh checkpoint computed from a
+    mirror of the control loop's state, so taking it never replays history).
+    Events become visible to streams only once written (:meth:`acknowledge`).
+    """
+
+    def __init__(
+        self,
+        *,
+        handler_id: str,
+        run_id: str,
+        workflow: RegisteredWorkflow,
+        serializer: BaseSerializer,
+        next_sequence: int,
+        on_dirty: Callable[[LiveRun], None],
+        on_idle: Callable[[LiveRun], None],
+        checkpoints: bool,
+        tail_size: int = 1024,
+    ) -> None:
+        self.handler_id = handler_id
+        self.run_id = run_id
+        self.workflow = workflow
+        self._serializer = serializer
+        self._next_sequence = next_sequence
+        self._on_dirty = on_dirty
+        self._on_idle = on_idle
+        self._checkpoints = checkpoints
+        self.handler: WorkflowHandler | None = None
+        self._adapter: ExternalRunAdapter | None = None
+        self._mirror: BrokerState | None = None
+        self._state_store: StateStore[Any] | None = None
+        self._ticks: list[WorkflowTick] = []
+        self._pending = _Pending()
+        self._inflight: RunProgress | None = None
+        self._inbox_by_event: dict[int, int] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.delivered: set[int] = set()
+        self.idle_since: datetime | None = None
+        self.outcome: Outcome | None = None
+        self.releasing = False
+        self._engine_stopped = False
+        self.durable_sequence = next_sequence - 1
+        self.tail: deque[StoredEvent] = deque(maxlen=tail_size)
+        self._changed = asyncio.Event()
+        self.finished = asyncio.Event()
+
+    # -- wiring ----------------------------------------------------------------------
+
+    def attach(self, handler: WorkflowHandler, adapter: ExternalRunAdapter) -> None:
+        """Bind the engine's handler and adapter once the run has been started."""
+        self.handler = handler
+        self._adapter = adapter
+        snapshottable = as_snapshottable_adapter(adapter)
+        if snapshottable is None:
+            raise RuntimeError("the engine runtime does not expose run snapshots")
+        self._mirror = snapshottable.init_state
+        self._state_store = adapter.get_state_store(())
+        self._mark()
+
+    @property
+    def next_sequence(self) -> int:
+        """The sequence the next streamed event will get."""
+        return self._next_sequence
+
+    # -- engine reports (runtime.RunObserver) ----------------------------------------
+
+    def observe_tick(self, tick: WorkflowTick) -> None:
+        self._ticks.append(tick)
+        if isinstance(tick, TickAddEvent):
+            inbox_id = self._inbox_by_event.pop(id(tick.event), None)
+            if inbox_id is not None:
+                self._pending.consumed_inbox.append(inbox_id)
+                self.idle_since = None
+        elif isinstance(tick, TickStepResult):
+            self._pending.progressed = True
+            self.idle_since = None
+        self._mark()
+
+    def observe_event(self, event: Event) -> None:
+        if isinstance(event, IdleReleasedEvent):
+            return
+        encoded = codec.encode(event)
+        stored = StoredEvent(
+            self._next_sequence,
+            encoded.payload,
+            encoded.event_type,
+            encoded.internal,
+            encoded.terminal,
+            utcnow(),
+        )
+        self._next_sequence += 1
+        self._pending.events.append(stored)
+        if isinstance(event, StopEvent) and self.outcome is None:
+            self.outcome = outcome_of(event, encoded.payload)
+        elif isinstance(event, WorkflowIdleEvent):
+            self.idle_since = stored.created_at
+            self._on_idle(self)
+        self._mark()
+
+    def observe_state_change(self) -> None:
+        self._pending.state_changed = True
+        self._mark()
+
+    def track_task(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _mark(self) -> None:
+        self._pending.state_changed = self._pending.state_changed or bool(self._ticks)
+        self._on_dirty(self)
+
+    # -- events sent in ---------------------------------------------------------------
+
+    def deliver(self, inbox_id: int, event: Event, step: str | None) -> None:
+        """Hand an inbox entry to the engine; it is consumed when its tick is reduced."""
+        assert self.handler is not None
+        self.delivered.add(inbox_id)
+        self._inbox_by_event[id(event)] = inbox_id
+        self.handler.ctx.send_event(event, step)
+
+    def drop_inbox_entry(self, inbox_id: int) -> None:
+        """Consume an inbox entry that cannot be delivered (it is logged by the caller)."""
+        self.delivered.add(inbox_id)
+        self._pending.consumed_inbox.append(inbox_id)
+        self._mark()
+
+    # -- group commit -------------------------------------------------------------------
+
+    def collect(self, owner_id: str | None, now: datetime) -> RunProgress | None:
+        """Everything to write since the last write, or ``None`` if nothing changed."""
+        if self._inflight is not None or self.handler is None:
+            return None
+        pending, terminal = self._pending, self.outcome is not None
+        release = self.releasing and self._engine_stopped and not terminal
+        wants_ctx = pending.state_changed and (self._checkpoints or terminal or release)
+        if not (wants_ctx or pending.events or pending.consumed_inbox or terminal or release):
+            return None
+        self._pending = _Pending(state_changed=False)
+        outcome = self.outcome or Outcome("running")
+        self._inflight = RunProgress(
+            handler_id=self.handler_id,
+            run_id=self.run_id,
+            owner_id=owner_id,
+            updated_at=now,
+            ctx=self.checkpoint() if wants_ctx else None,
+            events=pending.events,
+            consumed_inbox=pending.consumed_inbox,
+            status=outcome.status,
+            result=outcome.result,
+            error=outcome.error,
+            idle_since=None if terminal else self.idle_since,
+            reset_attempts=pending.progressed,
+            release=release,
+        )
+        return self._inflight
+
+    def checkpoint(self) -> str:
+        """The run's context as ``Context.to_dict()`` JSON, without replaying history."""
+        assert self._mirror is not None
+        if self._ticks:
+            ticks, self._ticks = self._ticks, []
+            self._mirror = rebuild_state_from_ticks(self._mirror, ticks, run_id=self.run_id)
+        serialized = self._mirror.to_serialized(self._serializer)
+        if self._state_store is not None:
+            serialized.state = self._state_store.to_dict(self._serializer)
+        return codec.dumps(serialized.model_dump(mode="json"))
+
+    def acknowledge(self, progress: RunProgress) -> None:
+        """The progress was written: publish its events to streams."""
+        self._inflight = None
+        if progress.events:
+            self.durable_sequence = progress.events[-1].sequence
+            self.tail.extend(progress.events)
+        if progress.status != "running" or progress.release:
+            self.finished.set()
+        self._notify()
+
+    def requeue(self, progress: RunProgress) -> None:
+        """Writing failed: keep everything for the next attempt."""
+        self._inflight = None
+        pending = self._pending
+        pending.events[:0] = progress.events
+        pending.consumed_inbox[:0] = progress.consumed_inbox
+        pending.state_changed = pending.state_changed or progress.ctx is not None
+        pending.progressed = pending.progressed or progress.reset_attempts
+        self._on_dirty(self)
+
+    @property
+    def settled(self) -> bool:
+        """Whether the run has nothing left to write and has ended or been released here."""
+        return self.finished.is_set() and self._inflight is None
+
+    # -- streams -----------------------------------------------------------------------
+
+    async def wait_changed(self, timeout: float) -> None:
+        """Wait until new events are written (or the run is settled), at most ``timeout``."""
+        if self.finished.is_set():
+            return
+        changed = self._changed
+        try:
+            await asyncio.wait_for(changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    # -- stopping ------------------------------------------------------------------------
+
+    async def stop_engine(self, timeout: float) -> None:
+        """Stop executing here, leaving in-flight steps to be re-run from the checkpoint."""
+        self.releasing = True
+        if self._adapter is not None and self.handler is not None and not self.handler.is_done():
+            await self._adapter.send_event(TickIdleRelease())
+            result = asyncio.ensure_future(self.handler.stop_event_result())
+            done, _ = await asyncio.wait({result}, timeout=timeout)
+            if not done:
+                result.cancel()
+            elif not result.cancelled() and result.exception() is not None:
+                logger.debug("run %s stopped with %r", self.run_id, result.exception())
+        self.abort()
+        self._engine_stopped = True
+        self._mark()
+
+    def abort(self) -> None:
+        """Stop the engine at once: cancel the control loop and every step task."""
+        if self._adapter is not None:
+            shim = as_v2_runtime_compatibility_shim(self._adapter)
+            if shim is not None:
+                shim.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        self._notify()

@@ -1,0 +1,159 @@
+"""The engine runtime the service runs workflows on.
+
+It is the engine's own asyncio runtime with one adapter decorator in front:
+every run reports its control-loop ticks, the events it streams, the edits to
+its state store and the tasks it starts to an observer (the service's
+``LiveRun``). That is all durability needs: checkpoints are computed from the
+observed ticks, the event log from the streamed events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from workflows import Workflow
+from workflows.context.serializers import BaseSerializer, JsonSerializer
+from workflows.context.state_store import StateStore
+from workflows.events import Event
+from workflows.plugins.basic import BasicRuntime
+from workflows.runtime.runtime_decorators import (
+    BaseInternalRunAdapterDecorator,
+    BaseRuntimeDecorator,
+)
+from workflows.runtime.types.named_task import NamedTask, PendingStart, all_tasks
+from workflows.runtime.types.named_task import pick_highest_priority as _pick_first
+from workflows.runtime.types.plugin import InternalRunAdapter, WaitForNextTaskResult
+from workflows.runtime.types.ticks import WorkflowTick
+
+
+class RunObserver(Protocol):
+    """What a run reports while it executes."""
+
+    def observe_tick(self, tick: WorkflowTick) -> None:
+        """A tick was reduced by the run's control loop."""
+
+    def observe_event(self, event: Event) -> None:
+        """The run wrote an event to its stream."""
+
+    def observe_state_change(self) -> None:
+        """A step committed an edit to the run's state store."""
+
+    def track_task(self, task: asyncio.Task[Any]) -> None:
+        """The control loop started a task (a step worker or its mailbox pull)."""
+
+
+class DurableRuntime(BaseRuntimeDecorator):
+    """The engine's asyncio runtime, reporting each observed run to its observer.
+
+    Its default serializer resolves only the workflow's declared event and state
+    types, so restoring a checkpoint never imports a module named in data.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(BasicRuntime())
+        self._observers: dict[str, RunObserver] = {}
+
+    def observe(self, run_id: str, observer: RunObserver) -> None:
+        """Report the run ``run_id`` (about to start) to ``observer``."""
+        self._observers[run_id] = observer
+
+    def forget(self, run_id: str) -> None:
+        """Stop reporting ``run_id``."""
+        self._observers.pop(run_id, None)
+
+    def get_serializer(self, workflow: Workflow) -> BaseSerializer:
+        base = workflow.serializer or JsonSerializer(allowed_types=[])
+        return self._compose_serializer(workflow, base)
+
+    def get_internal_adapter(self, workflow: Workflow) -> InternalRunAdapter:
+        inner = self._decorated.get_internal_adapter(workflow)
+        observer = self._observers.get(inner.run_id)
+        return inner if observer is None else _ObservedAdapter(inner, observer)
+
+
+class _ObservedAdapter(BaseInternalRunAdapterDecorator):
+    """Forwards to the engine's adapter and reports to the run's observer."""
+
+    def __init__(self, decorated: InternalRunAdapter, observer: RunObserver) -> None:
+        super().__init__(decorated)
+        self._observer = observer
+        self._stores: dict[int, ObservedStateStore] = {}
+
+    async def on_tick(self, tick: WorkflowTick) -> None:
+        await super().on_tick(tick)
+        self._observer.observe_tick(tick)
+
+    async def write_to_event_stream(self, event: Event) -> None:
+        # Streamed events go to the run's event log, not to the engine's
+        # in-memory publish queue, which nobody reads and would only grow.
+        self._observer.observe_event(event)
+
+    def get_state_store(self, namespace: tuple[str, ...] = ()) -> StateStore[Any] | None:
+        store = super().get_state_store(namespace)
+        if store is None or namespace:
+            return store
+        wrapped = self._stores.get(id(store))
+        if wrapped is None:
+            wrapped = ObservedStateStore(store, self._observer.observe_state_change)
+            self._stores = {id(store): wrapped}
+        return wrapped
+
+    async def wait_for_next_task(
+        self,
+        running: list[NamedTask],
+        pending: list[PendingStart],
+        timeout: float | None = None,
+    ) -> WaitForNextTaskResult:
+        # Same contract as the engine's default, but every task started here is
+        # reported, so stopping a run can cancel its steps: cancelling the
+        # control loop alone leaves a step that is mid-await running.
+        started = [p.start(asyncio.create_task(p.coro)) for p in pending]
+        for named in started:
+            self._observer.track_task(named.task)
+        candidates = running + started
+        tasks = all_tasks(candidates)
+        if not tasks:
+            return WaitForNextTaskResult(None, started)
+        done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        return WaitForNextTaskResult(_pick_first(candidates, done) if done else None, started)
+
+
+class ObservedStateStore:
+    """A run's state store that reports every committed edit."""
+
+    def __init__(self, inner: StateStore[Any], on_change: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_change = on_change
+
+    async def get_state(self) -> Any:
+        return await self._inner.get_state()
+
+    async def set_state(self, state: Any) -> None:
+        await self._inner.set_state(state)
+        self._on_change()
+
+    async def get(self, path: str, default: Any = ...) -> Any:
+        return await self._inner.get(path, default)
+
+    async def set(self, path: str, value: Any) -> None:
+        await self._inner.set(path, value)
+        self._on_change()
+
+    async def clear(self) -> None:
+        await self._inner.clear()
+        self._on_change()
+
+    @asynccontextmanager
+    async def edit_state(self) -> AsyncIterator[Any]:
+        async with self._inner.edit_state() as state:
+            yield state
+        self._on_change()
+
+    def to_dict(self, serializer: BaseSerializer) -> dict[str, Any]:
+        return self._inner.to_dict(serializer)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)

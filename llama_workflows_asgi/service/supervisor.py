@@ -1,0 +1,141 @@
+"""Ownership rounds: renew leases, honour remote cancels and events, adopt orphaned runs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+
+from ..store.base import AbstractWorkflowStore, InboxEntry, PersistentHandler, utcnow
+from .config import ServiceConfig
+from .live import LiveRun
+from .ownership import Owner
+
+logger = logging.getLogger(__name__)
+
+
+class Supervisor:
+    """Runs one ownership round every ``poll_interval`` (the first one at once).
+
+    A round renews this process's leases in one statement; a live run whose row
+    is no longer ours (cancelled or finished elsewhere, or adopted after our
+    lease lapsed) is stopped here. Events recorded for our runs by other
+    processes are delivered. Runs nobody live owns are claimed in batches and
+    resumed. If the store stays unreachable for most of a lease, every local
+    run is stopped, since another process may adopt them once it is back.
+    """
+
+    def __init__(
+        self,
+        store: AbstractWorkflowStore,
+        owner: Owner,
+        config: ServiceConfig,
+        *,
+        live_runs: Callable[[], Sequence[LiveRun]],
+        on_lost: Callable[[LiveRun], None],
+        deliver: Callable[[LiveRun, InboxEntry], None],
+        resume: Callable[[PersistentHandler], Awaitable[None]],
+    ) -> None:
+        self._store = store
+        self._owner = owner
+        self._config = config
+        self._live_runs = live_runs
+        self._on_lost = on_lost
+        self._deliver = deliver
+        self._resume = resume
+        self._task: asyncio.Task[None] | None = None
+        self._last_renewal = time.monotonic()
+        # Claims and renewals must not interleave: a row claimed but not yet
+        # registered as a live run would look like an orphan to a renewal.
+        self._lock = asyncio.Lock()
+        self.first_round = asyncio.Event()
+
+    def start(self) -> None:
+        """Start the rounds."""
+        if self._task is None:
+            self._last_renewal = time.monotonic()
+            self._task = asyncio.create_task(self._loop(), name="workflow-supervisor")
+
+    async def stop(self) -> None:
+        """Stop the rounds."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.round()
+            except Exception as exc:  # noqa: BLE001 - the loop must survive store outages
+                self._on_store_trouble(exc)
+            self.first_round.set()
+            await asyncio.sleep(self._config.poll_interval)
+
+    async def round(self) -> None:
+        """One ownership round."""
+        async with self._lock:
+            await self._renew()
+            await self._deliver_remote_events()
+            await self._adopt(None)
+
+    async def _renew(self) -> None:
+        # Runs started after this snapshot may not be written yet: only those
+        # already running can be judged lost.
+        running = [r for r in self._live_runs() if r.handler is not None and not r.finished.is_set()]
+        lease_until = utcnow() + timedelta(seconds=self._config.lease_ttl)
+        owned = await self._store.renew_leases(self._owner.id, lease_until)
+        self._last_renewal = time.monotonic()
+        for run in running:
+            if run.handler_id not in owned and not run.finished.is_set():
+                logger.info("run %s is no longer owned here; stopping it", run.run_id)
+                self._on_lost(run)
+        # Rows still ours that nothing here runs (stopped while the store was
+        # away) go back to the pool, to be claimed and resumed properly.
+        orphans = owned - {run.handler_id for run in self._live_runs()}
+        if orphans:
+            await self._store.release_handlers(self._owner.id, sorted(orphans))
+
+    async def _deliver_remote_events(self) -> None:
+        runs = {run.handler_id: run for run in self._live_runs() if run.handler is not None}
+        if not runs:
+            return
+        for entry in await self._store.read_inbox(list(runs)):
+            run = runs.get(entry.handler_id)
+            if run is not None and entry.run_id == run.run_id and entry.id not in run.delivered:
+                self._deliver(run, entry)
+
+    async def adopt(self, handler_ids: Sequence[str] | None = None) -> int:
+        """Claim and resume runs nobody live owns; return how many were claimed."""
+        async with self._lock:
+            return await self._adopt(handler_ids)
+
+    async def _adopt(self, handler_ids: Sequence[str] | None) -> int:
+        dead = self._owner.dead_among(await self._store.list_owners())
+        claimed = 0
+        while True:
+            now = utcnow()
+            rows = await self._store.claim_handlers(
+                self._owner.id,
+                now=now,
+                lease_until=now + timedelta(seconds=self._config.lease_ttl),
+                dead_owners=dead,
+                handler_ids=handler_ids,
+                limit=self._config.claim_batch_size,
+            )
+            for row in rows:
+                await self._resume(row)
+            claimed += len(rows)
+            if len(rows) < self._config.claim_batch_size:
+                return claimed
+
+    def _on_store_trouble(self, exc: Exception) -> None:
+        logger.warning("ownership round failed: %s", exc)
+        silent_for = time.monotonic() - self._last_renewal
+        if silent_for > self._config.lease_ttl * 0.75:
+            for run in self._live_runs():
+                if not run.finished.is_set():
+                    logger.warning("lease of run %s may lapse; stopping it here", run.run_id)
+                    self._on_lost(run)

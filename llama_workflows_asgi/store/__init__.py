@@ -1,0 +1,31 @@
+"""Stores: where handlers, event logs and inboxes are kept."""
+
+from .base import (
+    TERMINAL_STATUSES,
+    AbstractWorkflowStore,
+    HandlerCursor,
+    HandlerExistsError,
+    HandlerQuery,
+    IdempotencyKeyExistsError,
+    InboxEntry,
+    PersistentHandler,
+    RunProgress,
+    Status,
+    StoredEvent,
+)
+from .memory import MemoryWorkflowStore
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "AbstractWorkflowStore",
+    "HandlerCursor",
+    "HandlerExistsError",
+    "HandlerQuery",
+    "IdempotencyKeyExistsError",
+    "InboxEntry",
+    "MemoryWorkflowStore",
+    "PersistentHandler",
+    "RunProgress",
+    "Status",
+    "StoredEvent",
+]

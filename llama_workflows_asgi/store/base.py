@@ -1,0 +1,338 @@
+"""The store interface: handler rows, the event log, the inbox and run ownership.
+
+A store keeps JSON text and timestamps; it never imports or inspects a
+workflow's Python types. The seed's three methods (``query``, ``update``,
+``delete``) are kept as they were; the rest is what durable, multi-process
+execution needs:
+
+* ``create_handler`` writes a new run's row before the run is acknowledged;
+* ``save_progress`` is the group-commit write of checkpoints, events and
+  status, fenced by ownership so a process that lost a run cannot write to it;
+* ``enqueue_event`` / ``read_inbox`` record events sent to a run, so an event
+  acknowledged to a caller survives a crash before the run consumed it;
+* ``claim_handlers`` / ``renew_leases`` / ``release_handlers`` implement the
+  ownership lease that lets several processes share one database.
+
+All timestamps are timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import BadRequestError, ConflictError
+
+Status = Literal["running", "completed", "failed", "cancelled"]
+"""A handler's status. Everything but ``running`` is terminal."""
+
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+class PersistentHandler(BaseModel):
+    """One handler: the durable record of a workflow run.
+
+    ``ctx`` is the run's latest checkpoint (a ``Context.to_dict()`` payload) and
+    ``result`` the terminal StopEvent as a wire envelope (``value``,
+    ``qualified_name``, ``type``, ``types``). The fields after ``completed_at``
+    are the server's bookkeeping: the start event, who started the run, the
+    ownership lease and idempotency data.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    handler_id: str
+    workflow_name: str
+    status: Status
+    run_id: str | None = None
+    ctx: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime | None = None
+    completed_at: datetime | None = None
+    start_event: dict[str, Any] | None = None
+    principal: str | None = None
+    idle_since: datetime | None = None
+    owner_id: str | None = None
+    lease_expires_at: datetime | None = None
+    resume_attempts: int = 0
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the run has finished (completed, failed or cancelled)."""
+        return self.status in TERMINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class HandlerCursor:
+    """A keyset position in the handler listing: the last row of a page."""
+
+    started_at: datetime
+    handler_id: str
+
+    def encode(self) -> str:
+        """An opaque, URL-safe token for this position."""
+        raw = json.dumps([self.started_at.isoformat(), self.handler_id], separators=(",", ":"))
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> HandlerCursor:
+        """Parse a token made by :meth:`encode`; raises ``BadRequestError`` otherwise."""
+        try:
+            padded = token + "=" * (-len(token) % 4)
+            started_at, handler_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+            moment = datetime.fromisoformat(started_at)
+            if moment.tzinfo is None or not isinstance(handler_id, str):
+                raise ValueError(token)
+        except (ValueError, TypeError) as exc:
+            raise BadRequestError(f"Invalid cursor: {token!r}") from exc
+        return cls(moment.astimezone(timezone.utc), handler_id)
+
+
+class HandlerQuery(BaseModel):
+    """Which handlers to read or delete.
+
+    Each ``*_in`` filter is ``None`` for "no filter"; an empty list matches
+    nothing. Rows come ordered by ``(started_at, handler_id)``, ascending unless
+    ``descending``; ``after`` continues a listing after a given row (keyset
+    pagination) and ``limit`` caps the page. ``load_ctx=False`` skips reading
+    the checkpoint column, which listings do not need.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    handler_id_in: list[str] | None = None
+    workflow_name_in: list[str] | None = None
+    status_in: list[Status] | None = None
+    principal_in: list[str | None] | None = None
+    descending: bool = False
+    after: HandlerCursor | None = None
+    limit: int | None = Field(default=None, ge=1)
+    load_ctx: bool = True
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One entry of a run's event log.
+
+    ``payload`` is the event's wire envelope as compact JSON (with its
+    ``qualified_name``), exactly as it is streamed. ``internal`` marks engine
+    bookkeeping events hidden from default streams; ``terminal`` marks the
+    run's final StopEvent-typed event.
+    """
+
+    sequence: int
+    payload: str
+    event_type: str
+    internal: bool = False
+    terminal: bool = False
+    created_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class InboxEntry:
+    """An event sent into a run and recorded before the sender was answered."""
+
+    id: int
+    handler_id: str
+    run_id: str
+    payload: str
+    step: str | None
+    created_at: datetime
+
+
+@dataclass
+class RunProgress:
+    """What one run has done since its last write: one item of a group commit.
+
+    The write applies only while ``owner_id`` still owns the handler, the
+    handler still runs ``run_id`` and its status is ``running``; otherwise the
+    item is reported back as lost and nothing of it is written.
+
+    ``ctx`` replaces the checkpoint when not ``None``. ``events`` are appended
+    to the run's log and ``consumed_inbox`` removed from its inbox, in the same
+    transaction. A terminal ``status`` finishes the handler with ``result`` or
+    ``error`` and clears its inbox and ownership. ``release`` gives up
+    ownership of a run that keeps running (idle release, shutdown).
+    """
+
+    handler_id: str
+    run_id: str
+    owner_id: str | None
+    updated_at: datetime
+    ctx: str | None = None
+    events: list[StoredEvent] = field(default_factory=list)
+    consumed_inbox: list[int] = field(default_factory=list)
+    status: Status = "running"
+    result: str | None = None
+    error: str | None = None
+    idle_since: datetime | None = None
+    reset_attempts: bool = False
+    release: bool = False
+
+
+class AbstractWorkflowStore(ABC):
+    """Where handlers, their event logs and their inboxes live.
+
+    ``durable`` is ``False`` for stores that forget everything when the process
+    exits; the run service then skips checkpoints nobody could resume from.
+    """
+
+    durable: bool = True
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Open connections and check (or bring up) the schema. Idempotent."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections. The store may be started again afterwards."""
+
+    async def ping(self) -> None:  # noqa: B027 - optional hook
+        """Check that the store is reachable; raises ``StoreUnavailableError``."""
+
+    # -- the seed's interface ---------------------------------------------------
+
+    @abstractmethod
+    async def query(self, query: HandlerQuery) -> list[PersistentHandler]:
+        """Handlers matching ``query``, in ``(started_at, handler_id)`` order."""
+
+    @abstractmethod
+    async def update(self, handler: PersistentHandler) -> None:
+        """Insert or replace a handler row as given (an administrative upsert)."""
+
+    @abstractmethod
+    async def delete(self, query: HandlerQuery) -> int:
+        """Delete matching handlers with their events and inbox; return how many."""
+
+    # -- starting runs -----------------------------------------------------------
+
+    @abstractmethod
+    async def create_handler(
+        self, handler: PersistentHandler, *, replaces_run_id: str | None = None
+    ) -> None:
+        """Write a new run's row.
+
+        With ``replaces_run_id`` ``None`` the handler id must be new. Otherwise the
+        existing row must be terminal and still hold that run: it is overwritten
+        and the old run's events and inbox are deleted. Raises
+        ``HandlerExistsError`` when the id is taken (or was restarted meanwhile)
+        and ``IdempotencyKeyExistsError`` when the idempotency key is.
+        """
+
+    @abstractmethod
+    async def get_by_idempotency_key(self, key: str) -> PersistentHandler | None:
+        """The handler created with this (already scoped) idempotency key, if any."""
+
+    # -- progress ------------------------------------------------------------------
+
+    @abstractmethod
+    async def save_progress(self, batch: Sequence[RunProgress]) -> set[str]:
+        """Apply a batch atomically; return the handler ids whose item was fenced off."""
+
+    @abstractmethod
+    async def finalize_handler(
+        self,
+        handler_id: str,
+        *,
+        status: Status,
+        error: str | None,
+        event: StoredEvent,
+        at: datetime,
+    ) -> bool:
+        """Finish a running handler from outside its run (cancel, unresumable run).
+
+        Sets the terminal status and appends ``event`` after the run's last event
+        (its ``sequence`` is assigned here), clears inbox and ownership. Returns
+        ``False`` if the handler was not running.
+        """
+
+    # -- event log -----------------------------------------------------------------
+
+    @abstractmethod
+    async def read_events(
+        self, run_id: str, *, after_sequence: int = -1, limit: int = 1000
+    ) -> list[StoredEvent]:
+        """Events of a run with a sequence above ``after_sequence``, oldest first."""
+
+    @abstractmethod
+    async def last_sequences(self, run_ids: Sequence[str]) -> dict[str, int]:
+        """The highest event sequence of each run that has events."""
+
+    # -- inbox ---------------------------------------------------------------------
+
+    @abstractmethod
+    async def enqueue_event(
+        self, handler_id: str, run_id: str, payload: str, step: str | None, at: datetime
+    ) -> int | None:
+        """Record an event for a running handler; ``None`` if it is not running ``run_id``."""
+
+    @abstractmethod
+    async def read_inbox(self, handler_ids: Sequence[str]) -> list[InboxEntry]:
+        """Pending inbox entries of these handlers, oldest first."""
+
+    # -- ownership -----------------------------------------------------------------
+
+    @abstractmethod
+    async def claim_handlers(
+        self,
+        owner_id: str,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        dead_owners: Sequence[str] = (),
+        handler_ids: Sequence[str] | None = None,
+        limit: int = 100,
+    ) -> list[PersistentHandler]:
+        """Take ownership of running handlers nobody live owns, in one batch.
+
+        A handler is claimable when it is running and its owner is unset, its
+        lease expired before ``now``, or its owner is in ``dead_owners``; and it
+        is not idle (released while waiting for input) unless its inbox holds an
+        event. With ``handler_ids`` only those are considered. Claiming from an
+        owner that did not release the run counts a resume attempt. Returns the
+        claimed rows with their checkpoints.
+        """
+
+    @abstractmethod
+    async def renew_leases(self, owner_id: str, lease_until: datetime) -> set[str]:
+        """Extend every lease ``owner_id`` holds; return the handler ids it still owns."""
+
+    @abstractmethod
+    async def release_handlers(self, owner_id: str, handler_ids: Sequence[str] | None) -> None:
+        """Give up ownership (of ``handler_ids`` or of everything) without changing status."""
+
+    @abstractmethod
+    async def list_owners(self) -> set[str]:
+        """The owner ids currently recorded on running handlers."""
+
+
+class HandlerExistsError(ConflictError):
+    """The handler id is already in use."""
+
+    def __init__(self, handler_id: str) -> None:
+        super().__init__(f"Handler '{handler_id}' already exists")
+        self.handler_id = handler_id
+
+
+class IdempotencyKeyExistsError(ConflictError):
+    """Another handler was already created with this idempotency key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__("Idempotency key already used")
+        self.key = key

@@ -1,0 +1,305 @@
+"""An in-process store: for tests, development and runs that need not survive a restart."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from .base import (
+    AbstractWorkflowStore,
+    HandlerExistsError,
+    HandlerQuery,
+    IdempotencyKeyExistsError,
+    InboxEntry,
+    PersistentHandler,
+    RunProgress,
+    Status,
+    StoredEvent,
+)
+
+
+class MemoryWorkflowStore(AbstractWorkflowStore):
+    """Keeps everything in dictionaries; nothing survives the process.
+
+    Once more than ``max_completed`` handlers have finished, the oldest finished
+    ones are dropped with their events (``None`` keeps them all).
+    """
+
+    durable = False
+
+    def __init__(self, *, max_completed: int | None = 1000) -> None:
+        self.max_completed = max_completed
+        self._handlers: dict[str, PersistentHandler] = {}
+        self._events: dict[str, list[StoredEvent]] = {}
+        self._inbox: dict[int, InboxEntry] = {}
+        self._inbox_ids = itertools.count(1)
+
+    # -- seed interface ------------------------------------------------------------
+
+    async def query(self, query: HandlerQuery) -> list[PersistentHandler]:
+        rows = sorted(_filter(self._handlers.values(), query), key=_order_key)
+        if query.descending:
+            rows.reverse()
+        if query.after is not None:
+            mark = (query.after.started_at, query.after.handler_id)
+            rows = [h for h in rows if (_order_key(h) < mark if query.descending else _order_key(h) > mark)]
+        if query.limit is not None:
+            rows = rows[: query.limit]
+        return [h.model_copy(update=None if query.load_ctx else {"ctx": None}) for h in rows]
+
+    async def update(self, handler: PersistentHandler) -> None:
+        self._handlers[handler.handler_id] = handler.model_copy()
+        self._evict_completed()
+
+    async def delete(self, query: HandlerQuery) -> int:
+        doomed = list(_filter(self._handlers.values(), query))
+        for handler in doomed:
+            self._drop(handler)
+        return len(doomed)
+
+    # -- starting runs -----------------------------------------------------------
+
+    async def create_handler(
+        self, handler: PersistentHandler, *, replaces_run_id: str | None = None
+    ) -> None:
+        existing = self._handlers.get(handler.handler_id)
+        if replaces_run_id is None:
+            if existing is not None:
+                raise HandlerExistsError(handler.handler_id)
+        elif existing is None or existing.run_id != replaces_run_id or not existing.is_terminal:
+            raise HandlerExistsError(handler.handler_id)
+        key = handler.idempotency_key
+        if key is not None and any(h.idempotency_key == key for h in self._handlers.values()):
+            raise IdempotencyKeyExistsError(key)
+        if existing is not None:
+            self._drop(existing)
+        self._handlers[handler.handler_id] = handler.model_copy()
+
+    async def get_by_idempotency_key(self, key: str) -> PersistentHandler | None:
+        found = (h for h in self._handlers.values() if h.idempotency_key == key)
+        match = next(found, None)
+        return None if match is None else match.model_copy()
+
+    # -- progress ------------------------------------------------------------------
+
+    async def save_progress(self, batch: Sequence[RunProgress]) -> set[str]:
+        lost: set[str] = set()
+        for item in batch:
+            handler = self._handlers.get(item.handler_id)
+            if handler is None or not _fenced_in(handler, item):
+                lost.add(item.handler_id)
+                continue
+            self._apply(handler, item)
+        self._evict_completed()
+        return lost
+
+    def _apply(self, handler: PersistentHandler, item: RunProgress) -> None:
+        self._events.setdefault(item.run_id, []).extend(item.events)
+        for inbox_id in item.consumed_inbox:
+            self._inbox.pop(inbox_id, None)
+        update: dict[str, object] = {"updated_at": item.updated_at, "idle_since": item.idle_since}
+        if item.ctx is not None:
+            update["ctx"] = _decode(item.ctx)
+        if item.reset_attempts:
+            update["resume_attempts"] = 0
+        if item.status != "running":
+            update.update(
+                status=item.status,
+                result=None if item.result is None else _decode(item.result),
+                error=item.error,
+                completed_at=item.updated_at,
+                idle_since=None,
+            )
+            self._clear_inbox(handler.handler_id)
+        if item.status != "running" or item.release:
+            update.update(owner_id=None, lease_expires_at=None)
+        self._handlers[handler.handler_id] = handler.model_copy(update=update)
+
+    async def finalize_handler(
+        self,
+        handler_id: str,
+        *,
+        status: Status,
+        error: str | None,
+        event: StoredEvent,
+        at: datetime,
+    ) -> bool:
+        handler = self._handlers.get(handler_id)
+        if handler is None or handler.is_terminal or handler.run_id is None:
+            return False
+        log = self._events.setdefault(handler.run_id, [])
+        sequence = log[-1].sequence + 1 if log else 0
+        log.append(_with_sequence(event, sequence))
+        self._clear_inbox(handler_id)
+        self._handlers[handler_id] = handler.model_copy(
+            update={
+                "status": status,
+                "error": error,
+                "result": None,
+                "updated_at": at,
+                "completed_at": at,
+                "idle_since": None,
+                "owner_id": None,
+                "lease_expires_at": None,
+            }
+        )
+        return True
+
+    # -- event log -----------------------------------------------------------------
+
+    async def read_events(
+        self, run_id: str, *, after_sequence: int = -1, limit: int = 1000
+    ) -> list[StoredEvent]:
+        log = self._events.get(run_id, [])
+        return [e for e in log if e.sequence > after_sequence][:limit]
+
+    async def last_sequences(self, run_ids: Sequence[str]) -> dict[str, int]:
+        return {rid: self._events[rid][-1].sequence for rid in run_ids if self._events.get(rid)}
+
+    # -- inbox ---------------------------------------------------------------------
+
+    async def enqueue_event(
+        self, handler_id: str, run_id: str, payload: str, step: str | None, at: datetime
+    ) -> int | None:
+        handler = self._handlers.get(handler_id)
+        if handler is None or handler.is_terminal or handler.run_id != run_id:
+            return None
+        entry = InboxEntry(next(self._inbox_ids), handler_id, run_id, payload, step, at)
+        self._inbox[entry.id] = entry
+        return entry.id
+
+    async def read_inbox(self, handler_ids: Sequence[str]) -> list[InboxEntry]:
+        wanted = set(handler_ids)
+        return [e for e in self._inbox.values() if e.handler_id in wanted]
+
+    # -- ownership -----------------------------------------------------------------
+
+    async def claim_handlers(
+        self,
+        owner_id: str,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        dead_owners: Sequence[str] = (),
+        handler_ids: Sequence[str] | None = None,
+        limit: int = 100,
+    ) -> list[PersistentHandler]:
+        dead = set(dead_owners)
+        waiting = {e.handler_id for e in self._inbox.values()}
+        pool = self._handlers.values() if handler_ids is None else self._pick(handler_ids)
+        claimed: list[PersistentHandler] = []
+        for handler in sorted(pool, key=_order_key):
+            if len(claimed) >= limit:
+                break
+            if not _claimable(handler, now, dead, waiting):
+                continue
+            attempts = handler.resume_attempts + (handler.owner_id is not None)
+            updated = handler.model_copy(
+                update={"owner_id": owner_id, "lease_expires_at": lease_until, "resume_attempts": attempts}
+            )
+            self._handlers[handler.handler_id] = updated
+            claimed.append(updated.model_copy())
+        return claimed
+
+    async def renew_leases(self, owner_id: str, lease_until: datetime) -> set[str]:
+        owned = {
+            hid
+            for hid, h in self._handlers.items()
+            if h.owner_id == owner_id and h.status == "running"
+        }
+        for hid in owned:
+            self._handlers[hid] = self._handlers[hid].model_copy(
+                update={"lease_expires_at": lease_until}
+            )
+        return owned
+
+    async def release_handlers(self, owner_id: str, handler_ids: Sequence[str] | None) -> None:
+        pool = self._handlers.values() if handler_ids is None else self._pick(handler_ids)
+        for handler in list(pool):
+            if handler.owner_id == owner_id:
+                self._handlers[handler.handler_id] = handler.model_copy(
+                    update={"owner_id": None, "lease_expires_at": None}
+                )
+
+    async def list_owners(self) -> set[str]:
+        return {
+            h.owner_id
+            for h in self._handlers.values()
+            if h.owner_id is not None and h.status == "running"
+        }
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _pick(self, handler_ids: Sequence[str]) -> list[PersistentHandler]:
+        return [self._handlers[h] for h in handler_ids if h in self._handlers]
+
+    def _drop(self, handler: PersistentHandler) -> None:
+        self._handlers.pop(handler.handler_id, None)
+        if handler.run_id is not None:
+            self._events.pop(handler.run_id, None)
+        self._clear_inbox(handler.handler_id)
+
+    def _clear_inbox(self, handler_id: str) -> None:
+        for inbox_id in [i for i, e in self._inbox.items() if e.handler_id == handler_id]:
+            del self._inbox[inbox_id]
+
+    def _evict_completed(self) -> None:
+        if self.max_completed is None:
+            return
+        finished = [h for h in self._handlers.values() if h.is_terminal]
+        excess = len(finished) - self.max_completed
+        if excess > 0:
+            by_age = sorted(finished, key=lambda h: (h.completed_at or h.started_at, h.handler_id))
+            for handler in by_age[:excess]:
+                self._drop(handler)
+
+
+def _filter(rows: Iterable[PersistentHandler], query: HandlerQuery) -> Iterable[PersistentHandler]:
+    for h in rows:
+        if query.handler_id_in is not None and h.handler_id not in query.handler_id_in:
+            continue
+        if query.workflow_name_in is not None and h.workflow_name not in query.workflow_name_in:
+            continue
+        if query.status_in is not None and h.status not in query.status_in:
+            continue
+        if query.principal_in is not None and h.principal not in query.principal_in:
+            continue
+        yield h
+
+
+def _order_key(handler: PersistentHandler) -> tuple[datetime, str]:
+    return handler.started_at, handler.handler_id
+
+
+def _fenced_in(handler: PersistentHandler, item: RunProgress) -> bool:
+    return (
+        handler.status == "running"
+        and handler.run_id == item.run_id
+        and handler.owner_id == item.owner_id
+    )
+
+
+def _claimable(
+    handler: PersistentHandler, now: datetime, dead: set[str], waiting: set[str]
+) -> bool:
+    if handler.status != "running":
+        return False
+    if handler.idle_since is not None and handler.handler_id not in waiting:
+        return False
+    expired = handler.lease_expires_at is None or handler.lease_expires_at < now
+    return handler.owner_id is None or handler.owner_id in dead or expired
+
+
+def _with_sequence(event: StoredEvent, sequence: int) -> StoredEvent:
+    return StoredEvent(
+        sequence, event.payload, event.event_type, event.internal, event.terminal, event.created_at
+    )
+
+
+def _decode(text: str) -> dict[str, object]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("stored JSON is not an object")
+    return value
