@@ -35,7 +35,7 @@ FRAMEWORK_EVENTS: tuple[type[Event], ...] = (
 )
 """Framework events every workflow accepts by name, declared or not."""
 
-_ENVELOPE_KEYS = frozenset({"value", "data", "type", "qualified_name"})
+_ENVELOPE_KEYS = frozenset({"value", "data", "type", "types", "qualified_name"})
 
 
 _LINE_BREAKERS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
@@ -94,7 +94,7 @@ def envelope(event: Event, *, include_qualified_name: bool = True) -> dict[str, 
     ancestors = event_ancestors(cls)
     try:
         value = event.model_dump(mode="json")
-    except Exception as exc:  # noqa: BLE001 - a step's odd payload must not kill its run
+    except Exception as exc:
         value = {"serialization_error": f"{type(exc).__name__}: {exc}"}
     return {
         "value": value,
@@ -221,9 +221,31 @@ def _value_of(data: dict[str, Any]) -> dict[str, Any]:
 
 def _validate(cls: type[Event], value: dict[str, Any]) -> Event:
     try:
-        return cls.model_validate(value)
+        return cls.model_validate(_lift_declared_fields(cls, value))
     except ValidationError as exc:
         raise BadEventError(f"Invalid {cls.__name__}: {describe_validation_error(exc)}") from exc
+
+
+def _lift_declared_fields(cls: type[Event], value: dict[str, Any]) -> dict[str, Any]:
+    """Move ``_data`` entries that are declared fields of ``cls`` to the top level.
+
+    A base ``StartEvent(topic=...)`` keeps ``topic`` as a dynamic attribute,
+    serialized under ``_data``; validated into a subclass declaring ``topic``,
+    it must fill the field.
+    """
+    dynamic = value.get("_data")
+    if not isinstance(dynamic, dict):
+        return value
+    declared = {k: v for k, v in dynamic.items() if k in cls.model_fields and k not in value}
+    if not declared:
+        return value
+    rest = {k: v for k, v in dynamic.items() if k not in declared}
+    lifted = {**value, **declared}
+    if rest:
+        lifted["_data"] = rest
+    else:
+        del lifted["_data"]
+    return lifted
 
 
 def _validate_start(cls: type[Event], value: dict[str, Any]) -> StartEvent:

@@ -18,7 +18,7 @@ from workflows.representation import get_workflow_representation
 
 from . import codec
 from ._http import WorkflowRoute, error_response, json_body_doc, json_response, read_json_body
-from .errors import BadRequestError, HandlerNotFoundError
+from .errors import BadRequestError
 from .models import (
     CancelResponse,
     ErrorResponse,
@@ -37,17 +37,31 @@ from .models import (
 from .registry import RegisteredWorkflow
 from .service.config import ServiceConfig
 from .service.service import WorkflowService
-from .service.streams import HEARTBEAT, EventStream
-from .store.base import AbstractWorkflowStore, HandlerCursor, HandlerQuery, PersistentHandler, Status
+from .service.streams import EventStream, Heartbeat
+from .store.base import (
+    AbstractWorkflowStore,
+    HandlerCursor,
+    HandlerQuery,
+    PersistentHandler,
+    Status,
+)
 from .store.memory import MemoryWorkflowStore
 
 DEFAULT_MAX_BODY_SIZE = 1024 * 1024
 """Largest request body accepted by default (1 MiB)."""
 
 _STATUSES: frozenset[str] = frozenset({"running", "completed", "failed", "cancelled"})
-_HANDLER_STATUS_CODE: dict[str, int] = {"running": 202, "completed": 200, "failed": 500, "cancelled": 500}
+_HANDLER_STATUS_CODE: dict[str, int] = {
+    "running": 202,
+    "completed": 200,
+    "failed": 500,
+    "cancelled": 500,
+}
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}}
-_BAD_INPUT: dict[int | str, dict[str, Any]] = {400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}}
+_BAD_INPUT: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse},
+    413: {"model": ErrorResponse},
+}
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {503: {"model": ErrorResponse}}
 
 
@@ -114,11 +128,15 @@ def workflow_router(
             ``: heartbeat`` comment (``None`` disables heartbeats).
         router_kwargs: Passed to ``APIRouter`` (``prefix``, ``tags``, ``dependencies``...).
     """
-    service = WorkflowService(store or MemoryWorkflowStore(), config=config, scoped=principal is not None)
+    service = WorkflowService(
+        store or MemoryWorkflowStore(), config=config, scoped=principal is not None
+    )
     router = WorkflowRouter(service, **router_kwargs)
     for name, workflow in (workflows or {}).items():
         router.add_workflow(name, workflow)
-    _Routes(router, service, principal or _anonymous, max_body_size, sse_heartbeat_interval).add_all()
+    _Routes(
+        router, service, principal or _anonymous, max_body_size, sse_heartbeat_interval
+    ).add_all()
     return router
 
 
@@ -157,7 +175,9 @@ def _flag(value: str | None, name: str, default: bool) -> bool:
     raise BadRequestError(f"Invalid {name}: {value!r} (expected true or false)")
 
 
-def _cursor_position(after_sequence: str | None, last_event_id: str | None, sse: bool) -> int | Literal["now"]:
+def _cursor_position(
+    after_sequence: str | None, last_event_id: str | None, sse: bool
+) -> int | Literal["now"]:
     if sse and last_event_id is not None and last_event_id.strip().lstrip("-").isdigit():
         return max(int(last_event_id.strip()), -1)
     if after_sequence is None or after_sequence == "now":
@@ -175,7 +195,9 @@ def _status_filter(values: list[str] | None) -> list[Status] | None:
     given = [v for v in values or [] if v]
     unknown = [v for v in given if v not in _STATUSES]
     if unknown:
-        raise BadRequestError(f"Invalid status: {unknown[0]!r} (expected running, completed, failed or cancelled)")
+        raise BadRequestError(
+            f"Invalid status: {unknown[0]!r} (expected running, completed, failed or cancelled)"
+        )
     return cast("list[Status]", given) or None
 
 
@@ -222,7 +244,9 @@ class _Routes:
     def _workflow_routes(self) -> None:
         router, service = self.router, self.service
 
-        @router.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
+        @router.get(
+            "/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}}
+        )
         async def health() -> Response:
             """Whether the workflow service is running and its store answers."""
             if await service.healthy():
@@ -238,17 +262,24 @@ class _Routes:
         async def workflow_schema(name: str) -> Response:
             """JSON schemas of the workflow's start and stop events."""
             workflow = service.registry.get(name).workflow
-            start, stop = workflow.start_event_class, workflow.stop_event_class
-            return json_response({"start": start.model_json_schema(), "stop": stop.model_json_schema()})
+            start: type[Event] = workflow.start_event_class
+            stop: type[Event] = workflow.stop_event_class
+            return json_response(
+                {"start": start.model_json_schema(), "stop": stop.model_json_schema()}
+            )
 
-        @router.get("/workflows/{name}/events", response_model=WorkflowEventsList, responses=_NOT_FOUND)
+        @router.get(
+            "/workflows/{name}/events", response_model=WorkflowEventsList, responses=_NOT_FOUND
+        )
         async def workflow_events(name: str) -> Response:
             """JSON schemas of the events the workflow declares (and accepts)."""
             events = service.registry.get(name).declared_events
             return json_response({"events": [event.model_json_schema() for event in events]})
 
         @router.get(
-            "/workflows/{name}/representation", response_model=WorkflowGraphResponse, responses=_NOT_FOUND
+            "/workflows/{name}/representation",
+            response_model=WorkflowGraphResponse,
+            responses=_NOT_FOUND,
         )
         async def workflow_representation(name: str) -> Response:
             """The workflow's graph of steps and events."""
@@ -282,7 +313,10 @@ class _Routes:
         @router.post(
             "/workflows/{name}/run",
             response_model=HandlerData,
-            responses={**errors, 500: {"model": HandlerData, "description": "The run failed or was cancelled"}},
+            responses={
+                **errors,
+                500: {"model": HandlerData, "description": "The run failed or was cancelled"},
+            },
             openapi_extra=run_doc,
         )
         async def run_workflow(
@@ -293,10 +327,14 @@ class _Routes:
         ) -> Response:
             """Start a run and answer when it has finished (500 with the handler if it failed)."""
             handler = await self._start(name, request, principal, idempotency_key)
-            done = await self.service.wait_for(handler.handler_id, principal=_principal_id(principal))
+            done = await self.service.wait_for(
+                handler.handler_id, principal=_principal_id(principal)
+            )
             return json_response(handler_json(done), 200 if done.status == "completed" else 500)
 
-    async def _start(self, name: str, request: Request, principal: Any, idempotency_key: str | None) -> PersistentHandler:
+    async def _start(
+        self, name: str, request: Request, principal: Any, idempotency_key: str | None
+    ) -> PersistentHandler:
         entry = self.service.registry.get(name)
         body = await read_json_body(request, self.max_body_size)
         if not isinstance(body, dict):
@@ -338,14 +376,23 @@ class _Routes:
             )
             page = await service.list_handlers(query, principal=_principal_id(principal))
             next_cursor = None if page.next_cursor is None else page.next_cursor.encode()
-            return json_response({"handlers": [handler_json(h) for h in page.handlers], "next_cursor": next_cursor})
+            return json_response(
+                {"handlers": [handler_json(h) for h in page.handlers], "next_cursor": next_cursor}
+            )
 
         @router.get("/handlers/{handler_id}", response_model=HandlerData, responses=handler_codes)
         async def get_handler(handler_id: str, principal: principal_dep) -> Response:
             """The handler; 200 when completed, 202 while running, 500 if failed or cancelled."""
-            return _handler_response(await service.get(handler_id, principal=_principal_id(principal)))
+            return _handler_response(
+                await service.get(handler_id, principal=_principal_id(principal))
+            )
 
-        @router.get("/results/{handler_id}", response_model=HandlerData, responses=handler_codes, deprecated=True)
+        @router.get(
+            "/results/{handler_id}",
+            response_model=HandlerData,
+            responses=handler_codes,
+            deprecated=True,
+        )
         async def get_result(handler_id: str, principal: principal_dep) -> Response:
             """Like ``GET /handlers/{id}`` with the result unwrapped to its value (legacy)."""
             handler = await service.get(handler_id, principal=_principal_id(principal))
@@ -358,7 +405,9 @@ class _Routes:
             response_model=CancelResponse,
             responses={**_NOT_FOUND, **_BAD_INPUT, 409: {"model": ErrorResponse}},
         )
-        async def cancel_handler(handler_id: str, principal: principal_dep, purge: str | None = None) -> Response:
+        async def cancel_handler(
+            handler_id: str, principal: principal_dep, purge: str | None = None
+        ) -> Response:
             """Cancel a running handler; with ``purge=true`` also delete it (finished or not)."""
             outcome = await service.cancel(
                 handler_id, purge=_flag(purge, "purge", False), principal=_principal_id(principal)
@@ -370,12 +419,14 @@ class _Routes:
     def _event_routes(self) -> None:
         router, service = self.router, self.service
         principal_dep = Annotated[Any, Depends(self.principal)]
-        stream_doc = {
+        stream_doc: dict[int | str, dict[str, Any]] = {
             200: {
-                "description": "SSE frames `id: <sequence>` / `data: <event>`, or one event per NDJSON line",
+                "description": "SSE frames (`id: <sequence>`, `data: <event>`) or NDJSON lines",
                 "content": {
                     "text/event-stream": {"schema": {"type": "string"}},
-                    "application/x-ndjson": {"schema": EventEnvelopeWithMetadata.model_json_schema()},
+                    "application/x-ndjson": {
+                        "schema": EventEnvelopeWithMetadata.model_json_schema()
+                    },
                 },
             },
             204: {"description": "The run has finished and no event is left after the cursor"},
@@ -413,7 +464,9 @@ class _Routes:
             responses={**_NOT_FOUND, **_BAD_INPUT, 409: {"model": ErrorResponse}, **_UNAVAILABLE},
             openapi_extra=json_body_doc(SendEventRequest),
         )
-        async def send_event(handler_id: str, request: Request, principal: principal_dep) -> Response:
+        async def send_event(
+            handler_id: str, request: Request, principal: principal_dep
+        ) -> Response:
             """Send an event into a running handler (human-in-the-loop answers, signals)."""
             body = await read_json_body(request, self.max_body_size)
             if not isinstance(body, dict):
@@ -423,7 +476,9 @@ class _Routes:
                 raise BadRequestError("Event data is required")
             if step is not None and not isinstance(step, str):
                 raise BadRequestError("Invalid step: it must be a string")
-            await service.send_event(handler_id, event, step=step, principal=_principal_id(principal))
+            await service.send_event(
+                handler_id, event, step=step, principal=_principal_id(principal)
+            )
             return json_response({"status": "sent"})
 
 
@@ -462,10 +517,9 @@ def _legacy_result(result: dict[str, Any] | None) -> Any:
 def _stream_response(stream: EventStream, sse: bool, with_names: bool) -> Response:
     async def frames() -> AsyncIterator[bytes]:
         async for item in stream:
-            if item is HEARTBEAT:
+            if isinstance(item, Heartbeat):
                 yield b": heartbeat\n\n"
                 continue
-            assert not isinstance(item, type(HEARTBEAT))
             payload = item.payload if with_names else codec.without_qualified_name(item.payload)
             yield (f"id: {item.sequence}\ndata: {payload}\n\n" if sse else payload + "\n").encode()
 
@@ -475,4 +529,10 @@ def _stream_response(stream: EventStream, sse: bool, with_names: bool) -> Respon
     return StreamingResponse(frames(), media_type="application/x-ndjson")
 
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "WorkflowRouter", "error_response", "handler_json", "workflow_router"]
+__all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
+    "WorkflowRouter",
+    "error_response",
+    "handler_json",
+    "workflow_router",
+]

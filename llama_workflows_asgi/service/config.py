@@ -26,6 +26,10 @@ class ServiceConfig:
         checkpoint_delay: Extra seconds the writer waits to gather more work into
             each group commit (0: write as soon as the previous write ends).
         stop_timeout: Seconds a run gets to stop cooperatively on shutdown.
+        adopt_local_dead_owners: Adopt at once the runs of a process on this host
+            that is gone, instead of waiting for its leases to expire. Turn off
+            when host names do not identify one process namespace (several
+            containers sharing a host name).
         accept_context_api: Accept a serialized context in run requests (off by
             default: it lets callers inject arbitrary run state).
         max_page_size: Largest page of handlers one listing returns.
@@ -39,6 +43,7 @@ class ServiceConfig:
     claim_batch_size: int = 500
     checkpoint_delay: float = 0.0
     stop_timeout: float = 5.0
+    adopt_local_dead_owners: bool = True
     accept_context_api: bool = False
     max_page_size: int = 1000
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -276,11 +277,8 @@ class LiveRun:
         """Wait until new events are written (or the run is settled), at most ``timeout``."""
         if self.finished.is_set():
             return
-        changed = self._changed
-        try:
-            await asyncio.wait_for(changed.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()

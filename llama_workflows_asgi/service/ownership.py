@@ -39,7 +39,7 @@ class Owner:
 
     def _is_dead(self, owner_id: str) -> bool:
         host, _, rest = owner_id.partition(":")
-        pid_text, _, token = rest.partition(":")
+        pid_text = rest.partition(":")[0]
         if host != self.host or not pid_text.isdigit() or owner_id == self.id:
             return False
         pid = int(pid_text)

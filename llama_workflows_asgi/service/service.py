@@ -148,7 +148,10 @@ class WorkflowService:
             await asyncio.wait_for(self._writer.drain(), self.config.stop_timeout * 2)
             await self.store.release_handlers(self.owner.id, None)
         except (asyncio.TimeoutError, StoreUnavailableError) as exc:
-            logger.warning("shutdown could not write everything (%s); runs resume from their last checkpoint", exc)
+            logger.warning(
+                "shutdown could not write everything (%s); runs resume from their last checkpoint",
+                exc,
+            )
         await self._writer.stop()
         for task in list(self._background):
             task.cancel()
@@ -208,12 +211,16 @@ class WorkflowService:
         row.ctx = ctx
         return await self._create_and_launch(row, entry, event, replaces)
 
-    async def run(self, workflow_name: str, start_event: StartEvent | None = None, **options: Any) -> PersistentHandler:
+    async def run(
+        self, workflow_name: str, start_event: StartEvent | None = None, **options: Any
+    ) -> PersistentHandler:
         """Start a run and wait until it finished and its outcome is written."""
         handler = await self.start_run(workflow_name, start_event, **options)
         return await self.wait_for(handler.handler_id, principal=options.get("principal"))
 
-    async def _replay(self, key: str, request_hash: str | None, principal: str | None) -> PersistentHandler | None:
+    async def _replay(
+        self, key: str, request_hash: str | None, principal: str | None
+    ) -> PersistentHandler | None:
         existing = await self.store.get_by_idempotency_key(key)
         if existing is None:
             return None
@@ -238,14 +245,18 @@ class WorkflowService:
             given = {"state": previous.ctx.get("state") or {}}
         return given, previous.run_id
 
-    def _accepted_context(self, entry: RegisteredWorkflow, context: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _accepted_context(
+        self, entry: RegisteredWorkflow, context: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
         if not context:
             return None
         if not self.config.accept_context_api:
-            raise BadRequestError("Context API is disabled. Enable accept_context_api on the router to use it.")
+            raise BadRequestError(
+                "Context API is disabled. Enable accept_context_api on the router to use it."
+            )
         try:
             Context.from_dict(entry.workflow, context, serializer=self._serializer(entry))
-        except Exception as exc:  # noqa: BLE001 - any decoding failure is the caller's input
+        except Exception as exc:
             raise BadRequestError(f"Invalid context: {exc}") from exc
         return context
 
@@ -288,7 +299,11 @@ class WorkflowService:
         )
 
     async def _create_and_launch(
-        self, row: PersistentHandler, entry: RegisteredWorkflow, event: StartEvent, replaces: str | None
+        self,
+        row: PersistentHandler,
+        entry: RegisteredWorkflow,
+        event: StartEvent,
+        replaces: str | None,
     ) -> PersistentHandler:
         # Registered before the row exists so an ownership round never takes
         # the freshly written row for an orphan.
@@ -327,7 +342,9 @@ class WorkflowService:
                 await self._give_up(row, problem)
                 continue
             assert row.run_id is not None
-            live = self._register(row, self.registry.get(row.workflow_name), sequences.get(row.run_id, -1) + 1)
+            live = self._register(
+                row, self.registry.get(row.workflow_name), sequences.get(row.run_id, -1) + 1
+            )
             ctx, start = self._resume_inputs(row, live.workflow)
             if await self._launch_or_fail(live, ctx, start):
                 for entry in inbox:
@@ -340,8 +357,9 @@ class WorkflowService:
         if row.run_id is None:
             return "Cannot resume: the handler has no run"
         if row.resume_attempts > self.config.max_resume_attempts:
+            attempts = self.config.max_resume_attempts
             return (
-                f"Gave up resuming after {self.config.max_resume_attempts} attempts without progress "
+                f"Gave up resuming after {attempts} attempts without progress "
                 "(the run kept crashing its process)"
             )
         return None
@@ -364,7 +382,9 @@ class WorkflowService:
 
     # -- engine wiring -------------------------------------------------------------------
 
-    def _register(self, row: PersistentHandler, entry: RegisteredWorkflow, next_sequence: int) -> LiveRun:
+    def _register(
+        self, row: PersistentHandler, entry: RegisteredWorkflow, next_sequence: int
+    ) -> LiveRun:
         assert row.run_id is not None
         if row.handler_id in self._runs:
             raise ConflictError(f"Handler '{row.handler_id}' is already running")
@@ -392,17 +412,23 @@ class WorkflowService:
     ) -> bool:
         try:
             self._launch(live, ctx, start)
-        except Exception as exc:  # noqa: BLE001 - a broken checkpoint must not stop the server
+        except Exception as exc:
             live.abort()
             self._unregister(live)
-            row = PersistentHandler(handler_id=live.handler_id, workflow_name=live.workflow.name, status="running")
+            row = PersistentHandler(
+                handler_id=live.handler_id, workflow_name=live.workflow.name, status="running"
+            )
             await self._give_up(row, f"Cannot resume: {type(exc).__name__}: {exc}")
             return False
         return True
 
     def _launch(self, live: LiveRun, ctx: dict[str, Any] | None, start: StartEvent | None) -> None:
         workflow = live.workflow.workflow
-        context = None if ctx is None else Context.from_dict(workflow, ctx, serializer=self._serializer(live.workflow))
+        context = (
+            None
+            if ctx is None
+            else Context.from_dict(workflow, ctx, serializer=self._serializer(live.workflow))
+        )
         self.runtime.observe(live.run_id, live)
         handler = workflow.run(ctx=context, start_event=start, run_id=live.run_id)
         live.attach(handler, self.runtime.get_external_adapter(live.run_id))
@@ -413,12 +439,14 @@ class WorkflowService:
         assert live.handler is not None
         try:
             await live.handler.stop_event_result()
-        except BaseException as exc:  # noqa: BLE001 - the outcome is recorded from the stream
+        except BaseException as exc:
             error: BaseException | None = exc
         else:
             error = None
         if live.outcome is None and not live.releasing and self._runs.get(live.handler_id) is live:
-            reason = f"{type(error).__name__}: {error}" if error else "the run stopped without a result"
+            reason = (
+                f"{type(error).__name__}: {error}" if error else "the run stopped without a result"
+            )
             live.observe_event(WorkflowFailedEvent(step_name="", exception=RuntimeError(reason)))
 
     def _serializer(self, entry: RegisteredWorkflow) -> Any:
@@ -428,8 +456,10 @@ class WorkflowService:
         try:
             event = live.workflow.events.decode(entry.payload)
             live.deliver(entry.id, event, entry.step)
-        except Exception as exc:  # noqa: BLE001 - a stale entry must not block the run
-            logger.warning("dropping undeliverable event %s for %s: %s", entry.id, live.handler_id, exc)
+        except Exception as exc:
+            logger.warning(
+                "dropping undeliverable event %s for %s: %s", entry.id, live.handler_id, exc
+            )
             live.drop_inbox_entry(entry.id)
 
     def _lose(self, live: LiveRun) -> None:
@@ -452,7 +482,11 @@ class WorkflowService:
         loop.call_later(timeout, self._release_if_still_idle, live, marker)
 
     def _release_if_still_idle(self, live: LiveRun, marker: datetime | None) -> None:
-        if self._runs.get(live.handler_id) is live and live.idle_since == marker and not live.releasing:
+        if (
+            self._runs.get(live.handler_id) is live
+            and live.idle_since == marker
+            and not live.releasing
+        ):
             self._spawn(live.stop_engine(self.config.stop_timeout))
 
     def _spawn(self, coro: Any) -> None:
@@ -464,17 +498,25 @@ class WorkflowService:
 
     async def get(self, handler_id: str, *, principal: str | None = None) -> PersistentHandler:
         """The handler (without its checkpoint); raises ``HandlerNotFoundError``."""
-        query = HandlerQuery(handler_id_in=[handler_id], principal_in=self._scope(principal), load_ctx=False)
+        query = HandlerQuery(
+            handler_id_in=[handler_id], principal_in=self._scope(principal), load_ctx=False
+        )
         rows = await self.store.query(query)
         if not rows:
             raise HandlerNotFoundError(handler_id)
         return rows[0]
 
-    async def list_handlers(self, query: HandlerQuery, *, principal: str | None = None) -> HandlerPage:
+    async def list_handlers(
+        self, query: HandlerQuery, *, principal: str | None = None
+    ) -> HandlerPage:
         """A page of handlers (without checkpoints), at most ``config.max_page_size`` long."""
         size = min(query.limit or self.config.max_page_size, self.config.max_page_size)
         scoped = query.model_copy(
-            update={"limit": size + 1, "load_ctx": False, "principal_in": self._scope(principal) or query.principal_in}
+            update={
+                "limit": size + 1,
+                "load_ctx": False,
+                "principal_in": self._scope(principal) or query.principal_in,
+            }
         )
         rows = await self.store.query(scoped)
         if len(rows) <= size:
@@ -523,7 +565,9 @@ class WorkflowService:
             row.run_id,
             cursor,
             first,
-            lambda run_id, after_seq, timeout: self._next_events(handler_id, run_id, after_seq, timeout),
+            lambda run_id, after_seq, timeout: self._next_events(
+                handler_id, run_id, after_seq, timeout
+            ),
             include_internal=include_internal,
             heartbeat_interval=heartbeat_interval,
         )
@@ -536,11 +580,18 @@ class WorkflowService:
 
     async def _events_after(self, handler_id: str, run_id: str, cursor: int) -> list[StoredEvent]:
         live = self._runs.get(handler_id)
-        if live is not None and live.run_id == run_id and live.tail and live.tail[0].sequence <= cursor + 1:
+        if (
+            live is not None
+            and live.run_id == run_id
+            and live.tail
+            and live.tail[0].sequence <= cursor + 1
+        ):
             return [e for e in live.tail if e.sequence > cursor]
         return await self.store.read_events(run_id, after_sequence=cursor)
 
-    async def _next_events(self, handler_id: str, run_id: str, cursor: int, timeout: float) -> list[StoredEvent] | None:
+    async def _next_events(
+        self, handler_id: str, run_id: str, cursor: int, timeout: float
+    ) -> list[StoredEvent] | None:
         live = self._runs.get(handler_id)
         if live is not None and live.run_id == run_id:
             if live.durable_sequence <= cursor:
@@ -566,7 +617,12 @@ class WorkflowService:
     # -- sending events and cancelling -----------------------------------------------------
 
     async def send_event(
-        self, handler_id: str, event: Event | Any, *, step: str | None = None, principal: str | None = None
+        self,
+        handler_id: str,
+        event: Event | Any,
+        *,
+        step: str | None = None,
+        principal: str | None = None,
     ) -> None:
         """Deliver an event to a running handler, durably.
 
@@ -586,7 +642,12 @@ class WorkflowService:
         if inbox_id is None:
             raise ConflictError("Workflow already completed")
         live = self._runs.get(handler_id)
-        if live is not None and live.run_id == row.run_id and live.handler is not None and not live.releasing:
+        if (
+            live is not None
+            and live.run_id == row.run_id
+            and live.handler is not None
+            and not live.releasing
+        ):
             live.deliver(inbox_id, decoded, step)
             return
         if live is not None:
@@ -610,7 +671,12 @@ class WorkflowService:
 
     async def _cancel_running(self, row: PersistentHandler) -> None:
         live = self._runs.get(row.handler_id)
-        if live is not None and live.run_id == row.run_id and live.handler is not None and not live.releasing:
+        if (
+            live is not None
+            and live.run_id == row.run_id
+            and live.handler is not None
+            and not live.releasing
+        ):
             if live.outcome is None:
                 await live.handler.cancel_run()
             await live.finished.wait()
@@ -633,7 +699,9 @@ def _default_start_event(entry: RegisteredWorkflow) -> StartEvent:
     try:
         return cls()
     except ValidationError as exc:
-        raise BadEventError(f"Invalid {cls.__name__}: {codec.describe_validation_error(exc)}") from exc
+        raise BadEventError(
+            f"Invalid {cls.__name__}: {codec.describe_validation_error(exc)}"
+        ) from exc
 
 
 def _check_step(entry: RegisteredWorkflow, step: str | None, event: Event) -> None:
@@ -641,7 +709,7 @@ def _check_step(entry: RegisteredWorkflow, step: str | None, event: Event) -> No
         return
     try:
         entry.workflow._validate_valid_step_message(step, event)
-    except Exception as exc:  # noqa: BLE001 - the engine raises WorkflowRuntimeError
+    except Exception as exc:
         raise BadRequestError(str(exc)) from exc
 
 

@@ -36,7 +36,7 @@ class Supervisor:
         live_runs: Callable[[], Sequence[LiveRun]],
         on_lost: Callable[[LiveRun], None],
         deliver: Callable[[LiveRun, InboxEntry], None],
-        resume: Callable[[PersistentHandler], Awaitable[None]],
+        resume: Callable[[Sequence[PersistentHandler]], Awaitable[None]],
     ) -> None:
         self._store = store
         self._owner = owner
@@ -69,7 +69,7 @@ class Supervisor:
         while True:
             try:
                 await self.round()
-            except Exception as exc:  # noqa: BLE001 - the loop must survive store outages
+            except Exception as exc:
                 self._on_store_trouble(exc)
             self.first_round.set()
             await asyncio.sleep(self._config.poll_interval)
@@ -84,7 +84,9 @@ class Supervisor:
     async def _renew(self) -> None:
         # Runs started after this snapshot may not be written yet: only those
         # already running can be judged lost.
-        running = [r for r in self._live_runs() if r.handler is not None and not r.finished.is_set()]
+        running = [
+            r for r in self._live_runs() if r.handler is not None and not r.finished.is_set()
+        ]
         lease_until = utcnow() + timedelta(seconds=self._config.lease_ttl)
         owned = await self._store.renew_leases(self._owner.id, lease_until)
         self._last_renewal = time.monotonic()
@@ -113,7 +115,9 @@ class Supervisor:
             return await self._adopt(handler_ids)
 
     async def _adopt(self, handler_ids: Sequence[str] | None) -> int:
-        dead = self._owner.dead_among(await self._store.list_owners())
+        dead: list[str] = []
+        if self._config.adopt_local_dead_owners:
+            dead = self._owner.dead_among(await self._store.list_owners())
         claimed = 0
         while True:
             now = utcnow()
@@ -125,8 +129,7 @@ class Supervisor:
                 handler_ids=handler_ids,
                 limit=self._config.claim_batch_size,
             )
-            for row in rows:
-                await self._resume(row)
+            await self._resume(rows)
             claimed += len(rows)
             if len(rows) < self._config.claim_batch_size:
                 return claimed

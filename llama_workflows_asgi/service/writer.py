@@ -97,7 +97,7 @@ class ProgressWriter:
             return True
         try:
             lost = await self._store.save_progress([p for _, p in batch])
-        except Exception as exc:  # noqa: BLE001 - keep the work, retry later
+        except Exception as exc:
             self._keep(batch, exc)
             return False
         self.last_error = None

@@ -1,0 +1,172 @@
+"""The app the durability tests run in real uvicorn processes.
+
+Configured by environment variables:
+
+* ``WF_DATABASE_URL``: the store's URL (required).
+* ``WF_PROCESS``: a name recorded by every step execution (default: the pid).
+* ``WF_JOURNAL``: a file where steps append what they do, one line per action,
+  so tests can tell which process did what and when.
+* ``WF_IDLE_TIMEOUT``, ``WF_LEASE_TTL``, ``WF_POLL_INTERVAL``: service tunables.
+* ``WF_SKIP_WORKFLOWS``: comma-separated workflow names not to register.
+
+Run with ``python -m uvicorn --factory tests.support.crash_app:create_asgi_app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from pydantic import BaseModel, Field
+from workflows import Context, Workflow, step
+from workflows.events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
+
+from llama_workflows_asgi import ServiceConfig, SqlAlchemyWorkflowStore, WorkflowServer
+
+PROCESS = os.environ.get("WF_PROCESS", str(os.getpid()))
+
+
+def journal(run_id: str, action: str, detail: str = "") -> None:
+    """Append ``process, run, action, detail, time`` to the journal file."""
+    path = os.environ.get("WF_JOURNAL")
+    if path:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(f"{PROCESS}\t{run_id}\t{action}\t{detail}\t{time.time():.6f}\n")
+
+
+class ProgressEvent(Event):
+    item: str
+    index: int
+    total: int
+
+
+class ProcessInput(StartEvent):
+    name: str = "processing"
+    items: list[str] = Field(default_factory=lambda: ["alpha", "beta", "gamma"])
+    delay: float = 0.5
+
+
+class ProcessOutput(StopEvent):
+    processed: list[str]
+
+
+class ProcessingState(BaseModel):
+    processed: list[str] = Field(default_factory=list)
+
+
+class ProcessingWorkflow(Workflow):
+    """The seed's durable processing workflow, journaling each item it works on."""
+
+    @step
+    async def process_items(self, ev: ProcessInput, ctx: Context[ProcessingState]) -> ProcessOutput:
+        run_id = ev.name
+        state = await ctx.store.get_state()
+        processed = list(state.processed)
+        for i, item in enumerate(ev.items):
+            result = f"processed:{item}"
+            if result in processed:
+                continue
+            journal(run_id, "begin", item)
+            await asyncio.sleep(ev.delay)
+            journal(run_id, "end", item)
+            processed.append(result)
+            async with ctx.store.edit_state() as state:
+                state.processed = list(processed)
+            ctx.write_event_to_stream(ProgressEvent(item=result, index=i + 1, total=len(ev.items)))
+        return ProcessOutput(processed=processed)
+
+
+class Tick(Event):
+    n: int
+
+
+class TickerInput(StartEvent):
+    name: str
+    steps: int = 10
+    delay: float = 0.2
+
+
+class TickerWorkflow(Workflow):
+    """A chain of ``steps`` short steps, each journaled with start and end times."""
+
+    @step
+    async def begin(self, ev: TickerInput, ctx: Context) -> Tick:
+        await ctx.store.set("name", ev.name)
+        await ctx.store.set("delay", ev.delay)
+        await ctx.store.set("steps", ev.steps)
+        return Tick(n=0)
+
+    @step
+    async def tick(self, ev: Tick, ctx: Context) -> Tick | StopEvent:
+        name = await ctx.store.get("name")
+        journal(name, "start", str(ev.n))
+        await asyncio.sleep(float(await ctx.store.get("delay")))
+        journal(name, "stop", str(ev.n))
+        if ev.n + 1 >= int(await ctx.store.get("steps")):
+            return StopEvent(result={"name": name, "ticks": ev.n + 1})
+        return Tick(n=ev.n + 1)
+
+
+class AskEvent(InputRequiredEvent):
+    question: str
+
+
+class AnswerEvent(HumanResponseEvent):
+    answer: str
+
+
+class HitlWorkflow(Workflow):
+    """Asks a question and finishes with the answer (after ``ANSWER_DELAY`` seconds)."""
+
+    @step
+    async def ask(self, ev: StartEvent) -> AskEvent:
+        return AskEvent(question="what is your name?")
+
+    @step
+    async def done(self, ev: AnswerEvent) -> StopEvent:
+        await asyncio.sleep(float(os.environ.get("WF_ANSWER_DELAY", "0")))
+        return StopEvent(result=f"got {ev.answer}")
+
+
+class CrashingWorkflow(Workflow):
+    """Kills its own process whenever its step runs."""
+
+    @step
+    async def crash(self, ev: StartEvent) -> StopEvent:
+        journal("crash", "crash")
+        os._exit(3)
+
+
+def _config() -> ServiceConfig:
+    idle = os.environ.get("WF_IDLE_TIMEOUT")
+    return ServiceConfig(
+        lease_ttl=float(os.environ.get("WF_LEASE_TTL", "8")),
+        poll_interval=float(os.environ.get("WF_POLL_INTERVAL", "1")),
+        idle_timeout=None if idle in (None, "none") else float(idle),
+        stream_poll_interval=0.2,
+        adopt_local_dead_owners=os.environ.get("WF_LOCAL_ADOPTION", "1") == "1",
+    )
+
+
+def create_app() -> WorkflowServer:
+    """The server, with every workflow not listed in ``WF_SKIP_WORKFLOWS``."""
+    store = SqlAlchemyWorkflowStore(os.environ["WF_DATABASE_URL"], migrate=True)
+    server = WorkflowServer(store, config=_config(), sse_heartbeat_interval=1.0)
+    skipped = set(filter(None, os.environ.get("WF_SKIP_WORKFLOWS", "").split(",")))
+    workflows: dict[str, Workflow] = {
+        "processing": ProcessingWorkflow(timeout=None),
+        "ticker": TickerWorkflow(timeout=None),
+        "hitl": HitlWorkflow(timeout=None),
+        "crashing": CrashingWorkflow(timeout=None),
+    }
+    for name, workflow in workflows.items():
+        if name not in skipped:
+            server.add_workflow(name, workflow)
+    return server
+
+
+def create_asgi_app() -> Any:
+    """The ASGI app (``uvicorn --factory tests.support.crash_app:create_asgi_app``)."""
+    return create_app().app
