@@ -1,0 +1,125 @@
+"""Runs that cannot be resumed are failed with a clear error; the server always starts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from llama_agents.client import WorkflowClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.support.crash_app import TickerInput
+from tests.support.processes import ServerProcess, server_processes
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def crash_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def make_server(crash_db: str, tmp_path: Path) -> Callable[..., ServerProcess]:
+    counter = iter(range(100))
+
+    def make(**env: str) -> ServerProcess:
+        return ServerProcess(f"p{next(counter)}", {"WF_DATABASE_URL": crash_db, **env}, tmp_path)
+
+    return make
+
+
+async def failed_handler(url: str, handler_id: str) -> dict[str, object]:
+    async with httpx.AsyncClient(base_url=url) as http:
+        response = await http.get(f"/handlers/{handler_id}")
+    assert response.status_code == 500
+    body: dict[str, object] = response.json()
+    assert body["status"] == "failed"
+    return body
+
+
+async def interrupted_ticker(make_server: Callable[..., ServerProcess]) -> str:
+    first = make_server()
+    with server_processes(first):
+        await asyncio.to_thread(first.start)
+        client = WorkflowClient(base_url=first.url)
+        start = TickerInput(name="t", steps=100, delay=0.1)
+        handler = await client.run_workflow_nowait("ticker", start_event=start)
+        await asyncio.sleep(0.8)  # a few steps checkpointed
+        first.kill()
+    return handler.handler_id
+
+
+async def test_run_of_an_unregistered_workflow_is_failed(make_server: Callable[..., ServerProcess]) -> None:
+    handler_id = await interrupted_ticker(make_server)
+    second = make_server(WF_SKIP_WORKFLOWS="ticker")
+    with server_processes(second):
+        await asyncio.to_thread(second.start)
+        await asyncio.sleep(0.5)
+        body = await failed_handler(second.url, handler_id)
+        events = [e async for e in WorkflowClient(base_url=second.url).get_workflow_events(handler_id)]
+    assert body["error"] == "Cannot resume: workflow 'ticker' is not registered on this server"
+    assert events[-1].type == "WorkflowFailedEvent"
+
+
+async def test_unreadable_checkpoint_fails_the_run_not_the_server(
+    make_server: Callable[..., ServerProcess], crash_db: str
+) -> None:
+    handler_id = await interrupted_ticker(make_server)
+    engine = create_async_engine(crash_db)
+    async with engine.begin() as conn:
+        corrupt = text("UPDATE workflow_handlers SET ctx = :ctx WHERE handler_id = :id")
+        await conn.execute(corrupt, {"ctx": '{"version": 2, "is_running": true, "workers": 7}', "id": handler_id})
+    await engine.dispose()
+
+    second = make_server()
+    with server_processes(second):
+        await asyncio.to_thread(second.start)
+        await asyncio.sleep(0.5)
+        body = await failed_handler(second.url, handler_id)
+        healthy = httpx.get(second.url + "/health").json()
+    assert str(body["error"]).startswith("Cannot resume: ")
+    assert healthy == {"status": "healthy"}
+
+
+async def test_run_that_keeps_crashing_its_process_is_given_up(
+    make_server: Callable[..., ServerProcess],
+) -> None:
+    first = make_server()
+    crashes = 0
+    with server_processes(first):
+        await asyncio.to_thread(first.start)
+        async with httpx.AsyncClient(base_url=first.url) as http:
+            try:
+                created = await http.post("/workflows/crashing/run-nowait", json={"handler_id": "boom"})
+                assert created.status_code == 200
+            except httpx.TransportError:
+                pass  # the process may die before answering; the row is written first
+        await asyncio.to_thread(first.wait_exit, 10)
+        crashes += 1
+
+    survivor = None
+    for _ in range(8):
+        server = make_server()
+        try:
+            await asyncio.to_thread(server.start)
+            await asyncio.sleep(1.0)
+            if server.process is not None and server.process.poll() is None:
+                survivor = server
+                break
+        except RuntimeError:
+            pass  # resumed the crashing step during startup and died
+        server.stop()
+        crashes += 1
+
+    assert survivor is not None, "the server must eventually start despite the crashing run"
+    with server_processes(survivor):
+        body = await failed_handler(survivor.url, "boom")
+    assert crashes == 4  # the first run and three resumes
+    assert "Gave up resuming after 3 attempts" in str(body["error"])
