@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -39,7 +40,7 @@ from workflows.runtime.types.ticks import (
 
 from .. import codec
 from ..registry import RegisteredWorkflow
-from ..store.base import RunProgress, Status, StoredEvent, utcnow
+from ..store.base import PersistentHandler, RunProgress, Status, StoredEvent, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -87,9 +88,8 @@ class LiveRun:
 
     def __init__(
         self,
+        row: PersistentHandler,
         *,
-        handler_id: str,
-        run_id: str,
         workflow: RegisteredWorkflow,
         serializer: BaseSerializer,
         next_sequence: int,
@@ -98,9 +98,12 @@ class LiveRun:
         checkpoints: bool,
         tail_size: int = 1024,
     ) -> None:
-        self.handler_id = handler_id
-        self.run_id = run_id
+        assert row.run_id is not None
+        self.row = row.model_copy(update={"ctx": None})
+        self.handler_id = row.handler_id
+        self.run_id = row.run_id
         self.workflow = workflow
+        self.final: PersistentHandler | None = None
         self._serializer = serializer
         self._next_sequence = next_sequence
         self._on_dirty = on_dirty
@@ -136,7 +139,6 @@ class LiveRun:
             raise RuntimeError("the engine runtime does not expose run snapshots")
         self._mirror = snapshottable.init_state
         self._state_store = adapter.get_state_store(())
-        self._mark()
 
     @property
     def next_sequence(self) -> int:
@@ -252,9 +254,27 @@ class LiveRun:
         if progress.events:
             self.durable_sequence = progress.events[-1].sequence
             self.tail.extend(progress.events)
+        if progress.status != "running":
+            self.final = self._finished_row(progress)
         if progress.status != "running" or progress.release:
             self.finished.set()
         self._notify()
+
+    def _finished_row(self, progress: RunProgress) -> PersistentHandler:
+        """The handler row as the terminal write left it."""
+        result = None if progress.result is None else json.loads(progress.result)
+        return self.row.model_copy(
+            update={
+                "status": progress.status,
+                "result": result,
+                "error": progress.error,
+                "updated_at": progress.updated_at,
+                "completed_at": progress.updated_at,
+                "idle_since": None,
+                "owner_id": None,
+                "lease_expires_at": None,
+            }
+        )
 
     def requeue(self, progress: RunProgress) -> None:
         """Writing failed: keep everything for the next attempt."""

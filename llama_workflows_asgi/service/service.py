@@ -339,7 +339,7 @@ class WorkflowService:
                 continue  # still running here: the claim only refreshed our own lease
             problem = self._unresumable(row)
             if problem is not None:
-                await self._give_up(row, problem)
+                await self._give_up(row.handler_id, problem)
                 continue
             assert row.run_id is not None
             live = self._register(
@@ -373,11 +373,11 @@ class WorkflowService:
         start = entry.events.decode_start(row.start_event or {})
         return row.ctx, start
 
-    async def _give_up(self, row: PersistentHandler, reason: str) -> None:
-        logger.error("handler %s failed: %s", row.handler_id, reason)
+    async def _give_up(self, handler_id: str, reason: str) -> None:
+        logger.error("handler %s failed: %s", handler_id, reason)
         failure = WorkflowFailedEvent(step_name="", exception=RuntimeError(reason))
         await self.store.finalize_handler(
-            row.handler_id, status="failed", error=reason, event=_stored(failure), at=utcnow()
+            handler_id, status="failed", error=reason, event=_stored(failure), at=utcnow()
         )
 
     # -- engine wiring -------------------------------------------------------------------
@@ -389,8 +389,7 @@ class WorkflowService:
         if row.handler_id in self._runs:
             raise ConflictError(f"Handler '{row.handler_id}' is already running")
         live = LiveRun(
-            handler_id=row.handler_id,
-            run_id=row.run_id,
+            row,
             workflow=entry,
             serializer=self._serializer(entry),
             next_sequence=next_sequence,
@@ -415,10 +414,7 @@ class WorkflowService:
         except Exception as exc:
             live.abort()
             self._unregister(live)
-            row = PersistentHandler(
-                handler_id=live.handler_id, workflow_name=live.workflow.name, status="running"
-            )
-            await self._give_up(row, f"Cannot resume: {type(exc).__name__}: {exc}")
+            await self._give_up(live.handler_id, f"Cannot resume: {type(exc).__name__}: {exc}")
             return False
         return True
 
@@ -530,6 +526,9 @@ class WorkflowService:
             live = self._runs.get(handler_id)
             if live is not None:
                 await live.finished.wait()
+                visible = not self.scoped or live.row.principal == principal
+                if live.final is not None and visible:
+                    return live.final  # exactly what was just written
             row = await self.get(handler_id, principal=principal)
             if row.is_terminal:
                 return row
