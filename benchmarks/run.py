@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.loadgen import Connection, Response
 from benchmarks.postgres import durable_postgres
 from tests.support.processes import free_port
 
@@ -91,21 +92,24 @@ class Server:
 async def closed_loop(url: str, workload: str, clients: int, duration: float, warmup: float) -> Result:
     result = Result("", workload)
     latencies: list[float] = []
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
-        start = time.perf_counter()
-        measure_from, stop_at = start + warmup, start + warmup + duration
+    host, port = url.removeprefix("http://").split(":")
+    connections = [Connection(host, int(port)) for _ in range(clients)]
+    start = time.perf_counter()
+    measure_from, stop_at = start + warmup, start + warmup + duration
 
-        async def client_loop() -> None:
-            while (now := time.perf_counter()) < stop_at:
-                response = await http.post(f"/workflows/{workload}/run", json=BODIES[workload])
-                done = time.perf_counter()
-                ok = response.status_code == 200 and _result(response) == EXPECTED[workload]
-                if now >= measure_from:
-                    latencies.append(done - now)
-                    result.errors += not ok
+    async def client_loop(connection: Connection) -> None:
+        while (now := time.perf_counter()) < stop_at:
+            response = await connection.request("POST", f"/workflows/{workload}/run", BODIES[workload])
+            done = time.perf_counter()
+            ok = response.status == 200 and _result(response) == EXPECTED[workload]
+            if now >= measure_from:
+                latencies.append(done - now)
+                result.errors += not ok
 
-        await asyncio.gather(*(client_loop() for _ in range(clients)))
+    try:
+        await asyncio.gather(*(client_loop(c) for c in connections))
+    finally:
+        await asyncio.gather(*(c.close() for c in connections))
     result.runs = len(latencies)
     result.runs_per_s = result.runs / duration
     result.p50_ms = statistics.median(latencies) * 1000
@@ -113,7 +117,7 @@ async def closed_loop(url: str, workload: str, clients: int, duration: float, wa
     return result
 
 
-def _result(response: httpx.Response) -> object:
+def _result(response: Response) -> object:
     value = response.json()["result"]["value"]
     return value.get("result")
 

@@ -140,7 +140,8 @@ def workflow_router(
     return router
 
 
-def _anonymous() -> None:
+async def _anonymous() -> None:
+    # async: FastAPI would run a plain function in a worker thread, per request.
     return None
 
 
