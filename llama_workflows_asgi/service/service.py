@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -527,11 +528,15 @@ class WorkflowService:
         return HandlerPage(rows[:size], HandlerCursor(last.started_at, last.handler_id))
 
     async def wait_for(self, handler_id: str, *, principal: str | None = None) -> PersistentHandler:
-        """Wait until the handler is finished and its outcome written; return it."""
+        """Wait until the handler is finished and its outcome written; return it.
+
+        Raises ``StoreUnavailableError`` if the run ended here but its outcome
+        cannot be written for now (it is kept, and written once the store is back).
+        """
         while True:
             live = self._runs.get(handler_id)
             if live is not None:
-                await live.finished.wait()
+                await self._wait_written(live)
                 visible = not self.scoped or live.row.principal == principal
                 if live.final is not None and visible:
                     return live.final  # exactly what was just written
@@ -539,6 +544,14 @@ class WorkflowService:
             if row.is_terminal:
                 return row
             await asyncio.sleep(self.config.stream_poll_interval)
+
+    async def _wait_written(self, live: LiveRun) -> None:
+        while not live.finished.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(live.finished.wait(), self.config.poll_interval)
+            error = self._writer.last_error
+            if not live.finished.is_set() and live.outcome is not None and error is not None:
+                raise StoreUnavailableError(f"The run finished but its outcome is not written yet: {error}")
 
     def _scope(self, principal: str | None) -> list[str | None] | None:
         return [principal] if self.scoped else None

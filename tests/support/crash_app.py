@@ -8,6 +8,8 @@ Configured by environment variables:
   so tests can tell which process did what and when.
 * ``WF_IDLE_TIMEOUT``, ``WF_LEASE_TTL``, ``WF_POLL_INTERVAL``: service tunables.
 * ``WF_SKIP_WORKFLOWS``: comma-separated workflow names not to register.
+* ``WF_SQLITE_MAX_PAGES``: cap the SQLite file at this many pages, so it fills
+  up (SQLite then fails writes with "database or disk is full").
 
 Run with ``python -m uvicorn --factory tests.support.crash_app:create_asgi_app``.
 """
@@ -20,6 +22,8 @@ import time
 from typing import Any
 
 from pydantic import BaseModel, Field
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from workflows import Context, Workflow, step
 from workflows.events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 
@@ -150,8 +154,18 @@ def _config() -> ServiceConfig:
     )
 
 
+def _cap_sqlite_size(pages: int) -> None:
+    @event.listens_for(Engine, "connect")
+    def cap(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA max_page_count = {pages}")
+        cursor.close()
+
+
 def create_app() -> WorkflowServer:
     """The server, with every workflow not listed in ``WF_SKIP_WORKFLOWS``."""
+    if os.environ.get("WF_SQLITE_MAX_PAGES"):
+        _cap_sqlite_size(int(os.environ["WF_SQLITE_MAX_PAGES"]))
     store = SqlAlchemyWorkflowStore(os.environ["WF_DATABASE_URL"], migrate=True)
     server = WorkflowServer(store, config=_config(), sse_heartbeat_interval=1.0)
     skipped = set(filter(None, os.environ.get("WF_SKIP_WORKFLOWS", "").split(",")))

@@ -27,7 +27,7 @@ def free_port() -> int:
 
 @dataclass
 class ServerProcess:
-    """``python -m uvicorn tests.support.crash_app:app`` with the given environment."""
+    """The crash app (``tests.support.crash_app``) in uvicorn, with the given environment."""
 
     name: str
     env: dict[str, str]
@@ -45,7 +45,13 @@ class ServerProcess:
         """Start the process and wait until /health answers 200."""
         env = {**os.environ, **self.env, "WF_PROCESS": self.name, "PYTHONPATH": str(ROOT)}
         log = open(self.log_dir / f"{self.name}.log", "ab")  # noqa: SIM115 - owned by the child
-        command = [sys.executable, "-m", "uvicorn", "--factory", "tests.support.crash_app:create_asgi_app"]
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "tests.support.crash_app:create_asgi_app",
+        ]
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
         self.started_at = time.time()
         self.process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=log)

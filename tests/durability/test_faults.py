@@ -1,0 +1,115 @@
+"""Database faults: a PostgreSQL restart, a locked SQLite file, a full one."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import httpx
+import pytest
+from llama_agents.client import WorkflowClient
+
+from llama_workflows_asgi import SqlAlchemyWorkflowStore, WorkflowServer
+from tests.support.crash_app import TickerInput
+from tests.support.postgres import PostgresServer
+from tests.support.processes import ServerProcess, read_journal, server_processes
+from tests.support.servers import serving
+from tests.support.workflows import make_workflows
+
+pytestmark = pytest.mark.timeout(180)
+
+
+async def test_postgres_restart_mid_run(
+    postgres_server: PostgresServer, postgres_url: str, tmp_path: Path
+) -> None:
+    journal = tmp_path / "journal.tsv"
+    env = {"WF_DATABASE_URL": postgres_url, "WF_JOURNAL": str(journal)}
+    server = ServerProcess("server", env, tmp_path)
+    with server_processes(server):
+        await asyncio.to_thread(server.start)
+        client = WorkflowClient(base_url=server.url)
+        accepted = [
+            (await client.run_workflow_nowait("ticker", start_event=TickerInput(name=f"t{i}", steps=30, delay=0.1)))
+            for i in range(3)
+        ]
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(postgres_server.stop)
+        try:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+                during_get = await http.get(f"/handlers/{accepted[0].handler_id}")
+                during_run = await http.post("/workflows/ticker/run-nowait", json={"start_event": {"name": "x"}})
+                health = await http.get("/health")
+            await asyncio.sleep(1.5)
+        finally:
+            await asyncio.to_thread(postgres_server.start)
+        done = [await client.wait_for_handler(h.handler_id, poll_interval=0.2, timeout=60) for h in accepted]
+        listed = await client.get_handlers()
+
+    for response in (during_get, during_run):
+        assert response.status_code == 503
+        assert response.headers["Retry-After"].isdigit()
+        assert isinstance(response.json()["detail"], str)
+    assert health.status_code == 503
+    assert health.json() == {"status": "unhealthy"}
+    assert [h.result.value["result"]["ticks"] for h in done if h.result] == [30, 30, 30]
+    # The refused request left nothing behind; the accepted ones all finished.
+    assert sorted(h.handler_id for h in listed.handlers) == sorted(h.handler_id for h in accepted)
+    steps = [line for line in read_journal(journal) if line.action == "start"]
+    per_run = {f"t{i}": sorted(int(line.detail) for line in steps if line.run == f"t{i}") for i in range(3)}
+    assert all(ticks == list(range(30)) for ticks in per_run.values()), "no step lost or repeated"
+
+
+async def test_locked_sqlite_file_gives_a_clear_503(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    server = WorkflowServer(SqlAlchemyWorkflowStore(f"sqlite+aiosqlite:///{path}", busy_timeout=0.3))
+    for name, workflow in make_workflows().items():
+        server.add_workflow(name, workflow)
+    async with serving(server.app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        before = await http.post("/workflows/greet/run", json={})
+        blocker = sqlite3.connect(path, isolation_level=None, timeout=0)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            refused = await http.post("/workflows/greet/run-nowait", json={})
+            readable = await http.get(f"/handlers/{before.json()['handler_id']}")
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        after = await http.post("/workflows/greet/run", json={})
+        listed = (await http.get("/handlers")).json()["handlers"]
+
+    assert before.status_code == 200
+    assert refused.status_code == 503
+    assert "locked" in refused.json()["detail"]
+    assert refused.headers["Retry-After"].isdigit()
+    assert readable.status_code == 200  # WAL readers are not blocked by a writer
+    assert after.status_code == 200
+    assert len(listed) == 2
+
+
+async def test_full_sqlite_file_gives_a_clear_503_and_keeps_serving(tmp_path: Path) -> None:
+    database = tmp_path / "full.db"
+    env = {"WF_DATABASE_URL": f"sqlite+aiosqlite:///{database}", "WF_SQLITE_MAX_PAGES": "150"}
+    server = ServerProcess("server", env, tmp_path)
+    big = "x" * 50_000
+    with server_processes(server):
+        await asyncio.to_thread(server.start)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            answers = []
+            for _ in range(40):
+                body = {"start_event": {"name": big, "items": []}}
+                response = await http.post("/workflows/processing/run-nowait", json=body)
+                answers.append(response)
+                if response.status_code != 200:
+                    break
+            waited = await http.post("/workflows/processing/run", json={"start_event": {"items": []}})
+            health = await http.get("/health")
+            listing = await http.get("/handlers", params={"limit": 5})
+
+    refused = answers[-1]
+    assert refused.status_code == 503, [a.status_code for a in answers]
+    assert "full" in refused.json()["detail"]
+    assert len(answers) > 1, "some runs fit before the file filled up"
+    assert waited.status_code == 503  # never a hang, never a 500
+    assert health.status_code == 200
+    assert listing.status_code == 200
