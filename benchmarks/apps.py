@@ -21,8 +21,10 @@ def create_app() -> Any:
         return _reference_app(os.environ["BENCH_DATABASE"])
     from llama_workflows_asgi import MemoryWorkflowStore, SqlAlchemyWorkflowStore, WorkflowServer
 
-    store = MemoryWorkflowStore() if target == "memory" else SqlAlchemyWorkflowStore(
-        _url(target, os.environ["BENCH_DATABASE"]), migrate=True
+    store = (
+        MemoryWorkflowStore()
+        if target == "memory"
+        else SqlAlchemyWorkflowStore(_url(target, os.environ["BENCH_DATABASE"]), migrate=True)
     )
     server = WorkflowServer(store)
     for name, workflow in workflows().items():

@@ -33,6 +33,12 @@ QUERIES: dict[str, dict[str, Any]] = {
 }
 
 
+RESULT = (
+    '{"value":{"result":1},"qualified_name":"workflows.events.StopEvent",'
+    '"type":"StopEvent","types":null}'
+)
+
+
 def rows(count: int) -> list[dict[str, Any]]:
     start = utcnow() - timedelta(days=30)
     statuses = ["completed"] * 8 + ["failed", "running"]
@@ -42,20 +48,22 @@ def rows(count: int) -> list[dict[str, Any]]:
             "workflow_name": f"w{i % 3}",
             "status": statuses[i % 10],
             "run_id": f"r{i:08d}",
-            "result": '{"value":{"result":1},"qualified_name":"workflows.events.StopEvent","type":"StopEvent","types":null}',
+            "result": RESULT,
             "started_at": start + timedelta(seconds=i),
             "updated_at": start + timedelta(seconds=i),
             "resume_attempts": 0,
             # Running rows belong to a live process elsewhere, so this service leaves them be.
             "owner_id": "elsewhere:1:bench" if statuses[i % 10] == "running" else None,
-            "lease_expires_at": start + timedelta(days=60) if statuses[i % 10] == "running" else None,
+            "lease_expires_at": start + timedelta(days=60)
+            if statuses[i % 10] == "running"
+            else None,
         }
         for i in range(count)
     ]
 
 
 async def fill(store: SqlAlchemyWorkflowStore, count: int) -> None:
-    engine = store._engines.write if store._engines else None  # noqa: SLF001 - bulk load
+    engine = store._engines.write if store._engines else None  # bulk load, bypassing the API
     assert engine is not None
     batch = rows(count)
     async with engine.begin() as conn:
@@ -72,7 +80,9 @@ async def timings(url: str, count: int, repeat: int) -> dict[str, float]:
     results = {}
     for name, spec in QUERIES.items():
         spec = dict(spec)
-        after = HandlerCursor(middle.started_at, middle.handler_id) if spec.pop("deep", False) else None
+        after = (
+            HandlerCursor(middle.started_at, middle.handler_id) if spec.pop("deep", False) else None
+        )
         query = HandlerQuery(limit=100, after=after, **spec)
         samples = []
         for _ in range(repeat):
@@ -86,7 +96,9 @@ async def timings(url: str, count: int, repeat: int) -> dict[str, float]:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="1000,100000")
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--postgres", action="store_true", help="also measure on PostgreSQL")

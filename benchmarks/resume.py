@@ -84,7 +84,7 @@ async def resume_after(url: str, steps: int) -> tuple[float, int]:
     first = service(url)
     await first.start()
     handler = await first.start_run("long", StartEvent(steps=steps))
-    while (await first.get(handler.handler_id)).idle_since is None:
+    while (await first.get(handler.handler_id)).idle_since is None:  # noqa: ASYNC110 - polls the store
         await asyncio.sleep(0.05)
     await first.stop()
 
@@ -97,7 +97,8 @@ async def resume_after(url: str, steps: int) -> tuple[float, int]:
     done = await second.wait_for(handler.handler_id)
     elapsed = time.perf_counter() - started
     await second.stop()
-    assert done.result is not None and done.result["value"]["result"]["done"] == steps
+    assert done.result is not None
+    assert done.result["value"]["result"]["done"] == steps
     return elapsed, size
 
 
@@ -134,7 +135,7 @@ async def adopt_many(url: str, runs: int) -> tuple[float, dict[str, int]]:
     with counting_statements() as statements:
         started = time.perf_counter()
         await second.start()
-        while len(second._runs) < runs:
+        while len(second._runs) < runs:  # noqa: ASYNC110 - nothing to wait on but the count
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - started
         await second._supervisor.first_round.wait()
@@ -144,7 +145,9 @@ async def adopt_many(url: str, runs: int) -> tuple[float, dict[str, int]]:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", default="10,10000")
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
@@ -159,9 +162,13 @@ async def main() -> None:
             for steps in map(int, args.steps.split(",")):
                 samples = [await resume_after(fresh(), steps) for _ in range(args.repeat)]
                 median = statistics.median(s for s, _ in samples)
-                print(f"  N={steps:>6}: {median * 1000:7.1f} ms   checkpoint {samples[0][1]:>6} bytes")
+                print(
+                    f"  N={steps:>6}: {median * 1000:7.1f} ms   checkpoint {samples[0][1]:>6} bytes"
+                )
             elapsed, counts = await adopt_many(fresh(), args.runs)
-            print(f"{name}: {args.runs} interrupted runs executing again {elapsed:.2f} s after start")
+            print(
+                f"{name}: {args.runs} interrupted runs executing again {elapsed:.2f} s after start"
+            )
             print(f"  SQL statements during startup and adoption: {counts}")
 
 

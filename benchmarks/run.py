@@ -60,7 +60,12 @@ class Server:
 
     def __init__(self, target: str, database: str) -> None:
         self.port = free_port()
-        env = {**os.environ, "BENCH_TARGET": target, "BENCH_DATABASE": database, "PYTHONPATH": str(ROOT)}
+        env = {
+            **os.environ,
+            "BENCH_TARGET": target,
+            "BENCH_DATABASE": database,
+            "PYTHONPATH": str(ROOT),
+        }
         command = [sys.executable, "-m", "uvicorn", "--factory", "benchmarks.apps:create_app"]
         command += ["--port", str(self.port), "--log-level", "warning", "--no-access-log"]
         self.process = subprocess.Popen(command, env=env, cwd=ROOT)
@@ -89,7 +94,9 @@ class Server:
             self.process.kill()
 
 
-async def closed_loop(url: str, workload: str, clients: int, duration: float, warmup: float) -> Result:
+async def closed_loop(
+    url: str, workload: str, clients: int, duration: float, warmup: float
+) -> Result:
     result = Result("", workload)
     latencies: list[float] = []
     host, port = url.removeprefix("http://").split(":")
@@ -99,7 +106,9 @@ async def closed_loop(url: str, workload: str, clients: int, duration: float, wa
 
     async def client_loop(connection: Connection) -> None:
         while (now := time.perf_counter()) < stop_at:
-            response = await connection.request("POST", f"/workflows/{workload}/run", BODIES[workload])
+            response = await connection.request(
+                "POST", f"/workflows/{workload}/run", BODIES[workload]
+            )
             done = time.perf_counter()
             ok = response.status == 200 and _result(response) == EXPECTED[workload]
             if now >= measure_from:
@@ -128,10 +137,16 @@ async def stream_events(url: str, runs: int, count: int = 1000) -> Result:
     async with httpx.AsyncClient(base_url=url, timeout=120) as http:
         for i in range(runs + 2):
             started = time.perf_counter()
-            handler = (await http.post("/workflows/stream/run-nowait", json={"start_event": {"count": count}})).json()
+            handler = (
+                await http.post(
+                    "/workflows/stream/run-nowait", json={"start_event": {"count": count}}
+                )
+            ).json()
             frames = 0
             params = {"after_sequence": "-1"}
-            async with http.stream("GET", f"/events/{handler['handler_id']}", params=params) as response:
+            async with http.stream(
+                "GET", f"/events/{handler['handler_id']}", params=params
+            ) as response:
                 async for chunk in response.aiter_bytes():
                     frames += chunk.count(b"\ndata: ")
             elapsed = time.perf_counter() - started
@@ -150,7 +165,9 @@ async def measure(target: str, workload: str, args: argparse.Namespace, database
         if workload == "stream":
             result = await stream_events(server.url, args.stream_runs)
         else:
-            result = await closed_loop(server.url, workload, args.clients, args.duration, args.warmup)
+            result = await closed_loop(
+                server.url, workload, args.clients, args.duration, args.warmup
+            )
         result.peak_rss_mb = server.peak_rss_mb()
     finally:
         server.stop()
@@ -158,16 +175,35 @@ async def measure(target: str, workload: str, args: argparse.Namespace, database
     return result
 
 
+_COLUMNS = (("server", 10), ("workload", 8), ("runs/s", 9), ("p50 ms", 8), ("p99 ms", 8))
+_COLUMNS += (("events/s", 10), ("peak MB", 8), ("errors", 6))
+
+
 def print_table(results: list[Result]) -> None:
-    header = f"{'server':<10} {'workload':<8} {'runs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'events/s':>10} {'peak MB':>8} {'errors':>6}"
+    header = " ".join(
+        name.rjust(width) if i > 1 else name.ljust(width)
+        for i, (name, width) in enumerate(_COLUMNS)
+    )
     print(header)
     print("-" * len(header))
     for r in results:
-        events = f"{r.events_per_s:,.0f}" if r.workload == "stream" else "-"
-        runs = f"{r.runs_per_s:,.1f}" if r.workload != "stream" else "-"
-        p50 = f"{r.p50_ms:.1f}" if r.workload != "stream" else "-"
-        p99 = f"{r.p99_ms:.1f}" if r.workload != "stream" else "-"
-        print(f"{r.target:<10} {r.workload:<8} {runs:>9} {p50:>8} {p99:>8} {events:>10} {r.peak_rss_mb:>8.0f} {r.errors:>6}")
+        streaming = r.workload == "stream"
+        cells = [
+            r.target,
+            r.workload,
+            "-" if streaming else f"{r.runs_per_s:,.1f}",
+            "-" if streaming else f"{r.p50_ms:.1f}",
+            "-" if streaming else f"{r.p99_ms:.1f}",
+            f"{r.events_per_s:,.0f}" if streaming else "-",
+            f"{r.peak_rss_mb:.0f}",
+            str(r.errors),
+        ]
+        print(
+            " ".join(
+                c.rjust(w) if i > 1 else c.ljust(w)
+                for i, (c, (_, w)) in enumerate(zip(cells, _COLUMNS, strict=True))
+            )
+        )
 
 
 def ratios(results: list[Result]) -> list[tuple[str, float, float]]:
@@ -179,15 +215,21 @@ def ratios(results: list[Result]) -> list[tuple[str, float, float]]:
         for target, floor in (("sqlite", 0.5), ("postgres", 0.4)):
             durable = by.get((target, workload))
             if memory and durable:
-                checks.append((f"{target}/memory {workload}", durable.runs_per_s / memory.runs_per_s, floor))
+                checks.append(
+                    (f"{target}/memory {workload}", durable.runs_per_s / memory.runs_per_s, floor)
+                )
         reference, sqlite = by.get(("reference", workload)), by.get(("sqlite", workload))
         if reference and sqlite and reference.runs_per_s:
-            checks.append((f"sqlite/reference {workload}", sqlite.runs_per_s / reference.runs_per_s, 5.0))
+            checks.append(
+                (f"sqlite/reference {workload}", sqlite.runs_per_s / reference.runs_per_s, 5.0)
+            )
     return checks
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--clients", type=int, default=16)
@@ -198,10 +240,17 @@ async def main() -> None:
     targets, workloads = args.targets.split(","), args.workloads.split(",")
 
     results: list[Result] = []
-    with tempfile.TemporaryDirectory() as scratch, durable_postgres(enabled="postgres" in targets) as pg:
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        durable_postgres(enabled="postgres" in targets) as pg,
+    ):
         for target in targets:
             for workload in workloads:
-                database = pg.create_database() if target == "postgres" else f"{scratch}/{target}-{workload}.db"
+                database = (
+                    pg.create_database()
+                    if target == "postgres"
+                    else f"{scratch}/{target}-{workload}.db"
+                )
                 results.append(await measure(target, workload, args, database))
                 print_table(results[-1:])
     print()
@@ -215,7 +264,11 @@ async def main() -> None:
         print(f"{'one SSE client':<28} {stream.events_per_s:,.0f} events/s  (target >= 20,000)")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
-    machine = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    machine = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
     payload = {"machine": machine, "args": vars(args), "results": [asdict(r) for r in results]}
     (out / "latest.json").write_text(json.dumps(payload, indent=2))
 

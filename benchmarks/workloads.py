@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from workflows import Context, Workflow, step
 from workflows.events import Event, StartEvent, StopEvent
 
@@ -83,4 +85,17 @@ def workflows() -> dict[str, Workflow]:
         "chain": ChainWorkflow(timeout=None),
         "fanout": FanOutWorkflow(timeout=None),
         "stream": StreamWorkflow(timeout=None),
+        "drip": DripWorkflow(timeout=None),
     }
+
+
+class DripWorkflow(Workflow):
+    """Writes ``count`` events, one every ``interval`` seconds (a long-lived stream)."""
+
+    @step
+    async def drip(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        count, interval = int(ev.get("count", 200)), float(ev.get("interval", 0.3))
+        for i in range(count):
+            await asyncio.sleep(interval)
+            ctx.write_event_to_stream(Tick(i=i))
+        return StopEvent(result=count)

@@ -35,12 +35,9 @@ from .store import (
     HandlerQuery,
     MemoryWorkflowStore,
     PersistentHandler,
+    SqlAlchemyWorkflowStore,
+    SqliteWorkflowStore,
 )
-
-try:
-    from .store import SqlAlchemyWorkflowStore, SqliteWorkflowStore
-except ImportError:  # pragma: no cover - only while the SQL store is being built
-    pass
 
 __all__ = [
     "AbstractWorkflowStore",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import codec
 from .errors import (
@@ -38,7 +39,9 @@ def json_response(content: Any, status_code: int = 200) -> Response:
     return Response(codec.dumps(content).encode(), status_code, media_type="application/json")
 
 
-def error_response(status_code: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    status_code: int, detail: str, headers: dict[str, str] | None = None
+) -> Response:
     """The ``{"detail": "..."}`` body every error uses."""
     response = json_response({"detail": detail}, status_code)
     response.headers.update(headers or {})
@@ -60,7 +63,9 @@ def describe_request_error(exc: RequestValidationError) -> str:
     """A one-line description of FastAPI's parameter validation errors."""
     parts = []
     for error in exc.errors():
-        location = ".".join(str(p) for p in error.get("loc", ()) if p not in ("query", "header", "path"))
+        location = ".".join(
+            str(p) for p in error.get("loc", ()) if p not in ("query", "header", "path")
+        )
         parts.append(f"{location or 'request'}: {error.get('msg', 'invalid')}")
     return "Invalid request: " + "; ".join(parts)
 
@@ -74,7 +79,7 @@ class WorkflowRoute(APIRoute):
     inside any host app, without touching the host's exception handlers.
     """
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def route_handler(request: Request) -> Response:
@@ -82,6 +87,8 @@ class WorkflowRoute(APIRoute):
                 return await handler(request)
             except RequestValidationError as exc:
                 return error_response(400, describe_request_error(exc))
+            except StarletteHTTPException:
+                raise  # the host's own errors (e.g. an auth dependency) keep their status
             except WorkflowServerError as exc:
                 return response_for(exc)
             except Exception:

@@ -35,7 +35,9 @@ def get_workflow_service(request: Request) -> WorkflowService:
     return service
 
 
-def get_workflow_store(service: Annotated[WorkflowService, Depends(get_workflow_service)]) -> AbstractWorkflowStore:
+def get_workflow_store(
+    service: Annotated[WorkflowService, Depends(get_workflow_service)],
+) -> AbstractWorkflowStore:
     """The store behind the app's workflow router."""
     return service.store
 

@@ -54,6 +54,14 @@ class HandlerData(BaseModel):
     completed_at: str | None
 
 
+class LegacyHandlerData(HandlerData):
+    """A handler as `GET /results/{id}` sends it: `result` unwrapped to its value."""
+
+    result: Any = Field(
+        description="The StopEvent's `result` (plain StopEvent) or its fields (subclasses)."
+    )
+
+
 class HandlersList(BaseModel):
     """A page of handlers; `next_cursor` continues the listing when more remain."""
 

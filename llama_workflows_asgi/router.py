@@ -26,6 +26,7 @@ from .models import (
     HandlerData,
     HandlersList,
     HealthResponse,
+    LegacyHandlerData,
     RunRequest,
     SendEventRequest,
     SendEventResponse,
@@ -207,6 +208,8 @@ def _check_handler_id(handler_id: Any) -> str | None:
         return None
     if not isinstance(handler_id, str) or not 0 < len(handler_id) <= 255:
         raise BadRequestError("Invalid handler_id: it must be a string of 1 to 255 characters")
+    if handler_id in (".", ".."):
+        raise BadRequestError("Invalid handler_id: '.' and '..' cannot appear in a URL path")
     if "/" in handler_id or not handler_id.isprintable():
         raise BadRequestError("Invalid handler_id: it must not contain '/' or control characters")
     return handler_id
@@ -388,10 +391,16 @@ class _Routes:
                 await service.get(handler_id, principal=_principal_id(principal))
             )
 
+        legacy_codes = {
+            202: {"model": LegacyHandlerData},
+            500: {"model": LegacyHandlerData},
+            **_NOT_FOUND,
+        }
+
         @router.get(
             "/results/{handler_id}",
-            response_model=HandlerData,
-            responses=handler_codes,
+            response_model=LegacyHandlerData,
+            responses=legacy_codes,
             deprecated=True,
         )
         async def get_result(handler_id: str, principal: principal_dep) -> Response:
@@ -447,6 +456,7 @@ class _Routes:
         ) -> Response:
             """The run's events after a cursor, live until its final event (SSE by default)."""
             as_sse = _flag(sse, "sse", True)
+            with_names = _flag(include_qualified_name, "include_qualified_name", True)
             stream = await service.open_stream(
                 handler_id,
                 principal=_principal_id(principal),
@@ -456,7 +466,6 @@ class _Routes:
             )
             if stream is None:
                 return Response(status_code=204)
-            with_names = _flag(include_qualified_name, "include_qualified_name", True)
             return _stream_response(stream, as_sse, with_names)
 
         @router.post(

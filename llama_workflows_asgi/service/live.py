@@ -120,6 +120,7 @@ class LiveRun:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.delivered: set[int] = set()
         self.idle_since: datetime | None = None
+        self.idle_timer: asyncio.TimerHandle | None = None
         self.outcome: Outcome | None = None
         self.releasing = False
         self._engine_stopped = False

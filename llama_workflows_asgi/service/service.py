@@ -411,6 +411,8 @@ class WorkflowService:
     def _unregister(self, live: LiveRun) -> None:
         if self._runs.get(live.handler_id) is live:
             del self._runs[live.handler_id]
+        if live.idle_timer is not None:
+            live.idle_timer.cancel()  # it would keep the finished run alive until it fires
         self.runtime.forget(live.run_id)
 
     async def _launch_or_fail(
@@ -480,9 +482,12 @@ class WorkflowService:
         timeout = self.config.idle_timeout
         if timeout is None or not self.running:
             return
-        marker = live.idle_since
+        if live.idle_timer is not None:
+            live.idle_timer.cancel()
         loop = asyncio.get_running_loop()
-        loop.call_later(timeout, self._release_if_still_idle, live, marker)
+        live.idle_timer = loop.call_later(
+            timeout, self._release_if_still_idle, live, live.idle_since
+        )
 
     def _release_if_still_idle(self, live: LiveRun, marker: datetime | None) -> None:
         if (
@@ -551,7 +556,9 @@ class WorkflowService:
                 await asyncio.wait_for(live.finished.wait(), self.config.poll_interval)
             error = self._writer.last_error
             if not live.finished.is_set() and live.outcome is not None and error is not None:
-                raise StoreUnavailableError(f"The run finished but its outcome is not written yet: {error}")
+                raise StoreUnavailableError(
+                    f"The run finished but its outcome is not written yet: {error}"
+                )
 
     def _scope(self, principal: str | None) -> list[str | None] | None:
         return [principal] if self.scoped else None
@@ -618,18 +625,18 @@ class WorkflowService:
         events = await self.store.read_events(run_id, after_sequence=cursor)
         if events:
             return events
-        if not await self._still_streamable(handler_id, run_id):
+        if not await self._still_streamable(handler_id, run_id, cursor):
             return None
         await asyncio.sleep(min(timeout, self.config.stream_poll_interval))
         return []
 
-    async def _still_streamable(self, handler_id: str, run_id: str) -> bool:
+    async def _still_streamable(self, handler_id: str, run_id: str, cursor: int) -> bool:
         rows = await self.store.query(HandlerQuery(handler_id_in=[handler_id], load_ctx=False))
         if not rows or rows[0].run_id != run_id:
             return False
         if rows[0].is_terminal:
             # The terminal event is written with the status: read it now.
-            return bool(await self.store.read_events(run_id, after_sequence=-1, limit=1))
+            return bool(await self.store.read_events(run_id, after_sequence=cursor, limit=1))
         return True
 
     # -- sending events and cancelling -----------------------------------------------------

@@ -14,6 +14,8 @@ from .base import (
     StoredEvent,
 )
 from .memory import MemoryWorkflowStore
+from .schema import metadata
+from .sqlalchemy import SqlAlchemyWorkflowStore, SqliteWorkflowStore
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -26,6 +28,9 @@ __all__ = [
     "MemoryWorkflowStore",
     "PersistentHandler",
     "RunProgress",
+    "SqlAlchemyWorkflowStore",
+    "SqliteWorkflowStore",
     "Status",
     "StoredEvent",
+    "metadata",
 ]

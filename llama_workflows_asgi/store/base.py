@@ -214,7 +214,11 @@ class AbstractWorkflowStore(ABC):
 
     @abstractmethod
     async def update(self, handler: PersistentHandler) -> None:
-        """Insert or replace a handler row as given (an administrative upsert)."""
+        """Insert or replace a handler row as given (an administrative upsert).
+
+        If the row held another run, that run's events and inbox are dropped.
+        Raises ``IdempotencyKeyExistsError`` when another handler has its key.
+        """
 
     @abstractmethod
     async def delete(self, query: HandlerQuery) -> int:
@@ -232,7 +236,8 @@ class AbstractWorkflowStore(ABC):
         existing row must be terminal and still hold that run: it is overwritten
         and the old run's events and inbox are deleted. Raises
         ``HandlerExistsError`` when the id is taken (or was restarted meanwhile)
-        and ``IdempotencyKeyExistsError`` when the idempotency key is.
+        and ``IdempotencyKeyExistsError`` when another handler has the
+        idempotency key (the row being replaced does not count).
         """
 
     @abstractmethod

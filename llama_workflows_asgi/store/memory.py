@@ -44,12 +44,20 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
             rows.reverse()
         if query.after is not None:
             mark = (query.after.started_at, query.after.handler_id)
-            rows = [h for h in rows if (_order_key(h) < mark if query.descending else _order_key(h) > mark)]
+            rows = [
+                h
+                for h in rows
+                if (_order_key(h) < mark if query.descending else _order_key(h) > mark)
+            ]
         if query.limit is not None:
             rows = rows[: query.limit]
         return [h.model_copy(update=None if query.load_ctx else {"ctx": None}) for h in rows]
 
     async def update(self, handler: PersistentHandler) -> None:
+        self._check_key_free(handler)
+        existing = self._handlers.get(handler.handler_id)
+        if existing is not None and existing.run_id not in (None, handler.run_id):
+            self._drop_replaced_run(existing.run_id, handler)
         self._handlers[handler.handler_id] = handler.model_copy()
         self._evict_completed()
 
@@ -70,9 +78,7 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
                 raise HandlerExistsError(handler.handler_id)
         elif existing is None or existing.run_id != replaces_run_id or not existing.is_terminal:
             raise HandlerExistsError(handler.handler_id)
-        key = handler.idempotency_key
-        if key is not None and any(h.idempotency_key == key for h in self._handlers.values()):
-            raise IdempotencyKeyExistsError(key)
+        self._check_key_free(handler)
         if existing is not None:
             self._drop(existing)
         self._handlers[handler.handler_id] = handler.model_copy()
@@ -197,7 +203,11 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
                 continue
             attempts = handler.resume_attempts + (handler.owner_id is not None)
             updated = handler.model_copy(
-                update={"owner_id": owner_id, "lease_expires_at": lease_until, "resume_attempts": attempts}
+                update={
+                    "owner_id": owner_id,
+                    "lease_expires_at": lease_until,
+                    "resume_attempts": attempts,
+                }
             )
             self._handlers[handler.handler_id] = updated
             claimed.append(updated.model_copy())
@@ -232,8 +242,25 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
 
     # -- helpers -------------------------------------------------------------------
 
+    def _check_key_free(self, handler: PersistentHandler) -> None:
+        # The row being written (or replaced) does not conflict with itself.
+        key = handler.idempotency_key
+        if key is not None and any(
+            h.idempotency_key == key and h.handler_id != handler.handler_id
+            for h in self._handlers.values()
+        ):
+            raise IdempotencyKeyExistsError(key)
+
+    def _drop_replaced_run(self, old_run_id: str, handler: PersistentHandler) -> None:
+        # The row now holds another run: the old run's log and inbox would be orphans.
+        self._events.pop(old_run_id, None)
+        for inbox_id, entry in list(self._inbox.items()):
+            if entry.handler_id == handler.handler_id and entry.run_id != handler.run_id:
+                del self._inbox[inbox_id]
+
     def _pick(self, handler_ids: Sequence[str]) -> list[PersistentHandler]:
-        return [self._handlers[h] for h in handler_ids if h in self._handlers]
+        # dict.fromkeys: a repeated id must not be claimed twice.
+        return [self._handlers[h] for h in dict.fromkeys(handler_ids) if h in self._handlers]
 
     def _drop(self, handler: PersistentHandler) -> None:
         self._handlers.pop(handler.handler_id, None)

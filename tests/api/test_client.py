@@ -45,7 +45,9 @@ async def test_run_workflow_waits_for_the_result(client: WorkflowClient) -> None
     assert handler.completed_at is not None
 
 
-async def test_run_workflow_with_chosen_handler_id_and_no_start_event(client: WorkflowClient) -> None:
+async def test_run_workflow_with_chosen_handler_id_and_no_start_event(
+    client: WorkflowClient,
+) -> None:
     handler = await client.run_workflow("greet", handler_id="chosen-1")
     assert handler.handler_id == "chosen-1"
     assert handler.result is not None

@@ -52,7 +52,9 @@ def actions(journal: list[JournalLine], action: str) -> list[JournalLine]:
     return [line for line in journal if line.action == action]
 
 
-async def collect_until_failure(client: WorkflowClient, handler_id: str, after: int) -> tuple[list, object]:
+async def collect_until_failure(
+    client: WorkflowClient, handler_id: str, after: int
+) -> tuple[list, object]:
     """Stream events until the stream ends or the server goes away."""
     stream = client.get_workflow_events(handler_id, after_sequence=after, max_reconnect_attempts=1)
     seen: list[tuple[object, str, dict]] = []
@@ -76,7 +78,9 @@ async def test_sigkill_mid_item_resumes_only_remaining_items(
         before = asyncio.create_task(collect_until_failure(client, handler.handler_id, -1))
 
         # Kill in the middle of the third item: two are done, one is in flight.
-        await wait_until(lambda: len(actions(read_journal(journal_path), "begin")) == 3, 15, "item 3")
+        await wait_until(
+            lambda: len(actions(read_journal(journal_path), "begin")) == 3, 15, "item 3"
+        )
         await asyncio.sleep(0.15)
         killed_at = first.kill()
         seen_before, cursor = await asyncio.wait_for(before, 10)
@@ -136,7 +140,9 @@ async def test_history_survives_restarts_and_late_subscribers_get_all_of_it(
     assert [h.handler_id for h in listed.handlers] == [done.handler_id]
 
 
-async def test_last_event_id_after_restart(make_server: Callable[..., ServerProcess], journal_path: Path) -> None:
+async def test_last_event_id_after_restart(
+    make_server: Callable[..., ServerProcess], journal_path: Path
+) -> None:
     first, second = make_server("first"), make_server("second")
     with server_processes(first, second):
         await asyncio.to_thread(first.start)
@@ -146,7 +152,9 @@ async def test_last_event_id_after_restart(make_server: Callable[..., ServerProc
         await wait_until(lambda: len(actions(read_journal(journal_path), "end")) >= 1, 15, "item 1")
         await asyncio.sleep(0.2)  # the first progress event is written
         async with httpx.AsyncClient(base_url=first.url) as http:
-            head = await http.get(f"/events/{handler.handler_id}", params={"after_sequence": "now"}, timeout=2)
+            head = await http.get(
+                f"/events/{handler.handler_id}", params={"after_sequence": "now"}, timeout=2
+            )
         first.kill()
         await asyncio.to_thread(second.start)
         async with httpx.AsyncClient(base_url=second.url, timeout=30) as http:
@@ -232,7 +240,9 @@ async def test_cancel_a_run_resumed_after_a_crash(
         await asyncio.to_thread(second.start)
         later = WorkflowClient(base_url=second.url)
         await wait_until(
-            lambda: any(line.process == "second" for line in read_journal(journal_path)), 5, "resume"
+            lambda: any(line.process == "second" for line in read_journal(journal_path)),
+            5,
+            "resume",
         )
         assert (await later.cancel_handler(handler.handler_id)).status == "cancelled"
         stopped_at = time.time()
@@ -242,5 +252,9 @@ async def test_cancel_a_run_resumed_after_a_crash(
             await later.get_handler(handler.handler_id)
     assert cancelled.value.response.json()["status"] == "cancelled"
     assert events[-1] == "WorkflowCancelledEvent"
-    late = [line for line in read_journal(journal_path) if line.action == "begin" and line.at > stopped_at]
+    late = [
+        line
+        for line in read_journal(journal_path)
+        if line.action == "begin" and line.at > stopped_at
+    ]
     assert late == []

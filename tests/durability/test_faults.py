@@ -30,7 +30,11 @@ async def test_postgres_restart_mid_run(
         await asyncio.to_thread(server.start)
         client = WorkflowClient(base_url=server.url)
         accepted = [
-            (await client.run_workflow_nowait("ticker", start_event=TickerInput(name=f"t{i}", steps=30, delay=0.1)))
+            (
+                await client.run_workflow_nowait(
+                    "ticker", start_event=TickerInput(name=f"t{i}", steps=30, delay=0.1)
+                )
+            )
             for i in range(3)
         ]
         await asyncio.sleep(1.0)
@@ -38,12 +42,17 @@ async def test_postgres_restart_mid_run(
         try:
             async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
                 during_get = await http.get(f"/handlers/{accepted[0].handler_id}")
-                during_run = await http.post("/workflows/ticker/run-nowait", json={"start_event": {"name": "x"}})
+                during_run = await http.post(
+                    "/workflows/ticker/run-nowait", json={"start_event": {"name": "x"}}
+                )
                 health = await http.get("/health")
             await asyncio.sleep(1.5)
         finally:
             await asyncio.to_thread(postgres_server.start)
-        done = [await client.wait_for_handler(h.handler_id, poll_interval=0.2, timeout=60) for h in accepted]
+        done = [
+            await client.wait_for_handler(h.handler_id, poll_interval=0.2, timeout=60)
+            for h in accepted
+        ]
         listed = await client.get_handlers()
 
     for response in (during_get, during_run):
@@ -56,13 +65,17 @@ async def test_postgres_restart_mid_run(
     # The refused request left nothing behind; the accepted ones all finished.
     assert sorted(h.handler_id for h in listed.handlers) == sorted(h.handler_id for h in accepted)
     steps = [line for line in read_journal(journal) if line.action == "start"]
-    per_run = {f"t{i}": sorted(int(line.detail) for line in steps if line.run == f"t{i}") for i in range(3)}
+    per_run = {
+        f"t{i}": sorted(int(line.detail) for line in steps if line.run == f"t{i}") for i in range(3)
+    }
     assert all(ticks == list(range(30)) for ticks in per_run.values()), "no step lost or repeated"
 
 
 async def test_locked_sqlite_file_gives_a_clear_503(tmp_path: Path) -> None:
     path = tmp_path / "locked.db"
-    server = WorkflowServer(SqlAlchemyWorkflowStore(f"sqlite+aiosqlite:///{path}", busy_timeout=0.3))
+    server = WorkflowServer(
+        SqlAlchemyWorkflowStore(f"sqlite+aiosqlite:///{path}", busy_timeout=0.3)
+    )
     for name, workflow in make_workflows().items():
         server.add_workflow(name, workflow)
     async with serving(server.app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
@@ -102,7 +115,9 @@ async def test_full_sqlite_file_gives_a_clear_503_and_keeps_serving(tmp_path: Pa
                 answers.append(response)
                 if response.status_code != 200:
                     break
-            waited = await http.post("/workflows/processing/run", json={"start_event": {"items": []}})
+            waited = await http.post(
+                "/workflows/processing/run", json={"start_event": {"items": []}}
+            )
             health = await http.get("/health")
             listing = await http.get("/handlers", params={"limit": 5})
 

@@ -24,7 +24,9 @@ def journal_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_server(postgres_url: str, journal_path: Path, tmp_path: Path) -> Callable[..., ServerProcess]:
+def make_server(
+    postgres_url: str, journal_path: Path, tmp_path: Path
+) -> Callable[..., ServerProcess]:
     def make(name: str, **env: str) -> ServerProcess:
         base = {"WF_DATABASE_URL": postgres_url, "WF_JOURNAL": str(journal_path)}
         return ServerProcess(name, {**base, **env}, tmp_path)
@@ -32,8 +34,13 @@ def make_server(postgres_url: str, journal_path: Path, tmp_path: Path) -> Callab
     return make
 
 
-def intervals(journal: list[JournalLine], ended_at: dict[str, float]) -> dict[str, list[tuple[str, float, float]]]:
-    """Per run: (process, start, stop) of every step execution; unfinished ones end at ``ended_at``."""
+def intervals(
+    journal: list[JournalLine], ended_at: dict[str, float]
+) -> dict[str, list[tuple[str, float, float]]]:
+    """Per run: (process, start, stop) of every step execution.
+
+    Steps without a stop line end at their process's ``ended_at`` time.
+    """
     open_steps: dict[tuple[str, str, str], float] = {}
     spans: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
     for line in journal:
@@ -53,7 +60,9 @@ def assert_never_concurrent(spans: dict[str, list[tuple[str, float, float]]]) ->
             for process_b, start_b, stop_b in steps:
                 if process_a != process_b:
                     overlap = min(stop_a, stop_b) - max(start_a, start_b)
-                    assert overlap <= 0, f"run {run} executed by {process_a} and {process_b} at once"
+                    assert overlap <= 0, (
+                        f"run {run} executed by {process_a} and {process_b} at once"
+                    )
 
 
 async def start_tickers(client: WorkflowClient, prefix: str, count: int, steps: int) -> list[str]:
@@ -64,7 +73,9 @@ async def start_tickers(client: WorkflowClient, prefix: str, count: int, steps: 
     return handlers
 
 
-async def wait_all_completed(client: WorkflowClient, handler_ids: list[str], timeout: float) -> None:
+async def wait_all_completed(
+    client: WorkflowClient, handler_ids: list[str], timeout: float
+) -> None:
     for handler_id in handler_ids:
         done = await client.wait_for_handler(handler_id, poll_interval=0.1, timeout=timeout)
         assert done.status == "completed"
@@ -90,7 +101,9 @@ async def test_killed_process_runs_are_adopted_within_the_lease_timeout(
     journal = read_journal(journal_path)
     adopted = [line for line in journal if line.process == "B" and line.run.startswith("a")]
     first_adoption = min(line.at for line in adopted)
-    assert first_adoption - killed_at <= 10.0, "adoption must happen within the default lease timeout"
+    assert first_adoption - killed_at <= 10.0, (
+        "adoption must happen within the default lease timeout"
+    )
     assert first_adoption - killed_at >= 3.0, "adoption before the lease expired"
     assert {line.run for line in adopted} == {f"a{i}" for i in range(4)}
     assert_never_concurrent(intervals(journal, {"A": killed_at}))
@@ -106,7 +119,7 @@ async def test_each_run_executes_in_exactly_one_live_process(
         await asyncio.gather(*(asyncio.to_thread(s.start) for s in (a, b, c)))
         clients = [WorkflowClient(base_url=s.url) for s in (a, b, c)]
         runs = []
-        for prefix, client in zip("abc", clients):
+        for prefix, client in zip("abc", clients, strict=True):
             runs += await start_tickers(client, prefix, 5, steps=15)
         await wait_all_completed(clients[0], runs, timeout=60)
 
@@ -164,7 +177,11 @@ async def test_cancel_from_another_process(
     assert status.value.response.json()["status"] == "cancelled"
     assert events[-1] == "WorkflowCancelledEvent"
     assert again.status_code == 409
-    late = [line for line in read_journal(journal_path) if line.action == "start" and line.at > cancelled_at + 1.2]
+    late = [
+        line
+        for line in read_journal(journal_path)
+        if line.action == "start" and line.at > cancelled_at + 1.2
+    ]
     assert late == [], "the owning process must stop the run once it sees the cancel"
 
 

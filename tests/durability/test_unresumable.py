@@ -56,14 +56,18 @@ async def interrupted_ticker(make_server: Callable[..., ServerProcess]) -> str:
     return handler.handler_id
 
 
-async def test_run_of_an_unregistered_workflow_is_failed(make_server: Callable[..., ServerProcess]) -> None:
+async def test_run_of_an_unregistered_workflow_is_failed(
+    make_server: Callable[..., ServerProcess],
+) -> None:
     handler_id = await interrupted_ticker(make_server)
     second = make_server(WF_SKIP_WORKFLOWS="ticker")
     with server_processes(second):
         await asyncio.to_thread(second.start)
         await asyncio.sleep(0.5)
         body = await failed_handler(second.url, handler_id)
-        events = [e async for e in WorkflowClient(base_url=second.url).get_workflow_events(handler_id)]
+        events = [
+            e async for e in WorkflowClient(base_url=second.url).get_workflow_events(handler_id)
+        ]
     assert body["error"] == "Cannot resume: workflow 'ticker' is not registered on this server"
     assert events[-1].type == "WorkflowFailedEvent"
 
@@ -75,7 +79,9 @@ async def test_unreadable_checkpoint_fails_the_run_not_the_server(
     engine = create_async_engine(crash_db)
     async with engine.begin() as conn:
         corrupt = text("UPDATE workflow_handlers SET ctx = :ctx WHERE handler_id = :id")
-        await conn.execute(corrupt, {"ctx": '{"version": 2, "is_running": true, "workers": 7}', "id": handler_id})
+        await conn.execute(
+            corrupt, {"ctx": '{"version": 2, "is_running": true, "workers": 7}', "id": handler_id}
+        )
     await engine.dispose()
 
     second = make_server()
@@ -83,7 +89,8 @@ async def test_unreadable_checkpoint_fails_the_run_not_the_server(
         await asyncio.to_thread(second.start)
         await asyncio.sleep(0.5)
         body = await failed_handler(second.url, handler_id)
-        healthy = httpx.get(second.url + "/health").json()
+        async with httpx.AsyncClient(base_url=second.url) as http:
+            healthy = (await http.get("/health")).json()
     assert str(body["error"]).startswith("Cannot resume: ")
     assert healthy == {"status": "healthy"}
 
@@ -97,7 +104,9 @@ async def test_run_that_keeps_crashing_its_process_is_given_up(
         await asyncio.to_thread(first.start)
         async with httpx.AsyncClient(base_url=first.url) as http:
             try:
-                created = await http.post("/workflows/crashing/run-nowait", json={"handler_id": "boom"})
+                created = await http.post(
+                    "/workflows/crashing/run-nowait", json={"handler_id": "boom"}
+                )
                 assert created.status_code == 200
             except httpx.TransportError:
                 pass  # the process may die before answering; the row is written first

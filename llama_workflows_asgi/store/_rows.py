@@ -1,0 +1,81 @@
+"""Conversions between the store's dataclasses and table rows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .base import InboxEntry, PersistentHandler, StoredEvent
+
+
+def dump_json(value: Mapping[str, Any] | None) -> str | None:
+    """Compact JSON text for a JSON column (``None`` stays SQL NULL)."""
+    if value is None:
+        return None
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def load_json(text: str | None) -> dict[str, Any] | None:
+    """The object stored by :func:`dump_json`; raises ``ValueError`` for anything else."""
+    if text is None:
+        return None
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("stored JSON is not an object")
+    return value
+
+
+def handler_values(handler: PersistentHandler) -> dict[str, Any]:
+    """Column values for a handler row."""
+    values = handler.model_dump(exclude={"ctx", "result", "start_event"})
+    values["ctx"] = dump_json(handler.ctx)
+    values["result"] = dump_json(handler.result)
+    values["start_event"] = dump_json(handler.start_event)
+    return values
+
+
+def handler_from_row(row: Mapping[Any, Any]) -> PersistentHandler:
+    """A handler from a row; a missing ``ctx`` column (not loaded) reads as ``None``."""
+    values = dict(row)
+    values["ctx"] = load_json(values.get("ctx"))
+    values["result"] = load_json(values["result"])
+    values["start_event"] = load_json(values["start_event"])
+    return PersistentHandler.model_validate(values)
+
+
+def event_values(run_id: str, event: StoredEvent) -> dict[str, Any]:
+    """Column values for one event of ``run_id``'s log."""
+    return {
+        "run_id": run_id,
+        "sequence": event.sequence,
+        "event_type": event.event_type,
+        "internal": event.internal,
+        "terminal": event.terminal,
+        "payload": event.payload,
+        "created_at": event.created_at,
+    }
+
+
+def event_from_row(row: Mapping[Any, Any]) -> StoredEvent:
+    """A stored event from an event row."""
+    return StoredEvent(
+        sequence=row["sequence"],
+        payload=row["payload"],
+        event_type=row["event_type"],
+        internal=bool(row["internal"]),
+        terminal=bool(row["terminal"]),
+        created_at=row["created_at"],
+    )
+
+
+def inbox_from_row(row: Mapping[Any, Any]) -> InboxEntry:
+    """An inbox entry from an inbox row."""
+    return InboxEntry(
+        id=row["id"],
+        handler_id=row["handler_id"],
+        run_id=row["run_id"],
+        payload=row["payload"],
+        step=row["step"],
+        created_at=row["created_at"],
+    )

@@ -1,0 +1,343 @@
+"""The durable store: SQLAlchemy 2 asyncio on SQLite (default) or PostgreSQL.
+
+The database is chosen by URL alone::
+
+    SqlAlchemyWorkflowStore()                                   # ./handlers.db (SQLite)
+    SqlAlchemyWorkflowStore("sqlite:///data/handlers.db")       # -> sqlite+aiosqlite
+    SqlAlchemyWorkflowStore("postgresql://user:pw@db/app")      # -> postgresql+asyncpg
+    SqlAlchemyWorkflowStore(host_engine)                        # share a host's AsyncEngine
+
+Every write goes through one group-commit writer per store (see ``_batch``):
+concurrent writes share a transaction and a commit. Reads run on their own
+connections and see only committed data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import URL, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from . import _writes as writes
+from . import migrate as migrations
+from ._batch import BatchFunction, GroupCommitWriter
+from ._engines import DEFAULT_URL, Engines, create_engines, normalize_url
+from ._errors import unavailable
+from ._queries import chunks, listing
+from ._rows import event_from_row, handler_from_row, inbox_from_row
+from .base import (
+    AbstractWorkflowStore,
+    HandlerQuery,
+    InboxEntry,
+    PersistentHandler,
+    RunProgress,
+    Status,
+    StoredEvent,
+)
+from .schema import events_table, handlers_table, inbox_table
+
+T = TypeVar("T")
+P = TypeVar("P")
+
+
+class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
+    """Handlers, event logs and inboxes in a SQL database (SQLite or PostgreSQL).
+
+    ``url_or_engine`` is a URL (``sqlite:///``, ``sqlite+aiosqlite:///``,
+    ``postgresql://``, ``postgresql+asyncpg://``...) or a host's ``AsyncEngine``;
+    ``None`` means the SQLite file ``handlers.db`` in the working directory.
+
+    ``migrate`` decides what :meth:`start` does with a missing or old schema:
+    bring it to head through the packaged Alembic migrations (the default on
+    SQLite), or raise ``SchemaError`` naming the command to run (the default on
+    PostgreSQL, where migrations belong to the deployment; ``migrate=True``
+    migrates at startup under an advisory lock, safe with many replicas).
+
+    On SQLite, the store's engines use WAL, ``synchronous=NORMAL``,
+    ``busy_timeout`` (seconds) and ``BEGIN IMMEDIATE`` for writes.
+    ``engine_options`` go to ``create_async_engine`` (pool sizes, ``connect_args``)
+    for the PostgreSQL engine or the SQLite read engine; the SQLite write engine
+    always holds a single connection.
+
+    A host's engine is used as given: the store installs no pragmas or event
+    listeners on it and never disposes it (:meth:`close` leaves it open). For
+    SQLite the host should enable WAL and a busy timeout itself.
+    """
+
+    durable = True
+
+    def __init__(
+        self,
+        url_or_engine: str | URL | AsyncEngine | None = None,
+        *,
+        migrate: bool | None = None,
+        busy_timeout: float = 5.0,
+        engine_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if isinstance(url_or_engine, AsyncEngine):
+            self._host_engine: AsyncEngine | None = url_or_engine
+            self.url = url_or_engine.url
+        else:
+            self._host_engine = None
+            self.url = normalize_url(url_or_engine or DEFAULT_URL)
+        self.migrate = migrate if migrate is not None else self.url.get_backend_name() == "sqlite"
+        self.busy_timeout = busy_timeout
+        self._engine_options = dict(engine_options or {})
+        self._engines: Engines | None = None
+        self._writer: GroupCommitWriter | None = None
+        self._starting = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url.render_as_string(hide_password=True)!r})"
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    @property
+    def write_engine(self) -> AsyncEngine:
+        """The engine writes go through (the store must be started)."""
+        return self._require().write
+
+    @property
+    def read_engine(self) -> AsyncEngine:
+        """The engine reads go through (the write engine on PostgreSQL)."""
+        return self._require().read
+
+    @property
+    def commits(self) -> int:
+        """How many group-commit transactions this store has committed."""
+        return 0 if self._writer is None else self._writer.transactions
+
+    async def start(self) -> None:
+        """Create the engines and check or migrate the schema (see the class docstring).
+
+        Raises ``SchemaError`` for a missing, old or unknown schema the store may
+        not migrate, ``StoreUnavailableError`` if the database cannot be reached.
+        """
+        async with self._starting:
+            if self._engines is not None:
+                return
+            engines = self._create_engines()
+            try:
+                await _mapped(self._prepare_schema(engines))
+            except BaseException:
+                await engines.dispose()
+                raise
+            self._engines = engines
+            self._writer = GroupCommitWriter(engines.transaction)
+
+    async def close(self) -> None:
+        """Finish queued writes and dispose the engines this store created."""
+        writer, engines = self._writer, self._engines
+        self._writer = self._engines = None
+        if writer is not None:
+            await writer.aclose()
+        if engines is not None:
+            await engines.dispose()
+
+    async def ping(self) -> None:
+        """Run ``SELECT 1``; raises ``StoreUnavailableError`` if it fails."""
+        await self._read(lambda conn: conn.execute(select(1)))
+
+    def _create_engines(self) -> Engines:
+        if self._host_engine is not None:
+            return Engines(self._host_engine, self._host_engine, owned=False)
+        return create_engines(
+            self.url, busy_timeout=self.busy_timeout, options=dict(self._engine_options)
+        )
+
+    async def _prepare_schema(self, engines: Engines) -> None:
+        current = await migrations.current_revision(engines.read)
+        if current == migrations.head_revision():
+            return
+        # A revision we do not know is newer than this package: never touch it.
+        if self.migrate and (current is None or migrations.is_known_revision(current)):
+            await migrations.upgrade(engines.write)
+        await migrations.check_schema(engines.read)
+
+    def _require(self) -> Engines:
+        if self._engines is None:
+            raise RuntimeError(f"{self!r} is not started")
+        return self._engines
+
+    async def _ready(self) -> Engines:
+        if self._engines is None:
+            await self.start()
+        return self._require()
+
+    # -- plumbing ------------------------------------------------------------------
+
+    async def _read(self, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        engines = await self._ready()
+
+        async def run() -> T:
+            async with engines.read.connect() as conn:
+                return await read(conn)
+
+        return await _mapped(run())
+
+    async def _write(self, kind: BatchFunction[P], payload: P) -> Any:
+        await self._ready()
+        assert self._writer is not None
+        return await self._writer.submit(kind, payload)
+
+    # -- the seed's interface ------------------------------------------------------
+
+    async def query(self, query: HandlerQuery) -> list[PersistentHandler]:
+        rows = await self._read(lambda conn: _all_mappings(conn, listing(query)))
+        return [handler_from_row(row) for row in rows]
+
+    async def update(self, handler: PersistentHandler) -> None:
+        await self._write(writes.upsert_handler, handler)
+
+    async def delete(self, query: HandlerQuery) -> int:
+        deleted: int = await self._write(writes.delete_handlers, query)
+        return deleted
+
+    # -- starting runs -------------------------------------------------------------
+
+    async def create_handler(
+        self, handler: PersistentHandler, *, replaces_run_id: str | None = None
+    ) -> None:
+        await self._write(writes.create_handler, writes.Create(handler, replaces_run_id))
+
+    async def get_by_idempotency_key(self, key: str) -> PersistentHandler | None:
+        stmt = select(handlers_table).where(handlers_table.c.idempotency_key == key)
+        rows = await self._read(lambda conn: _all_mappings(conn, stmt))
+        return handler_from_row(rows[0]) if rows else None
+
+    # -- progress ------------------------------------------------------------------
+
+    async def save_progress(self, batch: Sequence[RunProgress]) -> set[str]:
+        if not batch:
+            return set()
+        items: Sequence[RunProgress] = list(batch)  # the caller may reuse its list
+        lost: set[str] = await self._write(writes.save_progress, items)
+        return lost
+
+    async def finalize_handler(
+        self,
+        handler_id: str,
+        *,
+        status: Status,
+        error: str | None,
+        event: StoredEvent,
+        at: datetime,
+    ) -> bool:
+        op = writes.Finalize(handler_id, status, error, event, at)
+        done: bool = await self._write(writes.finalize_handler, op)
+        return done
+
+    # -- event log -----------------------------------------------------------------
+
+    async def read_events(
+        self, run_id: str, *, after_sequence: int = -1, limit: int = 1000
+    ) -> list[StoredEvent]:
+        e = events_table.c
+        stmt = (
+            select(events_table)
+            .where(e.run_id == run_id, e.sequence > after_sequence)
+            .order_by(e.sequence)
+            .limit(limit)
+        )
+        rows = await self._read(lambda conn: _all_mappings(conn, stmt))
+        return [event_from_row(row) for row in rows]
+
+    async def last_sequences(self, run_ids: Sequence[str]) -> dict[str, int]:
+        if not run_ids:
+            return {}
+        rows = await self._read(lambda conn: _last_sequences(conn, run_ids))
+        return dict(rows)
+
+    # -- inbox ---------------------------------------------------------------------
+
+    async def enqueue_event(
+        self, handler_id: str, run_id: str, payload: str, step: str | None, at: datetime
+    ) -> int | None:
+        op = writes.Enqueue(handler_id, run_id, payload, step, at)
+        entry_id: int | None = await self._write(writes.enqueue_event, op)
+        return entry_id
+
+    async def read_inbox(self, handler_ids: Sequence[str]) -> list[InboxEntry]:
+        if not handler_ids:
+            return []
+        rows = await self._read(lambda conn: _inbox_rows(conn, handler_ids))
+        return sorted((inbox_from_row(row) for row in rows), key=lambda entry: entry.id)
+
+    # -- ownership -----------------------------------------------------------------
+
+    async def claim_handlers(
+        self,
+        owner_id: str,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        dead_owners: Sequence[str] = (),
+        handler_ids: Sequence[str] | None = None,
+        limit: int = 100,
+    ) -> list[PersistentHandler]:
+        ids = None if handler_ids is None else tuple(handler_ids)
+        op = writes.Claim(owner_id, now, lease_until, tuple(dead_owners), ids, limit)
+        claimed: list[PersistentHandler] = await self._write(writes.claim_handlers, op)
+        return claimed
+
+    async def renew_leases(self, owner_id: str, lease_until: datetime) -> set[str]:
+        owned: set[str] = await self._write(writes.renew_leases, (owner_id, lease_until))
+        return owned
+
+    async def release_handlers(self, owner_id: str, handler_ids: Sequence[str] | None) -> None:
+        ids = None if handler_ids is None else tuple(handler_ids)
+        await self._write(writes.release_handlers, (owner_id, ids))
+
+    async def list_owners(self) -> set[str]:
+        h = handlers_table.c
+        stmt = select(h.owner_id).where(h.owner_id.is_not(None), h.status == "running").distinct()
+        rows = await self._read(lambda conn: _all_rows(conn, stmt))
+        return {owner for (owner,) in rows}
+
+
+class SqliteWorkflowStore(SqlAlchemyWorkflowStore):
+    """The seed's spelling: a :class:`SqlAlchemyWorkflowStore` on the SQLite file ``db_path``."""
+
+    def __init__(self, db_path: str | os.PathLike[str] = "handlers.db", **kwargs: Any) -> None:
+        super().__init__(URL.create("sqlite+aiosqlite", database=os.fspath(db_path)), **kwargs)
+
+
+async def _mapped(awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable``, turning outage errors into ``StoreUnavailableError``."""
+    try:
+        return await awaitable
+    except Exception as error:
+        outage = unavailable(error)
+        if outage is None or outage is error:
+            raise
+        raise outage from error
+
+
+async def _all_mappings(conn: AsyncConnection, stmt: Any) -> list[Mapping[Any, Any]]:
+    return list((await conn.execute(stmt)).mappings().all())
+
+
+async def _last_sequences(conn: AsyncConnection, run_ids: Sequence[str]) -> list[Any]:
+    e = events_table.c
+    rows: list[Any] = []
+    for ids in chunks(list(dict.fromkeys(run_ids))):
+        stmt = select(e.run_id, func.max(e.sequence)).where(e.run_id.in_(ids)).group_by(e.run_id)
+        rows.extend(await _all_rows(conn, stmt))
+    return rows
+
+
+async def _inbox_rows(conn: AsyncConnection, handler_ids: Sequence[str]) -> list[Mapping[Any, Any]]:
+    rows: list[Mapping[Any, Any]] = []
+    for ids in chunks(list(dict.fromkeys(handler_ids))):
+        stmt = select(inbox_table).where(inbox_table.c.handler_id.in_(ids))
+        rows.extend(await _all_mappings(conn, stmt))
+    return rows
+
+
+async def _all_rows(conn: AsyncConnection, stmt: Any) -> list[Any]:
+    return list((await conn.execute(stmt)).all())
