@@ -19,14 +19,20 @@ def create_app() -> Any:
     target = os.environ["BENCH_TARGET"]
     if target == "reference":
         return _reference_app(os.environ["BENCH_DATABASE"])
-    from llama_workflows_asgi import MemoryWorkflowStore, SqlAlchemyWorkflowStore, WorkflowServer
+    from llama_workflows_asgi import (
+        MemoryWorkflowStore,
+        ServiceConfig,
+        SqlAlchemyWorkflowStore,
+        WorkflowServer,
+    )
 
     store = (
         MemoryWorkflowStore()
         if target == "memory"
         else SqlAlchemyWorkflowStore(_url(target, os.environ["BENCH_DATABASE"]), migrate=True)
     )
-    server = WorkflowServer(store)
+    delay = float(os.environ.get("BENCH_CHECKPOINT_DELAY", "0"))
+    server = WorkflowServer(store, config=ServiceConfig(checkpoint_delay=delay))
     for name, workflow in workflows().items():
         server.add_workflow(name, workflow)
     return server.app

@@ -45,6 +45,7 @@ from .store.base import (
     HandlerQuery,
     PersistentHandler,
     Status,
+    StoredEvent,
 )
 from .store.memory import MemoryWorkflowStore
 
@@ -525,13 +526,17 @@ def _legacy_result(result: dict[str, Any] | None) -> Any:
 
 
 def _stream_response(stream: EventStream, sse: bool, with_names: bool) -> Response:
+    def frame(event: StoredEvent) -> str:
+        payload = event.payload if with_names else codec.without_qualified_name(event.payload)
+        return f"id: {event.sequence}\ndata: {payload}\n\n" if sse else payload + "\n"
+
     async def frames() -> AsyncIterator[bytes]:
+        # Everything written since the last read goes out in one chunk.
         async for item in stream:
             if isinstance(item, Heartbeat):
                 yield b": heartbeat\n\n"
-                continue
-            payload = item.payload if with_names else codec.without_qualified_name(item.payload)
-            yield (f"id: {item.sequence}\ndata: {payload}\n\n" if sse else payload + "\n").encode()
+            else:
+                yield "".join(frame(event) for event in item).encode()
 
     if sse:
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -23,8 +23,8 @@ NextEvents = Callable[[str, int, float], Awaitable[list[StoredEvent] | None]]
 class EventStream:
     """The written events of one run after a cursor, ending with its terminal event.
 
-    Iterating yields ``StoredEvent`` items (internal ones only when asked) and
-    ``HEARTBEAT`` after ``heartbeat_interval`` seconds without anything to send.
+    Iterating yields lists of ``StoredEvent`` (internal ones only when asked)
+    and ``HEARTBEAT`` after ``heartbeat_interval`` seconds without anything to send.
     ``cursor`` is the sequence of the last event read.
     """
 
@@ -35,21 +35,32 @@ class EventStream:
     include_internal: bool = False
     heartbeat_interval: float | None = 25.0
 
-    async def __aiter__(self) -> AsyncIterator[StoredEvent | Heartbeat]:
+    async def __aiter__(self) -> AsyncIterator[list[StoredEvent] | Heartbeat]:
+        """Batches of events as they are written (one batch per read), or heartbeats."""
         batch: list[StoredEvent] | None = self.first
         quiet_since = time.monotonic()
         while batch is not None:
-            for event in batch:
-                self.cursor = event.sequence
-                if event.terminal or self.include_internal or not event.internal:
-                    yield event
-                    quiet_since = time.monotonic()
-                if event.terminal:
-                    return
+            visible, ended = self._visible(batch)
+            if visible:
+                yield visible
+                quiet_since = time.monotonic()
+            if ended:
+                return
             if self._heartbeat_due(quiet_since):
                 yield HEARTBEAT
                 quiet_since = time.monotonic()
             batch = await self.next_events(self.run_id, self.cursor, self._wait(quiet_since))
+
+    def _visible(self, batch: list[StoredEvent]) -> tuple[list[StoredEvent], bool]:
+        """The events of ``batch`` to send, up to the terminal one; and whether it came."""
+        visible = []
+        for event in batch:
+            self.cursor = event.sequence
+            if event.terminal or self.include_internal or not event.internal:
+                visible.append(event)
+            if event.terminal:
+                return visible, True
+        return visible, False
 
     def _heartbeat_due(self, quiet_since: float) -> bool:
         interval = self.heartbeat_interval

@@ -91,27 +91,42 @@ class Create:
     replaces_run_id: str | None
 
 
-async def _create_handler(conn: AsyncConnection, op: Create) -> None:
-    if op.replaces_run_id is None:
-        await _insert_new(conn, op.handler)
-    else:
-        await _replace(conn, op.handler, op.replaces_run_id)
+async def create_handler(conn: AsyncConnection, ops: list[Create]) -> list[Any]:
+    """Batch function for ``create_handler``: every new row in one statement."""
+    fresh = [op.handler for op in ops if op.replaces_run_id is None]
+    written = await _insert_new(conn, fresh) if fresh else set()
+    outcomes: list[Any] = []
+    for op in ops:
+        try:
+            if op.replaces_run_id is not None:
+                await _replace(conn, op.handler, op.replaces_run_id)
+            elif (op.handler.handler_id, op.handler.run_id) not in written:
+                raise await _creation_conflict(conn, op.handler)
+            outcomes.append(None)
+        except WorkflowServerError as error:
+            outcomes.append(error)
+    return outcomes
 
 
-create_handler = one_by_one(_create_handler)
+async def _insert_new(
+    conn: AsyncConnection, new: list[PersistentHandler]
+) -> set[tuple[str, str | None]]:
+    """Insert the rows whose id and idempotency key are free; return those written.
 
-
-async def _insert_new(conn: AsyncConnection, handler: PersistentHandler) -> None:
-    # DO NOTHING on any unique conflict (id or idempotency key): the row is
-    # either written or untouched, and the transaction goes on either way.
-    stmt = (
-        _upsert_insert(conn)(handlers)
-        .values(handler_values(handler))
-        .on_conflict_do_nothing()
-        .returning(c.handler_id)
-    )
-    if (await conn.execute(stmt)).first() is None:
-        raise await _creation_conflict(conn, handler)
+    DO NOTHING on any unique conflict (id or idempotency key, with the table or
+    with an earlier row of the batch): a row is either written or untouched,
+    and the transaction goes on either way. Rows are told apart by run id.
+    """
+    written: set[tuple[str, str | None]] = set()
+    for group in chunks(new, 100):
+        stmt = (
+            _upsert_insert(conn)(handlers)
+            .values([handler_values(handler) for handler in group])
+            .on_conflict_do_nothing()
+            .returning(c.handler_id, c.run_id)
+        )
+        written.update((row.handler_id, row.run_id) for row in await conn.execute(stmt))
+    return written
 
 
 async def _creation_conflict(conn: AsyncConnection, handler: PersistentHandler) -> ConflictError:
