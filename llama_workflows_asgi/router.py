@@ -287,9 +287,9 @@ class _Routes:
             responses=_NOT_FOUND,
         )
         async def workflow_representation(name: str) -> Response:
-            """The workflow's graph of steps and events."""
+            """The workflow's graph of steps and events (minus server paths and config values)."""
             graph = get_workflow_representation(service.registry.get(name).workflow)
-            return json_response({"graph": graph.model_dump(mode="json")})
+            return json_response({"graph": _redacted_graph(graph.model_dump(mode="json"))})
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -508,6 +508,18 @@ def _start_event(entry: RegisteredWorkflow, body: dict[str, Any]) -> Any:
         return entry.events.decode_start(payload)
     except BadRequestError as exc:
         raise type(exc)(f"Invalid start_event: {exc}") from exc
+
+
+_PRIVATE_NODE_FIELDS = ("source_file", "source_line", "config_file", "config_value")
+
+
+def _redacted_graph(graph: dict[str, Any]) -> dict[str, Any]:
+    """The graph without where resources live on the server or what their configs hold."""
+    for node in graph.get("nodes", []):
+        for key in _PRIVATE_NODE_FIELDS:
+            if key in node:
+                node[key] = None
+    return graph
 
 
 def _context_field(value: Any) -> dict[str, Any] | None:

@@ -11,11 +11,15 @@ import asyncio
 import json
 import re
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
+from workflows import Workflow, step
+from workflows.events import StartEvent, StopEvent
+from workflows.resource import Resource
 
+from llama_workflows_asgi import WorkflowServer
 from tests.support.http import (
     ENVELOPE_KEYS,
     HANDLER_KEYS,
@@ -32,6 +36,7 @@ from tests.support.http import (
     wait_until_idle,
 )
 from tests.support.rows import CountRows
+from tests.support.servers import serving
 
 GREET_QN = "tests.support.workflows.ProgressEvent"
 STOP_QN = "workflows.events.StopEvent"
@@ -758,3 +763,30 @@ async def test_no_cors_headers_by_default(http: httpx.AsyncClient) -> None:
     )
     assert preflight.status_code == 405
     assert not any(name.startswith("access-control-") for name in preflight.headers)
+
+
+class _Db:
+    """A resource a step receives."""
+
+
+def _get_db() -> _Db:
+    return _Db()
+
+
+class WithResource(Workflow):
+    """One step that needs a resource: the graph has a resource node."""
+
+    @step
+    async def go(self, ev: StartEvent, db: Annotated[_Db, Resource(_get_db)]) -> StopEvent:
+        return StopEvent(result=1)
+
+
+async def test_representation_leaves_out_server_paths() -> None:
+    server = WorkflowServer()
+    server.add_workflow("res", WithResource())
+    async with serving(server.app) as url, httpx.AsyncClient(base_url=url) as http:
+        graph = (await http.get("/workflows/res/representation")).json()["graph"]
+    [resource] = [node for node in graph["nodes"] if node["node_type"] == "resource"]
+    assert resource["getter_name"] == "_get_db"
+    assert resource["source_file"] is None
+    assert resource["source_line"] is None
