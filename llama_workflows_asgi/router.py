@@ -65,6 +65,29 @@ _BAD_INPUT: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse},
 }
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {503: {"model": ErrorResponse}}
+_CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": ErrorResponse}}
+_HANDLER_CODES: dict[int | str, dict[str, Any]] = {
+    202: {"model": HandlerData, "description": "Still running"},
+    500: {"model": HandlerData, "description": "Failed or cancelled"},
+    **_NOT_FOUND,
+}
+_LEGACY_CODES: dict[int | str, dict[str, Any]] = {
+    202: {"model": LegacyHandlerData},
+    500: {"model": LegacyHandlerData},
+    **_NOT_FOUND,
+}
+_STREAM_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "SSE frames (`id: <sequence>`, `data: <event>`) or NDJSON lines",
+        "content": {
+            "text/event-stream": {"schema": {"type": "string"}},
+            "application/x-ndjson": {"schema": EventEnvelopeWithMetadata.model_json_schema()},
+        },
+    },
+    204: {"description": "The run has finished and no event is left after the cursor"},
+    **_NOT_FOUND,
+    **_BAD_INPUT,
+}
 
 
 class WorkflowRouter(APIRouter):
@@ -242,7 +265,9 @@ class _Routes:
         self._workflow_routes()
         self._run_routes()
         self._handler_routes()
-        self._event_routes()
+        self._cancel_route()
+        self._stream_route()
+        self._send_route()
 
     # -- workflows ----------------------------------------------------------------------
 
@@ -297,7 +322,7 @@ class _Routes:
         router = self.router
         principal_dep = Annotated[Any, Depends(self.principal)]
         run_doc = json_body_doc(RunRequest)
-        errors = {**_NOT_FOUND, **_BAD_INPUT, 409: {"model": ErrorResponse}, **_UNAVAILABLE}
+        errors = {**_NOT_FOUND, **_BAD_INPUT, **_CONFLICT, **_UNAVAILABLE}
 
         @router.post(
             "/workflows/{name}/run-nowait",
@@ -360,7 +385,6 @@ class _Routes:
         router, service = self.router, self.service
         principal_dep = Annotated[Any, Depends(self.principal)]
         max_page = service.config.max_page_size
-        handler_codes = {202: {"model": HandlerData}, 500: {"model": HandlerData}, **_NOT_FOUND}
 
         @router.get("/handlers", response_model=HandlersList, responses=_BAD_INPUT)
         async def list_handlers(
@@ -385,23 +409,17 @@ class _Routes:
                 {"handlers": [handler_json(h) for h in page.handlers], "next_cursor": next_cursor}
             )
 
-        @router.get("/handlers/{handler_id}", response_model=HandlerData, responses=handler_codes)
+        @router.get("/handlers/{handler_id}", response_model=HandlerData, responses=_HANDLER_CODES)
         async def get_handler(handler_id: str, principal: principal_dep) -> Response:
             """The handler; 200 when completed, 202 while running, 500 if failed or cancelled."""
             return _handler_response(
                 await service.get(handler_id, principal=_principal_id(principal))
             )
 
-        legacy_codes = {
-            202: {"model": LegacyHandlerData},
-            500: {"model": LegacyHandlerData},
-            **_NOT_FOUND,
-        }
-
         @router.get(
             "/results/{handler_id}",
             response_model=LegacyHandlerData,
-            responses=legacy_codes,
+            responses=_LEGACY_CODES,
             deprecated=True,
         )
         async def get_result(handler_id: str, principal: principal_dep) -> Response:
@@ -411,10 +429,14 @@ class _Routes:
             body["result"] = _legacy_result(handler.result)
             return json_response(body, _HANDLER_STATUS_CODE[handler.status])
 
-        @router.post(
+    def _cancel_route(self) -> None:
+        service = self.service
+        principal_dep = Annotated[Any, Depends(self.principal)]
+
+        @self.router.post(
             "/handlers/{handler_id}/cancel",
             response_model=CancelResponse,
-            responses={**_NOT_FOUND, **_BAD_INPUT, 409: {"model": ErrorResponse}},
+            responses={**_NOT_FOUND, **_BAD_INPUT, **_CONFLICT},
         )
         async def cancel_handler(
             handler_id: str, principal: principal_dep, purge: str | None = None
@@ -427,25 +449,13 @@ class _Routes:
 
     # -- events -------------------------------------------------------------------------------
 
-    def _event_routes(self) -> None:
-        router, service = self.router, self.service
+    def _stream_route(self) -> None:
+        service = self.service
         principal_dep = Annotated[Any, Depends(self.principal)]
-        stream_doc: dict[int | str, dict[str, Any]] = {
-            200: {
-                "description": "SSE frames (`id: <sequence>`, `data: <event>`) or NDJSON lines",
-                "content": {
-                    "text/event-stream": {"schema": {"type": "string"}},
-                    "application/x-ndjson": {
-                        "schema": EventEnvelopeWithMetadata.model_json_schema()
-                    },
-                },
-            },
-            204: {"description": "The run has finished and no event is left after the cursor"},
-            **_NOT_FOUND,
-            **_BAD_INPUT,
-        }
 
-        @router.get("/events/{handler_id}", response_class=StreamingResponse, responses=stream_doc)
+        @self.router.get(
+            "/events/{handler_id}", response_class=StreamingResponse, responses=_STREAM_DOC
+        )
         async def stream_events(
             handler_id: str,
             principal: principal_dep,
@@ -469,28 +479,36 @@ class _Routes:
                 return Response(status_code=204)
             return _stream_response(stream, as_sse, with_names)
 
-        @router.post(
+    def _send_route(self) -> None:
+        service = self.service
+        principal_dep = Annotated[Any, Depends(self.principal)]
+
+        @self.router.post(
             "/events/{handler_id}",
             response_model=SendEventResponse,
-            responses={**_NOT_FOUND, **_BAD_INPUT, 409: {"model": ErrorResponse}, **_UNAVAILABLE},
+            responses={**_NOT_FOUND, **_BAD_INPUT, **_CONFLICT, **_UNAVAILABLE},
             openapi_extra=json_body_doc(SendEventRequest),
         )
         async def send_event(
             handler_id: str, request: Request, principal: principal_dep
         ) -> Response:
             """Send an event into a running handler (human-in-the-loop answers, signals)."""
-            body = await read_json_body(request, self.max_body_size)
-            if not isinstance(body, dict):
-                raise BadRequestError("Request body must be a JSON object")
-            event, step = body.get("event"), body.get("step")
-            if not event:
-                raise BadRequestError("Event data is required")
-            if step is not None and not isinstance(step, str):
-                raise BadRequestError("Invalid step: it must be a string")
+            event, step = _event_body(await read_json_body(request, self.max_body_size))
             await service.send_event(
                 handler_id, event, step=step, principal=_principal_id(principal)
             )
             return json_response({"status": "sent"})
+
+
+def _event_body(body: Any) -> tuple[Any, str | None]:
+    if not isinstance(body, dict):
+        raise BadRequestError("Request body must be a JSON object")
+    event, step = body.get("event"), body.get("step")
+    if not event:
+        raise BadRequestError("Event data is required")
+    if step is not None and not isinstance(step, str):
+        raise BadRequestError("Invalid step: it must be a string")
+    return event, step
 
 
 def _principal_id(principal: Any) -> str | None:
