@@ -48,6 +48,15 @@ class ServiceConfig:
     max_page_size: int = 1000
 
     def __post_init__(self) -> None:
+        # A zero or negative poll would make the ownership loop (or a stream of a
+        # remote run) spin without sleeping, hammering the database.
+        for name in ("lease_ttl", "poll_interval", "stream_poll_interval"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        for name in ("idle_timeout", "checkpoint_delay", "stop_timeout"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0")
         if self.lease_ttl <= self.poll_interval * 2:
             raise ValueError("lease_ttl must exceed twice poll_interval so leases renew in time")
         if self.max_resume_attempts < 1 or self.claim_batch_size < 1 or self.max_page_size < 1:

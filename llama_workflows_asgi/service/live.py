@@ -252,6 +252,9 @@ class LiveRun:
     def acknowledge(self, progress: RunProgress) -> None:
         """The progress was written: publish its events to streams."""
         self._inflight = None
+        if progress.reset_attempts:
+            # The store reset the counter with this write: keep the row in step.
+            self.row.resume_attempts = 0
         if progress.events:
             self.durable_sequence = progress.events[-1].sequence
             self.tail.extend(progress.events)

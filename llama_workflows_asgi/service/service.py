@@ -212,7 +212,7 @@ class WorkflowService:
             replay = await self._replay(key, request_hash, principal)
             if replay is not None:
                 return replay
-        event = start_event if start_event is not None else _default_start_event(entry)
+        event = _start_event_for(entry, start_event)
         ctx, replaces = await self._initial_context(entry, handler_id, principal, context)
         row = self._new_row(entry, handler_id or new_id(), event, principal, key, request_hash)
         row.ctx = ctx
@@ -719,14 +719,20 @@ class WorkflowService:
             raise StoreUnavailableError("The workflow service is not running", retry_after=5)
 
 
-def _default_start_event(entry: RegisteredWorkflow) -> StartEvent:
+def _start_event_for(entry: RegisteredWorkflow, given: StartEvent | None) -> StartEvent:
+    """The start event of a new run: ``given``, converted to the workflow's start class."""
     cls = entry.workflow.start_event_class
-    try:
-        return cls()
-    except ValidationError as exc:
-        raise BadEventError(
-            f"Invalid {cls.__name__}: {codec.describe_validation_error(exc)}"
-        ) from exc
+    if given is None:
+        try:
+            return cls()
+        except ValidationError as exc:
+            message = codec.describe_validation_error(exc)
+            raise BadEventError(f"Invalid {cls.__name__}: {message}") from exc
+    if isinstance(given, cls):
+        return given
+    # A base StartEvent (or another class) from host code: validated into the
+    # start class exactly as the same event sent over HTTP would be.
+    return entry.events.decode_start(codec.envelope(given))
 
 
 def _check_step(entry: RegisteredWorkflow, step: str | None, event: Event) -> None:

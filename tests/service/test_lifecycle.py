@@ -15,6 +15,7 @@ import pytest
 from workflows.events import StartEvent
 
 from llama_workflows_asgi import (
+    BadEventError,
     ConflictError,
     HandlerNotFoundError,
     HandlerQuery,
@@ -25,7 +26,7 @@ from llama_workflows_asgi import (
 )
 from llama_workflows_asgi.store import AbstractWorkflowStore
 from tests.support.stores import StoreFactory
-from tests.support.workflows import AnswerEvent, MyStart, make_workflows
+from tests.support.workflows import AnswerEvent, CustomWorkflow, MyStart, make_workflows
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -387,3 +388,16 @@ async def test_stop_does_not_fail_a_run_waiting_for_input(make_store: StoreFacto
         done = await asyncio.wait_for(second.wait_for(handler.handler_id), 10)
         assert done.result is not None
         assert done.result["value"] == {"result": "got later"}
+
+
+async def test_host_code_may_pass_a_base_start_event_to_a_custom_start_class(
+    make_store: StoreFactory,
+) -> None:
+    service = WorkflowService(make_store())
+    service.add_workflow("custom", CustomWorkflow())
+    async with service.running_context():
+        done = await service.run("custom", StartEvent(topic="bees", count=2))
+        with pytest.raises(BadEventError, match="topic"):
+            await service.start_run("custom", StartEvent(count=2))
+    assert done.result is not None
+    assert done.result["value"] == {"answer": 84, "topic": "bees"}

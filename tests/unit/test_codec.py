@@ -136,20 +136,17 @@ def test_custom_stop_event_subclass() -> None:
 
 
 @pytest.mark.parametrize(
-    ("cls", "types"),
+    ("event", "types"),
     [
-        (A, None),
-        (B, ["A"]),
-        (C, ["B", "A"]),
-        (TaggedPing, ["Ping"]),
-        (Done, ["StopEvent"]),
-        (WorkflowIdleEvent, ["InternalDispatchEvent"]),
+        (A(), None),
+        (B(), ["A"]),
+        (C(), ["B", "A"]),
+        (TaggedPing(n=1), ["Ping"]),
+        (Done(answer=1), ["StopEvent"]),
+        (WorkflowIdleEvent(), ["InternalDispatchEvent"]),
     ],
 )
-def test_types_lists_event_ancestors_nearest_first(
-    cls: type[Event], types: list[str] | None
-) -> None:
-    event = cls(n=1) if issubclass(cls, Ping) else cls(answer=1) if cls is Done else cls()
+def test_types_lists_event_ancestors_nearest_first(event: Event, types: list[str] | None) -> None:
     assert envelope(event)["types"] == types
 
 
