@@ -605,13 +605,11 @@ class WorkflowService:
 
     async def _events_after(self, handler_id: str, run_id: str, cursor: int) -> list[StoredEvent]:
         live = self._runs.get(handler_id)
-        if (
-            live is not None
-            and live.run_id == run_id
-            and live.tail
-            and live.tail[0].sequence <= cursor + 1
-        ):
-            return [e for e in live.tail if e.sequence > cursor]
+        if live is not None and live.run_id == run_id:
+            if cursor >= live.durable_sequence:
+                return []  # nothing written after the cursor yet
+            if live.tail and live.tail[0].sequence <= cursor + 1:
+                return [e for e in live.tail if e.sequence > cursor]
         return await self.store.read_events(run_id, after_sequence=cursor)
 
     async def _next_events(
