@@ -58,13 +58,14 @@ class Result:
 class Server:
     """One benchmarked server process."""
 
-    def __init__(self, target: str, database: str) -> None:
+    def __init__(self, target: str, database: str, code: str | None = None) -> None:
         self.port = free_port()
         env = {
             **os.environ,
             "BENCH_TARGET": target,
             "BENCH_DATABASE": database,
-            "PYTHONPATH": str(ROOT),
+            # ``code``: another checkout's package shadows the installed one.
+            "PYTHONPATH": os.pathsep.join(filter(None, [code, str(ROOT)])),
         }
         command = [sys.executable, "-m", "uvicorn", "--factory", "benchmarks.apps:create_app"]
         command += ["--port", str(self.port), "--log-level", "warning", "--no-access-log"]
@@ -159,7 +160,7 @@ async def stream_events(url: str, runs: int, count: int = 1000) -> Result:
 
 
 async def measure(target: str, workload: str, args: argparse.Namespace, database: str) -> Result:
-    server = Server(target, database)
+    server = Server(target, database, args.code)
     try:
         await server.ready()
         if workload == "stream":
@@ -236,6 +237,9 @@ async def main() -> None:
     parser.add_argument("--stream-runs", type=int, default=20)
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument(
+        "--code", help="benchmark the package of another checkout (e.g. a git worktree) instead"
+    )
     args = parser.parse_args()
     targets, workloads = args.targets.split(","), args.workloads.split(",")
 

@@ -96,7 +96,7 @@ class LiveRun:
         on_dirty: Callable[[LiveRun], None],
         on_idle: Callable[[LiveRun], None],
         checkpoints: bool,
-        tail_size: int = 1024,
+        tail_size: int = 256,
     ) -> None:
         assert row.run_id is not None
         self.row = row.model_copy(update={"ctx": None})

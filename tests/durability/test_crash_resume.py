@@ -11,8 +11,9 @@ import httpx
 import pytest
 from llama_agents.client import WorkflowClient
 
-from tests.support.crash_app import AnswerEvent, ProcessInput
+from tests.support.crash_app import ProcessInput
 from tests.support.processes import JournalLine, ServerProcess, read_journal, server_processes
+from tests.support.workflows import AnswerEvent
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -188,7 +188,7 @@ async def test_cancel_from_another_process(
 async def test_event_sent_to_another_process_reaches_the_run(
     make_server: Callable[..., ServerProcess],
 ) -> None:
-    from tests.support.crash_app import AnswerEvent
+    from tests.support.workflows import AnswerEvent
 
     a, b = make_server("A", WF_IDLE_TIMEOUT="none"), make_server("B")
     with server_processes(a, b):

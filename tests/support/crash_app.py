@@ -25,9 +25,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from workflows import Context, Workflow, step
-from workflows.events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
+from workflows.events import Event, StartEvent, StopEvent
 
 from llama_workflows_asgi import ServiceConfig, SqlAlchemyWorkflowStore, WorkflowServer
+from tests.support.workflows import AnswerEvent, AskEvent
 
 PROCESS = os.environ.get("WF_PROCESS", str(os.getpid()))
 
@@ -113,16 +114,8 @@ class TickerWorkflow(Workflow):
         return Tick(n=ev.n + 1)
 
 
-class AskEvent(InputRequiredEvent):
-    question: str
-
-
-class AnswerEvent(HumanResponseEvent):
-    answer: str
-
-
 class HitlWorkflow(Workflow):
-    """Asks a question and finishes with the answer (after ``ANSWER_DELAY`` seconds)."""
+    """Asks a question and finishes with the answer (after ``WF_ANSWER_DELAY`` seconds)."""
 
     @step
     async def ask(self, ev: StartEvent) -> AskEvent:
