@@ -4,12 +4,16 @@
 
 * ``BENCH_TARGET``: ``memory``, ``sqlite``, ``postgres`` (this package) or
   ``reference`` (``llama-agents-server`` 0.8.0 with its SQLite store);
-* ``BENCH_DATABASE``: the SQLite file or PostgreSQL URL.
+* ``BENCH_DATABASE``: the SQLite file or PostgreSQL URL;
+* ``BENCH_HEAP=1``: trace Python allocations and serve ``GET /__bench/heap``
+  (memory held by live Python objects, which the resident size does not show).
 """
 
 from __future__ import annotations
 
+import gc
 import os
+import tracemalloc
 from typing import Any
 
 from benchmarks.workloads import workflows
@@ -35,7 +39,16 @@ def create_app() -> Any:
     server = WorkflowServer(store, config=ServiceConfig(checkpoint_delay=delay))
     for name, workflow in workflows().items():
         server.add_workflow(name, workflow)
+    if os.environ.get("BENCH_HEAP") == "1":
+        tracemalloc.start()
+        server.app.add_api_route("/__bench/heap", _heap)
     return server.app
+
+
+async def _heap() -> dict[str, float]:
+    gc.collect()
+    current, peak = tracemalloc.get_traced_memory()
+    return {"current_mb": current / 2**20, "peak_mb": peak / 2**20}
 
 
 def _url(target: str, database: str) -> str:

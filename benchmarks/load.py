@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -26,10 +26,22 @@ from benchmarks.postgres import durable_postgres
 from benchmarks.run import Server
 
 
+@dataclass(frozen=True)
+class Memory:
+    rss: float
+    heap: float
+
+
 @dataclass
 class Tally:
     events: int = 0
     errors: list[str] = field(default_factory=list)
+
+
+async def heap_mb(url: str) -> float:
+    """Memory held by the server's live Python objects (traced by tracemalloc)."""
+    async with httpx.AsyncClient(base_url=url) as http:
+        return float((await http.get("/__bench/heap")).json()["current_mb"])
 
 
 def rss_mb(pid: int) -> float:
@@ -87,13 +99,17 @@ async def main() -> None:
         durable_postgres(enabled=args.target == "postgres") as pg,
     ):
         database = pg.create_database() if args.target == "postgres" else f"{scratch}/load.db"
+        os.environ["BENCH_HEAP"] = "1"  # the server reports its live Python heap
         server = Server(args.target, database)
         try:
             await server.ready()
             await one_round(server.url, 10, 5, 0.01, Tally())  # warm-up
             await asyncio.sleep(2)
-            baseline = rss_mb(server.process.pid)
-            print(f"server RSS baseline {baseline:.1f} MB ({args.target} store)")
+            baseline = Memory(rss_mb(server.process.pid), await heap_mb(server.url))
+            print(
+                f"server baseline: RSS {baseline.rss:.1f} MB, live Python heap "
+                f"{baseline.heap:.1f} MB ({args.target} store)"
+            )
             for number in range(1, args.rounds + 1):
                 await measured_round(server, args, count, number, baseline)
         finally:
@@ -101,7 +117,7 @@ async def main() -> None:
 
 
 async def measured_round(
-    server: Server, args: argparse.Namespace, count: int, number: int, baseline: float
+    server: Server, args: argparse.Namespace, count: int, number: int, baseline: Memory
 ) -> None:
     tally, peak = Tally(), 0.0
     started = time.perf_counter()
@@ -111,13 +127,13 @@ async def measured_round(
         await asyncio.sleep(0.5)
     await task
     elapsed = time.perf_counter() - started
-    gc.collect()
     await asyncio.sleep(5)
-    after = rss_mb(server.process.pid)
+    after = Memory(rss_mb(server.process.pid), await heap_mb(server.url))
     print(
         f"round {number}: {args.clients} clients x {count + 1} events in {elapsed:.1f} s, "
         f"{tally.events:,} events, {len(tally.errors)} errors; RSS peak {peak:.1f} MB, "
-        f"after {after:.1f} MB ({after - baseline:+.1f} MB vs baseline)"
+        f"after {after.rss:.1f} MB ({after.rss - baseline.rss:+.1f}); live heap after "
+        f"{after.heap:.1f} MB ({after.heap - baseline.heap:+.1f} vs baseline)"
     )
     for error in tally.errors[:10]:
         print("  ", error)

@@ -162,7 +162,7 @@ class PostgresServer:
     def _run(self, program: str, *args: str) -> None:
         command = [str(self.bindir / program), *args]
         if self._as_postgres:
-            command = ["runuser", "-u", "postgres", "--", *command]
+            command = [_runuser(), "-u", "postgres", "--", *command]
         result = subprocess.run(command, capture_output=True, text=True, cwd=self.root)
         if result.returncode != 0:
             log = self.root / "postgres.log"
@@ -179,6 +179,14 @@ async def _upgrade(url: str) -> None:
         await migrate.upgrade(engine)
     finally:
         await engine.dispose()
+
+
+def _runuser() -> str:
+    """``runuser``, which lives in an sbin directory a minimal PATH may lack."""
+    for candidate in (shutil.which("runuser"), "/usr/sbin/runuser", "/sbin/runuser"):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    raise RuntimeError("runuser not found: it is needed to run PostgreSQL as 'postgres' when root")
 
 
 def _free_port() -> int:
