@@ -38,8 +38,10 @@ class Tally:
     errors: list[str] = field(default_factory=list)
 
 
-async def heap_mb(url: str) -> float:
-    """Memory held by the server's live Python objects (traced by tracemalloc)."""
+async def heap_mb(url: str, traced: bool) -> float:
+    """Memory held by the server's live Python objects (traced by tracemalloc); 0 if untraced."""
+    if not traced:
+        return 0.0
     async with httpx.AsyncClient(base_url=url) as http:
         return float((await http.get("/__bench/heap")).json()["current_mb"])
 
@@ -92,6 +94,9 @@ async def main() -> None:
     parser.add_argument("--interval", type=float, default=0.3)
     parser.add_argument("--target", default="sqlite", choices=["memory", "sqlite", "postgres"])
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--heap", action="store_true", help="also report the live Python heap (tracemalloc)"
+    )
     args = parser.parse_args()
     count = int(args.seconds / args.interval)
     with (
@@ -99,13 +104,14 @@ async def main() -> None:
         durable_postgres(enabled=args.target == "postgres") as pg,
     ):
         database = pg.create_database() if args.target == "postgres" else f"{scratch}/load.db"
-        os.environ["BENCH_HEAP"] = "1"  # the server reports its live Python heap
+        if args.heap:  # the server traces allocations (which itself costs memory)
+            os.environ["BENCH_HEAP"] = "1"
         server = Server(args.target, database)
         try:
             await server.ready()
             await one_round(server.url, 10, 5, 0.01, Tally())  # warm-up
             await asyncio.sleep(2)
-            baseline = Memory(rss_mb(server.process.pid), await heap_mb(server.url))
+            baseline = Memory(rss_mb(server.process.pid), await heap_mb(server.url, args.heap))
             print(
                 f"server baseline: RSS {baseline.rss:.1f} MB, live Python heap "
                 f"{baseline.heap:.1f} MB ({args.target} store)"
@@ -128,7 +134,7 @@ async def measured_round(
     await task
     elapsed = time.perf_counter() - started
     await asyncio.sleep(5)
-    after = Memory(rss_mb(server.process.pid), await heap_mb(server.url))
+    after = Memory(rss_mb(server.process.pid), await heap_mb(server.url, args.heap))
     print(
         f"round {number}: {args.clients} clients x {count + 1} events in {elapsed:.1f} s, "
         f"{tally.events:,} events, {len(tally.errors)} errors; RSS peak {peak:.1f} MB, "
