@@ -101,7 +101,7 @@ class WorkflowService:
         self._background: set[asyncio.Task[Any]] = set()
         self._writer = ProgressWriter(
             store,
-            lambda: self.owner.id,
+            self.owner.id,
             delay=self.config.checkpoint_delay,
             on_lost=self._lose,
             on_settled=self._retire,
@@ -124,6 +124,8 @@ class WorkflowService:
         """Serve ``workflow`` as ``name``. The instance runs on this service only."""
         workflow.validate()
         try:
+            # The engine has no public way to move a constructed workflow onto
+            # another runtime; this is the one it uses itself.
             workflow._switch_runtime(self.runtime)
         except RuntimeError as exc:
             raise ValueError(
@@ -215,7 +217,7 @@ class WorkflowService:
         event = _start_event_for(entry, start_event)
         ctx, replaces = await self._initial_context(entry, handler_id, principal, context)
         row = self._new_row(entry, handler_id or new_id(), event, principal, key, request_hash)
-        row.ctx = ctx
+        row.ctx = ctx  # the context the run starts from: none, a carried state store, or given
         return await self._create_and_launch(row, entry, event, replaces)
 
     async def run(

@@ -27,7 +27,7 @@ class ProgressWriter:
     def __init__(
         self,
         store: AbstractWorkflowStore,
-        owner_id: Callable[[], str],
+        owner_id: str,
         *,
         delay: float,
         on_lost: Callable[[LiveRun], None],
@@ -90,7 +90,7 @@ class ProgressWriter:
         now = utcnow()
         batch: list[tuple[LiveRun, RunProgress]] = []
         for run in runs:
-            progress = run.collect(self._owner_id(), now)
+            progress = run.collect(self._owner_id, now)
             if progress is not None:
                 batch.append((run, progress))
         if not batch:
