@@ -141,11 +141,6 @@ class LiveRun:
         self._mirror = snapshottable.init_state
         self._state_store = adapter.get_state_store(())
 
-    @property
-    def next_sequence(self) -> int:
-        """The sequence the next streamed event will get."""
-        return self._next_sequence
-
     # -- engine reports (runtime.RunObserver) ----------------------------------------
 
     def observe_tick(self, tick: WorkflowTick) -> None:

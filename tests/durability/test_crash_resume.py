@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -41,6 +42,23 @@ def make_server(crash_db: str, journal_path: Path, tmp_path: Path) -> Callable[.
     return make
 
 
+@dataclass
+class Restart:
+    """Two servers on one database; the first is running and ``client`` talks to it."""
+
+    first: ServerProcess
+    second: ServerProcess
+    client: WorkflowClient
+
+
+@pytest.fixture
+async def restart(make_server: Callable[..., ServerProcess]) -> AsyncIterator[Restart]:
+    first, second = make_server("first"), make_server("second")
+    with server_processes(first, second):
+        await asyncio.to_thread(first.start)
+        yield Restart(first, second, WorkflowClient(base_url=first.url))
+
+
 async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -68,28 +86,23 @@ async def collect_until_failure(
 
 
 async def test_sigkill_mid_item_resumes_only_remaining_items(
-    make_server: Callable[..., ServerProcess], journal_path: Path
+    restart: Restart, journal_path: Path
 ) -> None:
-    first, second = make_server("first"), make_server("second")
-    with server_processes(first, second):
-        await asyncio.to_thread(first.start)
-        client = WorkflowClient(base_url=first.url)
-        start = ProcessInput(name="p", items=ITEMS, delay=0.4)
-        handler = await client.run_workflow_nowait("processing", start_event=start)
-        before = asyncio.create_task(collect_until_failure(client, handler.handler_id, -1))
+    first, second, client = restart.first, restart.second, restart.client
+    start = ProcessInput(name="p", items=ITEMS, delay=0.4)
+    handler = await client.run_workflow_nowait("processing", start_event=start)
+    before = asyncio.create_task(collect_until_failure(client, handler.handler_id, -1))
 
-        # Kill in the middle of the third item: two are done, one is in flight.
-        await wait_until(
-            lambda: len(actions(read_journal(journal_path), "begin")) == 3, 15, "item 3"
-        )
-        await asyncio.sleep(0.15)
-        killed_at = first.kill()
-        seen_before, cursor = await asyncio.wait_for(before, 10)
+    # Kill in the middle of the third item: two are done, one is in flight.
+    await wait_until(lambda: len(actions(read_journal(journal_path), "begin")) == 3, 15, "item 3")
+    await asyncio.sleep(0.15)
+    killed_at = first.kill()
+    seen_before, cursor = await asyncio.wait_for(before, 10)
 
-        second.port = first.port  # the client reconnects to the same address
-        await asyncio.to_thread(second.start)
-        seen_after, _ = await collect_until_failure(client, handler.handler_id, int(cursor))  # type: ignore[call-overload]
-        final = await client.get_handler(handler.handler_id)
+    second.port = first.port  # the client reconnects to the same address
+    await asyncio.to_thread(second.start)
+    seen_after, _ = await collect_until_failure(client, handler.handler_id, int(cursor))  # type: ignore[call-overload]
+    final = await client.get_handler(handler.handler_id)
 
     journal = read_journal(journal_path)
     begins = [(line.process, line.detail) for line in actions(journal, "begin")]
@@ -118,22 +131,19 @@ async def test_sigkill_mid_item_resumes_only_remaining_items(
 
 
 async def test_history_survives_restarts_and_late_subscribers_get_all_of_it(
-    make_server: Callable[..., ServerProcess],
+    restart: Restart,
 ) -> None:
-    first, second = make_server("first"), make_server("second")
-    with server_processes(first, second):
-        await asyncio.to_thread(first.start)
-        client = WorkflowClient(base_url=first.url)
-        start = ProcessInput(name="h", items=["x", "y"], delay=0.01)
-        done = await client.run_workflow("processing", start_event=start)
-        original = [(e.type, e.value) async for e in client.get_workflow_events(done.handler_id)]
-        first.kill()
+    first, second, client = restart.first, restart.second, restart.client
+    start = ProcessInput(name="h", items=["x", "y"], delay=0.01)
+    done = await client.run_workflow("processing", start_event=start)
+    original = [(e.type, e.value) async for e in client.get_workflow_events(done.handler_id)]
+    first.kill()
 
-        await asyncio.to_thread(second.start)
-        later = WorkflowClient(base_url=second.url)
-        restored = await later.get_handler(done.handler_id)
-        replay = [(e.type, e.value) async for e in later.get_workflow_events(done.handler_id)]
-        listed = await later.get_handlers(status=["completed"])
+    await asyncio.to_thread(second.start)
+    later = WorkflowClient(base_url=second.url)
+    restored = await later.get_handler(done.handler_id)
+    replay = [(e.type, e.value) async for e in later.get_workflow_events(done.handler_id)]
+    listed = await later.get_handlers(status=["completed"])
 
     assert restored.model_dump() == done.model_dump()
     assert replay == original
@@ -141,28 +151,23 @@ async def test_history_survives_restarts_and_late_subscribers_get_all_of_it(
     assert [h.handler_id for h in listed.handlers] == [done.handler_id]
 
 
-async def test_last_event_id_after_restart(
-    make_server: Callable[..., ServerProcess], journal_path: Path
-) -> None:
-    first, second = make_server("first"), make_server("second")
-    with server_processes(first, second):
-        await asyncio.to_thread(first.start)
-        client = WorkflowClient(base_url=first.url)
-        start = ProcessInput(name="l", items=["l1", "l2", "l3"], delay=0.5)
-        handler = await client.run_workflow_nowait("processing", start_event=start)
-        await wait_until(lambda: len(actions(read_journal(journal_path), "end")) >= 1, 15, "item 1")
-        await asyncio.sleep(0.2)  # the first progress event is written
-        async with httpx.AsyncClient(base_url=first.url) as http:
-            head = await http.get(
-                f"/events/{handler.handler_id}", params={"after_sequence": "now"}, timeout=2
-            )
-        first.kill()
-        await asyncio.to_thread(second.start)
-        async with httpx.AsyncClient(base_url=second.url, timeout=30) as http:
-            body = (
-                await http.get(f"/events/{handler.handler_id}", headers={"Last-Event-ID": "-1"})
-            ).text
-        frames = [frame for frame in body.split("\n\n") if frame]
+async def test_last_event_id_after_restart(restart: Restart, journal_path: Path) -> None:
+    first, second, client = restart.first, restart.second, restart.client
+    start = ProcessInput(name="l", items=["l1", "l2", "l3"], delay=0.5)
+    handler = await client.run_workflow_nowait("processing", start_event=start)
+    await wait_until(lambda: len(actions(read_journal(journal_path), "end")) >= 1, 15, "item 1")
+    await asyncio.sleep(0.2)  # the first progress event is written
+    async with httpx.AsyncClient(base_url=first.url) as http:
+        head = await http.get(
+            f"/events/{handler.handler_id}", params={"after_sequence": "now"}, timeout=2
+        )
+    first.kill()
+    await asyncio.to_thread(second.start)
+    async with httpx.AsyncClient(base_url=second.url, timeout=30) as http:
+        body = (
+            await http.get(f"/events/{handler.handler_id}", headers={"Last-Event-ID": "-1"})
+        ).text
+    frames = [frame for frame in body.split("\n\n") if frame]
     assert head.status_code in (200, 204)
     ids = [int(frame.split("\n")[0].removeprefix("id: ")) for frame in frames]
     assert ids == sorted(set(ids))
@@ -170,21 +175,18 @@ async def test_last_event_id_after_restart(
 
 
 async def test_waiting_run_survives_restart_and_continues_with_an_event(
-    make_server: Callable[..., ServerProcess],
+    restart: Restart,
 ) -> None:
-    first, second = make_server("first"), make_server("second")
-    with server_processes(first, second):
-        await asyncio.to_thread(first.start)
-        client = WorkflowClient(base_url=first.url)
-        handler = await client.run_workflow_nowait("hitl")
-        async for event in client.get_workflow_events(handler.handler_id):
-            if event.type == "AskEvent":
-                break
-        first.kill()
-        await asyncio.to_thread(second.start)
-        later = WorkflowClient(base_url=second.url)
-        await later.send_event(handler.handler_id, AnswerEvent(answer="after restart"))
-        done = await later.wait_for_handler(handler.handler_id, poll_interval=0.1, timeout=20)
+    first, second, client = restart.first, restart.second, restart.client
+    handler = await client.run_workflow_nowait("hitl")
+    async for event in client.get_workflow_events(handler.handler_id):
+        if event.type == "AskEvent":
+            break
+    first.kill()
+    await asyncio.to_thread(second.start)
+    later = WorkflowClient(base_url=second.url)
+    await later.send_event(handler.handler_id, AnswerEvent(answer="after restart"))
+    done = await later.wait_for_handler(handler.handler_id, poll_interval=0.1, timeout=20)
     assert done.result is not None
     assert done.result.value == {"result": "got after restart"}
 
@@ -227,30 +229,25 @@ async def test_event_acknowledged_just_before_a_crash_is_not_lost(
     assert done.result.value == {"result": "got kept"}
 
 
-async def test_cancel_a_run_resumed_after_a_crash(
-    make_server: Callable[..., ServerProcess], journal_path: Path
-) -> None:
-    first, second = make_server("first"), make_server("second")
-    with server_processes(first, second):
-        await asyncio.to_thread(first.start)
-        client = WorkflowClient(base_url=first.url)
-        start = ProcessInput(name="c", items=[f"c{i}" for i in range(20)], delay=0.3)
-        handler = await client.run_workflow_nowait("processing", start_event=start)
-        await wait_until(lambda: len(actions(read_journal(journal_path), "begin")) >= 2, 15, "work")
-        first.kill()
-        await asyncio.to_thread(second.start)
-        later = WorkflowClient(base_url=second.url)
-        await wait_until(
-            lambda: any(line.process == "second" for line in read_journal(journal_path)),
-            5,
-            "resume",
-        )
-        assert (await later.cancel_handler(handler.handler_id)).status == "cancelled"
-        stopped_at = time.time()
-        await asyncio.sleep(1.0)
-        events = [e.type async for e in later.get_workflow_events(handler.handler_id)]
-        with pytest.raises(httpx.HTTPStatusError) as cancelled:
-            await later.get_handler(handler.handler_id)
+async def test_cancel_a_run_resumed_after_a_crash(restart: Restart, journal_path: Path) -> None:
+    first, second, client = restart.first, restart.second, restart.client
+    start = ProcessInput(name="c", items=[f"c{i}" for i in range(20)], delay=0.3)
+    handler = await client.run_workflow_nowait("processing", start_event=start)
+    await wait_until(lambda: len(actions(read_journal(journal_path), "begin")) >= 2, 15, "work")
+    first.kill()
+    await asyncio.to_thread(second.start)
+    later = WorkflowClient(base_url=second.url)
+    await wait_until(
+        lambda: any(line.process == "second" for line in read_journal(journal_path)),
+        5,
+        "resume",
+    )
+    assert (await later.cancel_handler(handler.handler_id)).status == "cancelled"
+    stopped_at = time.time()
+    await asyncio.sleep(1.0)
+    events = [e.type async for e in later.get_workflow_events(handler.handler_id)]
+    with pytest.raises(httpx.HTTPStatusError) as cancelled:
+        await later.get_handler(handler.handler_id)
     assert cancelled.value.response.json()["status"] == "cancelled"
     assert events[-1] == "WorkflowCancelledEvent"
     late = [
