@@ -2,8 +2,10 @@
 
 ``uvicorn --factory benchmarks.apps:create_app`` with:
 
-* ``BENCH_TARGET``: ``memory``, ``sqlite``, ``postgres`` (this package) or
-  ``reference`` (``llama-agents-server`` 0.8.0 with its SQLite store);
+* ``BENCH_TARGET``: ``memory``, ``sqlite``, ``postgres`` (this package),
+  ``reference`` (``llama-agents-server`` 0.8.0 with its SQLite store) or
+  ``handwritten`` (a plain FastAPI endpoint awaiting ``workflow.run()``: no
+  store, no durability; the anchor every other target is compared with);
 * ``BENCH_DATABASE``: the SQLite file or PostgreSQL URL;
 * ``BENCH_HEAP=1``: trace Python allocations and serve ``GET /__bench/heap``
   (memory held by live Python objects, which the resident size does not show).
@@ -23,6 +25,8 @@ def create_app() -> Any:
     target = os.environ["BENCH_TARGET"]
     if target == "reference":
         return _reference_app(os.environ["BENCH_DATABASE"])
+    if target == "handwritten":
+        return _handwritten_app()
     from llama_workflows_asgi import (
         MemoryWorkflowStore,
         ServiceConfig,
@@ -63,3 +67,24 @@ def _reference_app(db_path: str) -> Any:
     for name, workflow in workflows().items():
         server.add_workflow(name, workflow)
     return server.app
+
+
+def _handwritten_app() -> Any:
+    """What a user writes without this package: one endpoint awaiting the run."""
+    from fastapi import FastAPI
+    from workflows.events import StartEvent
+
+    app = FastAPI()
+    registered = workflows()
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "healthy"}
+
+    @app.post("/workflows/{name}/run")
+    async def run(name: str, body: dict[str, Any]) -> dict[str, Any]:
+        fields = body.get("start_event") or {}
+        result = await registered[name].run(start_event=StartEvent(**fields))
+        return {"status": "completed", "result": {"value": {"result": result}}}
+
+    return app
