@@ -1,0 +1,922 @@
+// The runs dashboard. Plain ES module, no dependencies, nothing inline (it runs
+// under `Content-Security-Policy: default-src 'self'`). Every request goes to
+// the workflow API through URLs relative to the page, so any prefix works.
+
+const POLL_MS = 1500;
+const PAGE_SIZE = 20;
+const STATUSES = ["running", "completed", "failed", "cancelled"];
+const STATUS_ICONS = { running: "◔", completed: "✓", failed: "✕", cancelled: "⊘", waiting: "?" };
+const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+const main = document.getElementById("main");
+const live = document.getElementById("live");
+const toastBox = document.getElementById("toast");
+
+// A view owns its timers and streams; leaving it calls every cleanup.
+let cleanups = [];
+let schemaCache = new Map();
+
+// -- small DOM helpers --------------------------------------------------------------------
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  setAttrs(el, attrs);
+  el.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  return el;
+}
+
+function s(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  setAttrs(el, attrs);
+  el.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  return el;
+}
+
+function setAttrs(el, attrs) {
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else el.setAttribute(key, value === true ? "" : String(value));
+  }
+}
+
+function toast(message, kind = "info") {
+  toastBox.textContent = message;
+  toastBox.dataset.kind = kind;
+  toastBox.classList.add("visible");
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => toastBox.classList.remove("visible"), 4000);
+}
+
+function setLive(text, ok = true) {
+  live.textContent = text;
+  live.classList.toggle("offline", !ok);
+}
+
+// -- the API ----------------------------------------------------------------------------
+
+class ApiError extends Error {}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, {
+    credentials: "same-origin",
+    headers: { Accept: "application/json", ...(options.body ? { "Content-Type": "application/json" } : {}) },
+    ...options,
+  });
+  const text = await response.text();
+  let body = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = null;
+  }
+  if (!response.ok) {
+    const detail = body && typeof body.detail === "string" ? body.detail : `HTTP ${response.status}`;
+    throw new ApiError(detail);
+  }
+  return body;
+}
+
+const enc = encodeURIComponent;
+
+function handlersUrl({ status, workflow, cursor, handlerId, limit = PAGE_SIZE }) {
+  const params = new URLSearchParams({ order: "desc", limit: String(limit) });
+  if (status) params.append("status", status);
+  if (workflow) params.append("workflow_name", workflow);
+  if (handlerId) params.append("handler_id", handlerId);
+  if (cursor) params.append("cursor", cursor);
+  return `handlers?${params}`;
+}
+
+async function workflowNames() {
+  return (await api("workflows")).workflows;
+}
+
+async function cached(key, load) {
+  if (!schemaCache.has(key)) schemaCache.set(key, load().catch((e) => (schemaCache.delete(key), Promise.reject(e))));
+  return schemaCache.get(key);
+}
+
+// -- formatting ---------------------------------------------------------------------------
+
+function parseTime(value) {
+  return value ? new Date(value) : null;
+}
+
+function formatTime(value) {
+  const date = parseTime(value);
+  if (!date) return "—";
+  const sameDay = date.toDateString() === new Date().toDateString();
+  const time = date.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+  return sameDay ? time : `${date.toLocaleDateString(undefined, { month: "short", day: "numeric" })} ${time}`;
+}
+
+function timeEl(value) {
+  return value ? h("time", { datetime: value, title: new Date(value).toLocaleString() }, formatTime(value)) : "—";
+}
+
+function formatDuration(ms) {
+  if (ms === null || Number.isNaN(ms)) return "—";
+  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
+  const secs = ms / 1000;
+  if (secs < 60) return `${secs.toFixed(1)} s`;
+  const mins = Math.floor(secs / 60);
+  if (mins < 60) return `${mins}m ${Math.floor(secs % 60)}s`;
+  return `${Math.floor(mins / 60)}h ${mins % 60}m`;
+}
+
+function runDuration(handler) {
+  const start = parseTime(handler.started_at);
+  if (!start) return null;
+  const end = parseTime(handler.completed_at) || (TERMINAL.has(handler.status) ? parseTime(handler.updated_at) : new Date());
+  return end - start;
+}
+
+function statusBadge(status, label = status) {
+  return h(
+    "span",
+    { class: `status status-${status}` },
+    h("span", { class: "status-icon", "aria-hidden": "true" }, STATUS_ICONS[status] || "•"),
+    h("span", { class: "status-text" }, label),
+  );
+}
+
+function pretty(value) {
+  return JSON.stringify(value, null, 2);
+}
+
+// -- routing ------------------------------------------------------------------------------
+
+function route() {
+  const hash = location.hash || "#/";
+  if (!hash.startsWith("#/")) return; // the skip link and other in-page anchors
+  for (const cleanup of cleanups) cleanup();
+  cleanups = [];
+  const parts = hash.slice(2).split("/").map(decodeURIComponent);
+  let view;
+  if (parts[0] === "runs" && parts[1]) view = runView(parts[1]);
+  else if (parts[0] === "start") view = startView(parts[1] || "");
+  else view = runsView();
+  for (const link of document.querySelectorAll("[data-nav]")) {
+    const current = link.dataset.nav === (parts[0] === "start" ? "start" : "runs");
+    if (current) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  main.replaceChildren(view);
+}
+
+function every(ms, fn) {
+  let stopped = false;
+  let timer = null;
+  const tick = async () => {
+    try {
+      await fn();
+    } finally {
+      if (!stopped) timer = setTimeout(tick, ms);
+    }
+  };
+  tick();
+  cleanups.push(() => {
+    stopped = true;
+    clearTimeout(timer);
+  });
+}
+
+function setTitle(text) {
+  document.title = `${text} · Workflow runs`;
+}
+
+// -- the runs list ---------------------------------------------------------------------------
+
+const listState = { status: "", workflow: "", cursors: [null] };
+
+function runsView() {
+  setTitle("Runs");
+  const tbody = h("tbody");
+  const empty = h("p", { class: "empty", hidden: true }, "No runs match these filters.");
+  const pageLabel = h("span", { class: "page-label", "aria-live": "polite" });
+  const newer = h("button", { type: "button", class: "btn", onclick: () => turnPage(-1) }, "← Newer");
+  const older = h("button", { type: "button", class: "btn", onclick: () => turnPage(1) }, "Older →");
+  const statusSelect = h(
+    "select",
+    { id: "filter-status", onchange: (e) => setFilter("status", e.target.value) },
+    h("option", { value: "" }, "All statuses"),
+    STATUSES.map((st) => h("option", { value: st, selected: listState.status === st }, st)),
+  );
+  const workflowSelect = h(
+    "select",
+    { id: "filter-workflow", onchange: (e) => setFilter("workflow", e.target.value) },
+    h("option", { value: "" }, "All workflows"),
+  );
+  const workflowList = h("ul", { class: "workflow-list", "aria-label": "Registered workflows" });
+  let nextCursor = null;
+  let lastRendered = "";
+
+  function setFilter(key, value) {
+    listState[key] = value;
+    listState.cursors = [null];
+    refresh();
+  }
+
+  function turnPage(step) {
+    if (step > 0 && nextCursor) listState.cursors.push(nextCursor);
+    if (step < 0 && listState.cursors.length > 1) listState.cursors.pop();
+    refresh();
+  }
+
+  async function refresh() {
+    const cursor = listState.cursors[listState.cursors.length - 1];
+    try {
+      const page = await api(handlersUrl({ status: listState.status, workflow: listState.workflow, cursor }));
+      nextCursor = page.next_cursor || null;
+      const signature = JSON.stringify([page.handlers, listState]);
+      if (signature !== lastRendered) {
+        lastRendered = signature;
+        tbody.replaceChildren(...page.handlers.map(runRow));
+      } else {
+        refreshDurations(tbody, page.handlers);
+      }
+      empty.hidden = page.handlers.length > 0;
+      newer.disabled = listState.cursors.length <= 1;
+      older.disabled = !nextCursor;
+      pageLabel.textContent = `Page ${listState.cursors.length}`;
+      setLive(`Live · ${formatTime(new Date().toISOString())}`);
+    } catch (error) {
+      setLive(`Offline: ${error.message}`, false);
+    }
+  }
+
+  workflowNames()
+    .then((names) => {
+      workflowSelect.append(...names.map((n) => h("option", { value: n, selected: listState.workflow === n }, n)));
+      workflowList.replaceChildren(
+        ...names.map((n) =>
+          h("li", {}, h("span", { class: "wf-name" }, n), h("a", { class: "btn btn-small", href: `#/start/${enc(n)}`, "aria-label": `Start ${n}` }, "Start")),
+        ),
+      );
+    })
+    .catch((error) => toast(`Could not load workflows: ${error.message}`, "error"));
+  every(POLL_MS, refresh);
+
+  return h(
+    "div",
+    { class: "layout" },
+    h(
+      "section",
+      { class: "card runs-card", "aria-labelledby": "runs-title" },
+      h(
+        "div",
+        { class: "card-head" },
+        h("h1", { id: "runs-title" }, "Runs"),
+        h(
+          "div",
+          { class: "filters", role: "group", "aria-label": "Filters" },
+          h("span", { class: "filter" }, h("label", { for: "filter-status" }, "Status"), statusSelect),
+          h("span", { class: "filter" }, h("label", { for: "filter-workflow" }, "Workflow"), workflowSelect),
+        ),
+      ),
+      h(
+        "div",
+        { class: "table-wrap" },
+        h(
+          "table",
+          { class: "runs" },
+          h("caption", { class: "visually-hidden" }, "Runs, newest first"),
+          h(
+            "thead",
+            {},
+            h("tr", {}, ["Status", "Run", "Workflow", "Started", "Updated", "Duration"].map((c) => h("th", { scope: "col" }, c))),
+          ),
+          tbody,
+        ),
+      ),
+      empty,
+      h("nav", { class: "pager", "aria-label": "Pages" }, newer, pageLabel, older),
+    ),
+    h(
+      "aside",
+      { class: "card side-card", "aria-labelledby": "workflows-title" },
+      h("h2", { id: "workflows-title" }, "Workflows"),
+      workflowList,
+    ),
+  );
+}
+
+function runRow(handler) {
+  return h(
+    "tr",
+    { "data-handler-id": handler.handler_id, "data-status": handler.status },
+    h("td", { "data-label": "Status" }, statusBadge(handler.status)),
+    h("td", { "data-label": "Run" }, h("a", { class: "run-link mono", href: `#/runs/${enc(handler.handler_id)}` }, handler.handler_id)),
+    h("td", { "data-label": "Workflow" }, handler.workflow_name),
+    h("td", { "data-label": "Started" }, timeEl(handler.started_at)),
+    h("td", { "data-label": "Updated" }, timeEl(handler.updated_at)),
+    h("td", { "data-label": "Duration", class: "duration" }, formatDuration(runDuration(handler))),
+  );
+}
+
+function refreshDurations(tbody, handlers) {
+  handlers.forEach((handler, i) => {
+    const cell = tbody.rows[i] && tbody.rows[i].querySelector(".duration");
+    if (cell && handler.status === "running") cell.textContent = formatDuration(runDuration(handler));
+  });
+}
+
+// -- schema-driven forms ---------------------------------------------------------------------
+
+function fieldKind(schema) {
+  const options = schema.anyOf || schema.oneOf;
+  if (options) {
+    const real = options.filter((o) => o.type !== "null");
+    if (real.length === 1) return fieldKind({ ...real[0], title: schema.title, default: schema.default });
+    return "json";
+  }
+  if (schema.enum) return "enum";
+  if (["string", "integer", "number", "boolean"].includes(schema.type)) return schema.type;
+  return "json";
+}
+
+function enumValues(schema) {
+  const options = schema.anyOf || schema.oneOf;
+  if (options) return options.find((o) => o.enum)?.enum || [];
+  return schema.enum;
+}
+
+// Builds inputs for an object schema; returns the elements and a reader.
+function schemaFields(schema, idPrefix) {
+  const properties = schema.properties || {};
+  const required = new Set(schema.required || []);
+  const fields = Object.entries(properties).map(([name, prop]) => schemaField(name, prop, required.has(name), idPrefix));
+  const read = () => {
+    const value = {};
+    for (const field of fields) {
+      const v = field.read();
+      if (v !== undefined) value[field.name] = v;
+    }
+    return value;
+  };
+  return { elements: fields.map((f) => f.element), read, count: fields.length };
+}
+
+function schemaField(name, prop, required, idPrefix) {
+  const id = `${idPrefix}-field-${name}`;
+  const kind = fieldKind(prop);
+  const hintText = [kind === "json" ? "JSON" : kind, required ? "required" : "optional", prop.description].filter(Boolean).join(" · ");
+  const common = { id, name, "aria-describedby": `${id}-hint`, required: required && kind !== "boolean" };
+  let input;
+  if (kind === "boolean") input = h("input", { ...common, type: "checkbox", checked: prop.default === true });
+  else if (kind === "enum") input = h("select", common, enumValues(prop).map((v) => h("option", { value: JSON.stringify(v), selected: v === prop.default }, String(v))));
+  else if (kind === "json") input = h("textarea", { ...common, rows: 3, class: "mono", spellcheck: "false" }, prop.default === undefined ? "" : JSON.stringify(prop.default));
+  else {
+    const numeric = kind === "integer" || kind === "number";
+    input = h("input", { ...common, type: numeric ? "number" : "text", step: kind === "number" ? "any" : null, value: prop.default ?? null, autocomplete: "off" });
+  }
+  const element = h(
+    "div",
+    { class: `field field-${kind}` },
+    h("label", { for: id }, name),
+    input,
+    h("span", { class: "hint", id: `${id}-hint` }, hintText),
+  );
+  return { name, element, read: () => readField(input, kind, required, name) };
+}
+
+function readField(input, kind, required, name) {
+  if (kind === "boolean") return input.checked;
+  if (kind === "enum") return JSON.parse(input.value);
+  const raw = input.value.trim();
+  if (raw === "") {
+    if (required) throw new Error(`${name} is required`);
+    return undefined;
+  }
+  if (kind === "integer" || kind === "number") return Number(raw);
+  if (kind === "json") {
+    try {
+      return JSON.parse(raw);
+    } catch {
+      throw new Error(`${name} must be valid JSON`);
+    }
+  }
+  return input.value;
+}
+
+function formError() {
+  return h("p", { class: "form-error", role: "alert" });
+}
+
+// -- starting a run ---------------------------------------------------------------------
+
+function startView(selected) {
+  setTitle("Start a run");
+  const select = h("select", { id: "start-workflow", onchange: (e) => (location.hash = `#/start/${enc(e.target.value)}`) });
+  const formSlot = h("div", { class: "start-form-slot" });
+  const card = h(
+    "section",
+    { class: "card narrow", "aria-labelledby": "start-title" },
+    h("h1", { id: "start-title" }, "Start a run"),
+    h("div", { class: "field" }, h("label", { for: "start-workflow" }, "Workflow"), select),
+    formSlot,
+  );
+  workflowNames()
+    .then(async (names) => {
+      const name = names.includes(selected) ? selected : names[0];
+      select.append(...names.map((n) => h("option", { value: n, selected: n === name }, n)));
+      if (!name) {
+        formSlot.replaceChildren(h("p", { class: "empty" }, "No workflows are registered."));
+        return;
+      }
+      const schema = await cached(`schema:${name}`, () => api(`workflows/${enc(name)}/schema`));
+      formSlot.replaceChildren(startForm(name, schema.start));
+    })
+    .catch((error) => formSlot.replaceChildren(h("p", { class: "form-error", role: "alert" }, error.message)));
+  return h("div", { class: "layout single" }, card);
+}
+
+function startForm(name, schema) {
+  const fields = schemaFields(schema, "start");
+  const extra = h("textarea", { id: "start-extra", rows: 3, class: "mono", spellcheck: "false", placeholder: '{"name": "Ada"}', "aria-describedby": "start-extra-hint" });
+  const error = formError();
+  const submit = h("button", { type: "submit", class: "btn btn-primary" }, "Start run");
+  const onsubmit = async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    submit.disabled = true;
+    try {
+      const value = { ...readExtra(extra), ...fields.read() };
+      const handler = await api(`workflows/${enc(name)}/run-nowait`, {
+        method: "POST",
+        body: JSON.stringify({ start_event: { type: schema.title, value } }),
+      });
+      toast(`Started ${name} run ${handler.handler_id}`);
+      location.hash = `#/runs/${enc(handler.handler_id)}`;
+    } catch (e) {
+      error.textContent = e.message;
+      submit.disabled = false;
+    }
+  };
+  return h(
+    "form",
+    { class: "schema-form", onsubmit, "aria-label": `Start ${name}` },
+    schema.description ? h("p", { class: "muted" }, schema.description) : null,
+    fields.count ? fields.elements : h("p", { class: "muted" }, `${schema.title} declares no fields.`),
+    h(
+      "div",
+      { class: "field" },
+      h("label", { for: "start-extra" }, "Additional fields"),
+      extra,
+      h("span", { class: "hint", id: "start-extra-hint" }, "JSON object · optional · extra attributes of the start event"),
+    ),
+    error,
+    h("div", { class: "actions" }, submit),
+  );
+}
+
+function readExtra(textarea) {
+  const raw = textarea.value.trim();
+  if (!raw) return {};
+  let value;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    throw new Error("Additional fields must be valid JSON");
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw new Error("Additional fields must be a JSON object");
+  return value;
+}
+
+// -- one run ----------------------------------------------------------------------------------
+
+function runView(handlerId) {
+  setTitle(`Run ${handlerId}`);
+  const state = { handler: null, events: [], seen: new Set(), stepsRan: new Set(), eventsSeen: new Set(), showInternal: false, inputsFor: null };
+  const header = h("div", { class: "run-head" });
+  const meta = h("dl", { class: "meta" });
+  const actions = h("div", { class: "actions run-actions" });
+  const outcome = h("section", { class: "card outcome", "aria-labelledby": "outcome-title", hidden: true });
+  const inputs = h("section", { class: "card inputs", "aria-labelledby": "inputs-title", hidden: true });
+  const graphBox = h("div", { class: "graph", id: "graph" });
+  const timeline = h("ol", { class: "timeline", "aria-label": "Events, oldest first" });
+  const timelineEmpty = h("p", { class: "empty" }, "No events yet.");
+  const internalToggle = h("input", {
+    type: "checkbox",
+    id: "show-internal",
+    onchange: (e) => {
+      state.showInternal = e.target.checked;
+      renderTimeline();
+    },
+  });
+  let lastHandlerJson = "";
+  let graphData = null;
+
+  async function loadHandler() {
+    try {
+      const page = await api(handlersUrl({ handlerId, limit: 1 }));
+      const handler = page.handlers.find((x) => x.handler_id === handlerId);
+      if (!handler) {
+        header.replaceChildren(h("h1", {}, "Run not found"));
+        meta.replaceChildren();
+        actions.replaceChildren(h("a", { class: "btn", href: "#/" }, "Back to runs"));
+        return;
+      }
+      setLive(`Live · ${formatTime(new Date().toISOString())}`);
+      const json = JSON.stringify(handler);
+      if (json !== lastHandlerJson) {
+        lastHandlerJson = json;
+        const first = state.handler === null;
+        state.handler = handler;
+        renderHandler();
+        if (first) loadGraph(handler.workflow_name);
+      } else {
+        renderMeta();
+      }
+    } catch (error) {
+      setLive(`Offline: ${error.message}`, false);
+    }
+  }
+
+  function waiting() {
+    const h0 = state.handler;
+    if (!h0 || h0.status !== "running" || state.events.length === 0) return false;
+    const last = state.events[state.events.length - 1];
+    return last.type === "WorkflowIdleEvent" || (last.types || []).includes("InputRequiredEvent");
+  }
+
+  function displayStatus() {
+    return waiting() ? "waiting" : state.handler.status;
+  }
+
+  function renderHandler() {
+    const handler = state.handler;
+    const status = displayStatus();
+    header.replaceChildren(
+      h("h1", {}, h("span", { class: "muted" }, "Run "), h("span", { class: "mono" }, handler.handler_id)),
+      statusBadge(status === "waiting" ? "waiting" : handler.status, status === "waiting" ? "waiting for input" : handler.status),
+    );
+    renderMeta();
+    renderActions();
+    renderOutcome();
+    renderInputs();
+  }
+
+  function renderMeta() {
+    const handler = state.handler;
+    const rows = [
+      ["Workflow", handler.workflow_name],
+      ["Started", timeEl(handler.started_at)],
+      ["Updated", timeEl(handler.updated_at)],
+      ["Completed", timeEl(handler.completed_at)],
+      ["Duration", formatDuration(runDuration(handler))],
+      ["Run ID", h("span", { class: "mono" }, handler.run_id || "—")],
+    ];
+    meta.replaceChildren(...rows.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v))));
+  }
+
+  function renderActions() {
+    const handler = state.handler;
+    const buttons = [h("a", { class: "btn", href: "#/" }, "← All runs")];
+    if (handler.status === "running") buttons.push(h("button", { type: "button", class: "btn btn-danger", onclick: cancelRun }, "Cancel"));
+    else buttons.push(h("button", { type: "button", class: "btn btn-danger", onclick: purgeRun }, "Purge"));
+    actions.replaceChildren(...buttons);
+  }
+
+  async function cancelRun(event) {
+    if (!confirm(`Cancel run ${handlerId}? Its steps stop and it ends as cancelled.`)) return;
+    event.target.disabled = true;
+    try {
+      await api(`handlers/${enc(handlerId)}/cancel`, { method: "POST" });
+      toast(`Run ${handlerId} cancelled`);
+      await loadHandler();
+    } catch (error) {
+      toast(`Cancel failed: ${error.message}`, "error");
+      event.target.disabled = false;
+    }
+  }
+
+  async function purgeRun(event) {
+    if (!confirm(`Purge run ${handlerId}? It is deleted for good.`)) return;
+    event.target.disabled = true;
+    try {
+      await api(`handlers/${enc(handlerId)}/cancel?purge=true`, { method: "POST" });
+      toast(`Run ${handlerId} purged`);
+      location.hash = "#/";
+    } catch (error) {
+      toast(`Purge failed: ${error.message}`, "error");
+      event.target.disabled = false;
+    }
+  }
+
+  function renderOutcome() {
+    const handler = state.handler;
+    if (handler.status === "running") {
+      outcome.hidden = true;
+      return;
+    }
+    outcome.hidden = false;
+    if (handler.status === "completed") {
+      const value = handler.result ? handler.result.value : null;
+      const shown = value && handler.result.type === "StopEvent" && "result" in value ? value.result : value;
+      outcome.replaceChildren(h("h2", { id: "outcome-title" }, "Result"), h("pre", { class: "code result" }, pretty(shown)));
+    } else {
+      outcome.replaceChildren(
+        h("h2", { id: "outcome-title" }, handler.status === "failed" ? "Error" : "Cancelled"),
+        h("pre", { class: "code error-text" }, handler.error || (handler.status === "cancelled" ? "The run was cancelled." : "No error message.")),
+      );
+    }
+  }
+
+  async function renderInputs() {
+    if (!waiting()) {
+      inputs.hidden = true;
+      state.inputsFor = null;
+      return;
+    }
+    const key = state.events.length;
+    if (state.inputsFor === key) return;
+    state.inputsFor = key;
+    const name = state.handler.workflow_name;
+    try {
+      const [events, schema, graph] = await Promise.all([
+        cached(`events:${name}`, () => api(`workflows/${enc(name)}/events`)),
+        cached(`schema:${name}`, () => api(`workflows/${enc(name)}/schema`)),
+        cached(`graph:${name}`, () => api(`workflows/${enc(name)}/representation`)),
+      ]);
+      if (state.inputsFor !== key) return;
+      const accepted = acceptedEvents(events.events, schema, graph.graph);
+      const asked = [...state.events].reverse().find((e) => (e.types || []).includes("InputRequiredEvent"));
+      const forms = accepted.map((schemaOf, i) => sendForm(schemaOf, i));
+      inputs.replaceChildren(
+        h("h2", { id: "inputs-title" }, "Waiting for input"),
+        asked ? h("div", { class: "asked" }, h("p", { class: "muted" }, `The run asked (${asked.type}):`), h("pre", { class: "code" }, pretty(asked.value))) : "",
+        ...(forms.length ? forms : [h("p", { class: "muted" }, "This workflow declares no events to send.")]),
+      );
+      inputs.hidden = false;
+    } catch (error) {
+      toast(`Could not load the workflow's events: ${error.message}`, "error");
+    }
+  }
+
+  function sendForm(schema, index) {
+    const fields = schemaFields(schema, `send-${index}`);
+    const error = formError();
+    const button = h("button", { type: "submit", class: "btn btn-primary" }, "Send");
+    const onsubmit = async (event) => {
+      event.preventDefault();
+      error.textContent = "";
+      button.disabled = true;
+      try {
+        await api(`events/${enc(handlerId)}`, { method: "POST", body: JSON.stringify({ event: { type: schema.title, value: fields.read() } }) });
+        toast(`Sent ${schema.title}`);
+      } catch (e) {
+        error.textContent = e.message;
+        button.disabled = false;
+      }
+    };
+    return h(
+      "form",
+      { class: "schema-form send-form", onsubmit },
+      h("h3", { id: `send-${index}-title` }, schema.title),
+      fields.elements,
+      error,
+      h("div", { class: "actions" }, button),
+    );
+  }
+
+  async function loadGraph(name) {
+    try {
+      graphData = (await cached(`graph:${name}`, () => api(`workflows/${enc(name)}/representation`))).graph;
+      renderGraph();
+    } catch (error) {
+      graphBox.replaceChildren(h("p", { class: "form-error" }, `Graph unavailable: ${error.message}`));
+    }
+  }
+
+  function renderGraph() {
+    if (graphData) graphBox.replaceChildren(drawGraph(graphData, state.stepsRan, state.eventsSeen));
+  }
+
+  function renderTimeline() {
+    const shown = state.events.filter((e) => state.showInternal || !e.internal);
+    timeline.replaceChildren(...shown.map(timelineItem));
+    timelineEmpty.hidden = shown.length > 0;
+  }
+
+  function onEvent(message) {
+    const sequence = Number(message.lastEventId);
+    if (state.seen.has(sequence)) return; // a resumed stream never repeats, but be safe
+    state.seen.add(sequence);
+    let envelope;
+    try {
+      envelope = JSON.parse(message.data);
+    } catch {
+      return;
+    }
+    const event = { sequence, type: envelope.type, types: envelope.types, value: envelope.value, internal: isInternal(envelope) };
+    state.events.push(event);
+    if (event.type === "StepStateChanged" && event.value && event.value.name) state.stepsRan.add(event.value.name);
+    if (!event.internal) state.eventsSeen.add(event.type);
+    renderTimeline();
+    renderGraph();
+    if (state.handler) renderHandler();
+    if ((envelope.types || []).includes("StopEvent") || envelope.type === "StopEvent") {
+      source.close(); // the final event: nothing follows, no need to reconnect
+      loadHandler();
+    }
+  }
+
+  const source = new EventSource(`events/${enc(handlerId)}?sse=true&include_internal=true&after_sequence=-1`);
+  source.addEventListener("message", onEvent);
+  source.addEventListener("error", () => {
+    // The server ends the stream after the final event; the browser then
+    // reconnects with Last-Event-ID and gets 204, which closes it for good.
+    if (source.readyState === EventSource.CLOSED) loadHandler();
+  });
+  cleanups.push(() => source.close());
+  every(POLL_MS, loadHandler);
+
+  return h(
+    "div",
+    { class: "run-page" },
+    h("section", { class: "card run-summary", "aria-label": "Run summary" }, h("div", { class: "run-top" }, header, actions), meta),
+    inputs,
+    outcome,
+    h(
+      "div",
+      { class: "run-grid" },
+      h("section", { class: "card", "aria-labelledby": "graph-title" }, h("h2", { id: "graph-title" }, "Workflow graph"), graphBox, graphLegend()),
+      h(
+        "section",
+        { class: "card", "aria-labelledby": "timeline-title" },
+        h(
+          "div",
+          { class: "card-head" },
+          h("h2", { id: "timeline-title" }, "Events"),
+          h("div", { class: "toggle" }, internalToggle, h("label", { for: "show-internal" }, "Show internal events")),
+        ),
+        timelineEmpty,
+        timeline,
+      ),
+    ),
+  );
+}
+
+function isInternal(envelope) {
+  return (envelope.types || []).includes("InternalDispatchEvent");
+}
+
+function acceptedEvents(schemas, workflowSchema, graph) {
+  const produced = new Set(
+    (graph.nodes || []).filter((n) => n.node_type === "event" && (n.produced_by || []).length > 0).map((n) => n.label),
+  );
+  const excluded = new Set(["StartEvent", "StopEvent", workflowSchema.start.title, workflowSchema.stop.title]);
+  return schemas.filter((sc) => sc.title && !excluded.has(sc.title) && !produced.has(sc.title));
+}
+
+function timelineItem(event) {
+  const summary = summarize(event);
+  return h(
+    "li",
+    { class: `event${event.internal ? " internal" : ""}`, "data-type": event.type },
+    h("span", { class: "seq mono", title: "Sequence number" }, `#${event.sequence}`),
+    h(
+      "details",
+      {},
+      h("summary", {}, h("span", { class: "event-type" }, event.type), summary ? h("span", { class: "event-summary" }, summary) : null),
+      h("pre", { class: "code" }, pretty(event.value)),
+    ),
+  );
+}
+
+function summarize(event) {
+  const value = event.value || {};
+  if (event.type === "StepStateChanged") return `${value.name} · ${String(value.step_state).replace("_", " ")}`;
+  const text = JSON.stringify(value);
+  if (text === "{}") return "";
+  return text.length > 90 ? `${text.slice(0, 87)}…` : text;
+}
+
+// -- the graph --------------------------------------------------------------------------------
+
+const NODE_H = 32;
+const ROW_GAP = 30;
+const COL_GAP = 16;
+const PAD = 14;
+
+function graphLegend() {
+  return h(
+    "ul",
+    { class: "legend", "aria-label": "Legend" },
+    h("li", {}, h("span", { class: "swatch swatch-step ran", "aria-hidden": "true" }, "✓"), "step that ran"),
+    h("li", {}, h("span", { class: "swatch swatch-step", "aria-hidden": "true" }), "step"),
+    h("li", {}, h("span", { class: "swatch swatch-event", "aria-hidden": "true" }), "event"),
+  );
+}
+
+// Rows by distance from the entry events; a cycle's nodes keep their first row.
+function layers(graph) {
+  const incoming = new Map(graph.nodes.map((n) => [n.id, 0]));
+  const out = new Map(graph.nodes.map((n) => [n.id, []]));
+  for (const edge of graph.edges) {
+    if (!out.has(edge.source) || !incoming.has(edge.target)) continue;
+    out.get(edge.source).push(edge.target);
+    incoming.set(edge.target, incoming.get(edge.target) + 1);
+  }
+  const depth = new Map();
+  const roots = graph.nodes.filter((n) => (n.event_types || []).includes("StartEvent") || incoming.get(n.id) === 0);
+  const queue = roots.map((n) => n.id);
+  queue.forEach((id) => depth.set(id, 0));
+  while (queue.length) {
+    const id = queue.shift();
+    for (const next of out.get(id)) {
+      if (!depth.has(next)) {
+        depth.set(next, depth.get(id) + 1);
+        queue.push(next);
+      }
+    }
+  }
+  for (const node of graph.nodes) if (!depth.has(node.id)) depth.set(node.id, 0);
+  return depth;
+}
+
+function nodeWidth(node) {
+  return Math.max(84, Math.round(node.label.length * 7.2) + (node.node_type === "step" ? 44 : 30));
+}
+
+function drawGraph(graph, stepsRan, eventsSeen) {
+  const depth = layers(graph);
+  const rows = [];
+  for (const node of graph.nodes) {
+    const d = depth.get(node.id);
+    (rows[d] = rows[d] || []).push(node);
+  }
+  const filled = rows.filter(Boolean);
+  const rowWidth = (row) => row.reduce((sum, n) => sum + nodeWidth(n), 0) + (row.length - 1) * COL_GAP;
+  const width = Math.max(...filled.map(rowWidth)) + PAD * 2 + 40;
+  const height = PAD * 2 + filled.length * NODE_H + (filled.length - 1) * ROW_GAP;
+  const positions = new Map();
+  filled.forEach((row, r) => {
+    let x = (width - rowWidth(row)) / 2;
+    const y = PAD + r * (NODE_H + ROW_GAP);
+    for (const node of row) {
+      const w = nodeWidth(node);
+      positions.set(node.id, { x, y, w });
+      x += w + COL_GAP;
+    }
+  });
+  const ran = graph.nodes.filter((n) => n.node_type === "step" && stepsRan.has(n.label)).map((n) => n.label);
+  const steps = graph.nodes.filter((n) => n.node_type === "step").length;
+  const label = `Graph of ${graph.name}: ${steps} steps; ${ran.length ? `ran: ${ran.join(", ")}` : "no step has run yet"}.`;
+  return s(
+    "svg",
+    { viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": label, class: "graph-svg" },
+    s("defs", {}, s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, s("path", { d: "M0,0 L10,5 L0,10 z", class: "arrow-head" }))),
+    graph.edges.map((edge) => drawEdge(positions.get(edge.source), positions.get(edge.target))),
+    graph.nodes.map((node) => drawNode(node, positions.get(node.id), stepsRan, eventsSeen)),
+  );
+}
+
+function drawEdge(from, to) {
+  if (!from || !to) return null;
+  const x1 = from.x + from.w / 2;
+  const x2 = to.x + to.w / 2;
+  let d;
+  if (to.y > from.y) {
+    const y1 = from.y + NODE_H;
+    const y2 = to.y;
+    const mid = (y1 + y2) / 2;
+    d = `M${x1},${y1} C${x1},${mid} ${x2},${mid} ${x2},${y2}`;
+  } else {
+    // A loop back up: leave from the right side and come round.
+    const sx = from.x + from.w;
+    const sy = from.y + NODE_H / 2;
+    const tx = to.x + to.w;
+    const ty = to.y + NODE_H / 2;
+    const bend = Math.max(sx, tx) + 32;
+    d = `M${sx},${sy} C${bend},${sy} ${bend},${ty} ${tx},${ty}`;
+  }
+  return s("path", { d, class: "edge", "marker-end": "url(#arrow)" });
+}
+
+function drawNode(node, pos, stepsRan, eventsSeen) {
+  const isStep = node.node_type === "step";
+  const marked = isStep ? stepsRan.has(node.label) : eventsSeen.has(node.label);
+  const classes = ["node", `node-${node.node_type}`, marked ? "ran" : ""].join(" ");
+  const text = `${isStep && marked ? "✓ " : ""}${node.label}`;
+  const tooltip = `${isStep ? "Step" : node.node_type === "event" ? "Event" : "External"} ${node.label}${marked ? (isStep ? " (ran)" : " (seen)") : ""}`;
+  return s(
+    "g",
+    { class: classes, transform: `translate(${pos.x},${pos.y})`, "data-node": node.label },
+    s("title", {}, tooltip),
+    s("rect", { width: pos.w, height: NODE_H, rx: isStep ? 6 : NODE_H / 2 }),
+    s("text", { x: pos.w / 2, y: NODE_H / 2, "dominant-baseline": "central", "text-anchor": "middle" }, text),
+  );
+}
+
+// -- start ------------------------------------------------------------------------------------
+
+window.addEventListener("hashchange", route);
+document.querySelector("[data-skip]").addEventListener("click", (event) => {
+  event.preventDefault();
+  main.focus();
+});
+route();
