@@ -212,6 +212,7 @@ function runsView() {
   const workflowList = h("ul", { class: "workflow-list", "aria-label": "Registered workflows" });
   let nextCursor = null;
   let lastRendered = "";
+  let generation = 0;
 
   function setFilter(key, value) {
     listState[key] = value;
@@ -227,16 +228,17 @@ function runsView() {
 
   async function refresh() {
     const cursor = listState.cursors[listState.cursors.length - 1];
+    const mine = ++generation; // a filter change and a poll may overlap: the last one wins
     try {
       const page = await api(handlersUrl({ status: listState.status, workflow: listState.workflow, cursor }));
+      if (mine !== generation) return;
       nextCursor = page.next_cursor || null;
       const signature = JSON.stringify([page.handlers, listState]);
       if (signature !== lastRendered) {
         lastRendered = signature;
-        tbody.replaceChildren(...page.handlers.map(runRow));
-      } else {
-        refreshDurations(tbody, page.handlers);
+        reconcileRows(tbody, page.handlers);
       }
+      refreshDurations(tbody, page.handlers);
       empty.hidden = page.handlers.length > 0;
       newer.disabled = listState.cursors.length <= 1;
       older.disabled = !nextCursor;
@@ -314,6 +316,31 @@ function runRow(handler) {
     h("td", { "data-label": "Updated" }, timeEl(handler.updated_at)),
     h("td", { "data-label": "Duration", class: "duration" }, formatDuration(runDuration(handler))),
   );
+}
+
+// Updates the table in place: unchanged rows stay (and keep focus), changed
+// rows are swapped, new ones inserted, rows no longer listed removed.
+function reconcileRows(tbody, handlers) {
+  const existing = new Map([...tbody.rows].map((tr) => [tr.dataset.handlerId, tr]));
+  let position = 0;
+  for (const handler of handlers) {
+    const json = JSON.stringify(handler);
+    let tr = existing.get(handler.handler_id);
+    existing.delete(handler.handler_id);
+    if (!tr || tr.dataset.json !== json) {
+      const fresh = runRow(handler);
+      fresh.dataset.json = json;
+      if (tr) {
+        const hadFocus = tr.contains(document.activeElement);
+        tr.replaceWith(fresh);
+        if (hadFocus) fresh.querySelector("a").focus();
+      }
+      tr = fresh;
+    }
+    if (tbody.rows[position] !== tr) tbody.insertBefore(tr, tbody.rows[position] || null);
+    position += 1;
+  }
+  for (const stale of existing.values()) stale.remove();
 }
 
 function refreshDurations(tbody, handlers) {
@@ -574,6 +601,9 @@ function runView(handlerId) {
 
   function renderActions() {
     const handler = state.handler;
+    // Rebuilt only when the status changes, so a focused button keeps its focus.
+    if (actions.dataset.status === handler.status) return;
+    actions.dataset.status = handler.status;
     const buttons = [h("a", { class: "btn", href: "#/" }, "← All runs")];
     if (handler.status === "running") buttons.push(h("button", { type: "button", class: "btn btn-danger", onclick: cancelRun }, "Cancel"));
     else buttons.push(h("button", { type: "button", class: "btn btn-danger", onclick: purgeRun }, "Purge"));
@@ -701,6 +731,13 @@ function runView(handlerId) {
     timelineEmpty.hidden = shown.length > 0;
   }
 
+  // New events are appended, so expanded entries stay open while the run streams.
+  function appendToTimeline(event) {
+    if (event.internal && !state.showInternal) return;
+    timeline.append(timelineItem(event));
+    timelineEmpty.hidden = true;
+  }
+
   function onEvent(message) {
     const sequence = Number(message.lastEventId);
     if (state.seen.has(sequence)) return; // a resumed stream never repeats, but be safe
@@ -715,7 +752,7 @@ function runView(handlerId) {
     state.events.push(event);
     if (event.type === "StepStateChanged" && event.value && event.value.name) state.stepsRan.add(event.value.name);
     if (!event.internal) state.eventsSeen.add(event.type);
-    renderTimeline();
+    appendToTimeline(event);
     renderGraph();
     if (state.handler) renderHandler();
     if ((envelope.types || []).includes("StopEvent") || envelope.type === "StopEvent") {
@@ -743,7 +780,6 @@ function runView(handlerId) {
     h(
       "div",
       { class: "run-grid" },
-      h("section", { class: "card", "aria-labelledby": "graph-title" }, h("h2", { id: "graph-title" }, "Workflow graph"), graphBox, graphLegend()),
       h(
         "section",
         { class: "card", "aria-labelledby": "timeline-title" },
@@ -756,6 +792,7 @@ function runView(handlerId) {
         timelineEmpty,
         timeline,
       ),
+      h("section", { class: "card", "aria-labelledby": "graph-title" }, h("h2", { id: "graph-title" }, "Workflow graph"), graphBox, graphLegend()),
     ),
   );
 }
