@@ -176,7 +176,7 @@ document.addEventListener("securitypolicyviolation", (e) => {
 
 
 def open_context(browser: Browser, host: DashboardHost, **options: Any) -> BrowserContext:
-    """A browser context logged in to the host with its session cookie."""
+    """A browser context logged in to the host with its login cookie."""
     context = browser.new_context(**{"viewport": {"width": 1280, "height": 800}, **options})
     context.add_cookies([{"name": COOKIE, "value": TOKEN, "url": host.origin}])
     return context

@@ -1,6 +1,6 @@
 """A host app for the dashboard tests: the workflow router under a prefix, behind auth.
 
-A request is let in with the ``dash_session`` cookie or an ``Authorization: Bearer``
+A request is let in with the ``dash_login`` cookie or an ``Authorization: Bearer``
 header carrying ``TOKEN``; anything else gets 401, the dashboard page included.
 Run with ``python -m uvicorn --factory tests.dashboard.host_app:create_app``;
 ``WF_DATABASE_URL`` names the SQLite store.
@@ -21,15 +21,15 @@ from tests.support.workflows import FailWorkflow, GreetWorkflow, HitlWorkflow, P
 
 PREFIX = "/ops/workflows"
 TOKEN = "dashboard-test-token"
-COOKIE = "dash_session"
+COOKIE = "dash_login"
 
 
 async def require_login(
-    dash_session: Annotated[str | None, Cookie()] = None,
+    dash_login: Annotated[str | None, Cookie()] = None,
     authorization: Annotated[str | None, Header()] = None,
 ) -> None:
-    """The host's own auth: a session cookie or a bearer token."""
-    if dash_session == TOKEN or authorization == f"Bearer {TOKEN}":
+    """The host's own auth: a login cookie or a bearer token."""
+    if dash_login == TOKEN or authorization == f"Bearer {TOKEN}":
         return
     raise HTTPException(401, "Not authenticated")
 

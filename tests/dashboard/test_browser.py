@@ -7,13 +7,16 @@ the host, no console error or page error, no Content-Security-Policy violation.
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from playwright.sync_api import Browser, Dialog, Page, Route, expect
+import pytest
+from playwright.sync_api import Browser, Dialog, Locator, Page, Route, expect
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.dashboard.conftest import (
-    AUTH,
     DashboardHost,
     Watch,
     check_clean,
@@ -25,8 +28,17 @@ from tests.dashboard.host_app import PREFIX
 CSP = "default-src 'self'"
 
 
-def row(page: Page, handler_id: str):  # type: ignore[no-untyped-def]
+def row(page: Page, handler_id: str) -> Locator:
+    """The runs table's row of ``handler_id``."""
     return page.locator(f'tr[data-handler-id="{handler_id}"]')
+
+
+def wait_until(page: Page, condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Let the page's events arrive until ``condition`` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        page.wait_for_timeout(20)
 
 
 def test_without_credentials_everything_is_refused(host: DashboardHost, browser: Browser) -> None:
@@ -153,6 +165,15 @@ def test_start_form_is_built_from_the_start_event_schema(
     expect(page.locator(".result")).to_contain_text('"queue": "p1"')
     result = host.handler(handler_id)["result"]["value"]["result"]
     assert result == {"title": "disk full", "queue": "p1"}
+
+
+def test_start_event_without_fields_takes_additional_ones(page: Page, host: DashboardHost) -> None:
+    page.goto(host.ui + "#/start")
+    page.get_by_label("Workflow", exact=True).select_option("greet")
+    expect(page.get_by_text("StartEvent declares no fields.")).to_be_visible()
+    page.get_by_label("Additional fields").fill('{"name": "Ada"}')
+    page.get_by_role("button", name="Start run").click()
+    expect(page.locator(".result")).to_contain_text('"greeting": "Hello, Ada!"')
 
 
 def test_start_form_reports_bad_input(page: Page, host: DashboardHost, watch: Watch) -> None:
@@ -309,4 +330,28 @@ def test_api_lists_one_handler_by_id(host: DashboardHost) -> None:
     both = host.api.get("/handlers", params=[("handler_id", first), ("handler_id", second)])
     assert {h["handler_id"] for h in both.json()["handlers"]} == {first, second}
     assert host.api.get("/handlers", params={"handler_id": "missing"}).json()["handlers"] == []
-    assert AUTH  # the client above sends the bearer token
+
+
+def test_the_page_checks_would_catch_errors_and_foreign_requests(
+    page: Page, host: DashboardHost, watch: Watch
+) -> None:
+    page.goto(host.ui)
+    expect(page.get_by_role("heading", name="Runs")).to_be_visible()
+    page.evaluate("console.error('boom')")
+    page.evaluate("setTimeout(() => { throw new Error('thrown'); })")
+    # The page's own policy stops a script from calling elsewhere...
+    page.evaluate("fetch('http://example.invalid/x').catch(() => null)")
+    wait_until(page, lambda: len(page.evaluate("window.__cspViolations")) == 1)
+    assert page.evaluate("window.__cspViolations") == ["connect-src http://example.invalid/x"]
+    # ...and the route check stops (and records) any request that gets past it.
+    other = page.context.new_page()
+    with pytest.raises(PlaywrightError):
+        other.goto("http://example.invalid/elsewhere")
+    other.close()
+    wait_until(page, lambda: any("thrown" in error for error in watch.errors))
+    assert "console: boom" in watch.errors
+    assert watch.foreign() == ["http://example.invalid/elsewhere"]
+    # Leave the page clean for the fixture's own check.
+    watch.errors.clear()
+    watch.requests.remove("http://example.invalid/elsewhere")
+    page.evaluate("window.__cspViolations = []")

@@ -17,7 +17,7 @@ const toastBox = document.getElementById("toast");
 let cleanups = [];
 let schemaCache = new Map();
 
-// -- small DOM helpers --------------------------------------------------------------------
+// -- building the DOM ----------------------------------------------------------------------
 
 function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
