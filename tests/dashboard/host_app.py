@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import Cookie, Depends, FastAPI, Header, HTTPException, Request
 from workflows import Context, Workflow, step
-from workflows.events import StartEvent, StopEvent
+from workflows.events import Event, StartEvent, StopEvent
 
 from llama_workflows_asgi import SqlAlchemyWorkflowStore, workflow_router
 from tests.support.workflows import FailWorkflow, GreetWorkflow, HitlWorkflow, ProgressEvent
@@ -42,14 +42,37 @@ class TicketStart(StartEvent):
     urgent: bool = False
 
 
+class Escalated(Event):
+    """An urgent ticket, for the on-call queue."""
+
+    title: str
+
+
+class Queued(Event):
+    """A ticket for the normal queue."""
+
+    title: str
+    priority: int
+
+
 class TicketWorkflow(Workflow):
-    """Triages a ticket, streaming a few progress events on the way."""
+    """Triages a ticket into one of two queues, streaming progress on the way."""
 
     @step
-    async def triage(self, ctx: Context, ev: TicketStart) -> StopEvent:
+    async def triage(self, ctx: Context, ev: TicketStart) -> Escalated | Queued:
         for i in range(2):
             ctx.write_event_to_stream(ProgressEvent(msg=f"checked {i}", i=i))
-        return StopEvent(result={"title": ev.title, "queue": "p1" if ev.urgent else "normal"})
+        if ev.urgent:
+            return Escalated(title=ev.title)
+        return Queued(title=ev.title, priority=ev.priority)
+
+    @step
+    async def page_on_call(self, ev: Escalated) -> StopEvent:
+        return StopEvent(result={"title": ev.title, "queue": "p1"})
+
+    @step
+    async def enqueue(self, ev: Queued) -> StopEvent:
+        return StopEvent(result={"title": ev.title, "queue": f"normal-{ev.priority}"})
 
 
 class PausedWorkflow(Workflow):

@@ -165,6 +165,12 @@ def test_start_form_is_built_from_the_start_event_schema(
     expect(page.locator(".result")).to_contain_text('"queue": "p1"')
     result = host.handler(handler_id)["result"]["value"]["result"]
     assert result == {"title": "disk full", "queue": "p1"}
+    # The branch taken is marked on the graph, the other is not.
+    ran = re.compile(r"\bran\b")
+    expect(page.locator('[data-node="triage"]')).to_have_class(ran)
+    expect(page.locator('[data-node="page_on_call"]')).to_have_class(ran)
+    expect(page.locator('[data-node="enqueue"]')).not_to_have_class(ran)
+    page.screenshot(path=screenshots / "dashboard-run-branches.png", full_page=True)
 
 
 def test_start_event_without_fields_takes_additional_ones(page: Page, host: DashboardHost) -> None:

@@ -171,7 +171,8 @@ function every(ms, fn) {
   let timer = null;
   const tick = async () => {
     try {
-      await fn();
+      // A tab in the background asks nothing; it catches up when shown again.
+      if (!document.hidden) await fn();
     } finally {
       if (!stopped) timer = setTimeout(tick, ms);
     }
@@ -750,7 +751,14 @@ function runView(handlerId) {
     }
     const event = { sequence, type: envelope.type, types: envelope.types, value: envelope.value, internal: isInternal(envelope) };
     state.events.push(event);
-    if (event.type === "StepStateChanged" && event.value && event.value.name) state.stepsRan.add(event.value.name);
+    if (event.type === "StepStateChanged" && event.value && event.value.name) {
+      state.stepsRan.add(event.value.name);
+      // Events passed between steps are not streamed; their step's state changes name them.
+      for (const key of ["input_event_name", "output_event_name"]) {
+        const name = className(event.value[key]);
+        if (name) state.eventsSeen.add(name);
+      }
+    }
     if (!event.internal) state.eventsSeen.add(event.type);
     appendToTimeline(event);
     renderGraph();
@@ -795,6 +803,13 @@ function runView(handlerId) {
       h("section", { class: "card", "aria-labelledby": "graph-title" }, h("h2", { id: "graph-title" }, "Workflow graph"), graphBox, graphLegend()),
     ),
   );
+}
+
+// "<class 'app.AskEvent'>" or "AskEvent" -> "AskEvent"
+function className(text) {
+  if (typeof text !== "string") return null;
+  const match = text.match(/(\w+)'?>?$/);
+  return match ? match[1] : null;
 }
 
 function isInternal(envelope) {
@@ -844,6 +859,7 @@ function graphLegend() {
     "ul",
     { class: "legend", "aria-label": "Legend" },
     h("li", {}, h("span", { class: "swatch swatch-step ran", "aria-hidden": "true" }, "✓"), "step that ran"),
+    h("li", {}, h("span", { class: "swatch swatch-event ran", "aria-hidden": "true" }, "✓"), "event that occurred"),
     h("li", {}, h("span", { class: "swatch swatch-step", "aria-hidden": "true" }), "step"),
     h("li", {}, h("span", { class: "swatch swatch-event", "aria-hidden": "true" }), "event"),
   );
@@ -938,7 +954,7 @@ function drawNode(node, pos, stepsRan, eventsSeen) {
   const isStep = node.node_type === "step";
   const marked = isStep ? stepsRan.has(node.label) : eventsSeen.has(node.label);
   const classes = ["node", `node-${node.node_type}`, marked ? "ran" : ""].join(" ");
-  const text = `${isStep && marked ? "✓ " : ""}${node.label}`;
+  const text = `${marked ? "✓ " : ""}${node.label}`;
   const tooltip = `${isStep ? "Step" : node.node_type === "event" ? "Event" : "External"} ${node.label}${marked ? (isStep ? " (ran)" : " (seen)") : ""}`;
   return s(
     "g",
