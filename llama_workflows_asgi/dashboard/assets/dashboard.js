@@ -437,8 +437,23 @@ function formError() {
 
 function startView(selected) {
   setTitle("Start a run");
-  const select = h("select", { id: "start-workflow", onchange: (e) => (location.hash = `#/start/${enc(e.target.value)}`) });
   const formSlot = h("div", { class: "start-form-slot" });
+  let shown = null;
+  const showForm = async (name) => {
+    shown = name;
+    try {
+      const schema = await cached(`schema:${name}`, () => api(`workflows/${enc(name)}/schema`));
+      if (shown === name) formSlot.replaceChildren(startForm(name, schema.start));
+    } catch (error) {
+      if (shown === name) formSlot.replaceChildren(h("p", { class: "form-error", role: "alert" }, error.message));
+    }
+  };
+  // Changing workflow swaps the form in place: the select keeps its focus.
+  const onchange = (e) => {
+    history.replaceState(null, "", `#/start/${enc(e.target.value)}`);
+    showForm(e.target.value);
+  };
+  const select = h("select", { id: "start-workflow", onchange });
   const card = h(
     "section",
     { class: "card narrow", "aria-labelledby": "start-title" },
@@ -447,15 +462,11 @@ function startView(selected) {
     formSlot,
   );
   workflowNames()
-    .then(async (names) => {
+    .then((names) => {
       const name = names.includes(selected) ? selected : names[0];
       select.append(...names.map((n) => h("option", { value: n, selected: n === name }, n)));
-      if (!name) {
-        formSlot.replaceChildren(h("p", { class: "empty" }, "No workflows are registered."));
-        return;
-      }
-      const schema = await cached(`schema:${name}`, () => api(`workflows/${enc(name)}/schema`));
-      formSlot.replaceChildren(startForm(name, schema.start));
+      if (name) showForm(name);
+      else formSlot.replaceChildren(h("p", { class: "empty" }, "No workflows are registered."));
     })
     .catch((error) => formSlot.replaceChildren(h("p", { class: "form-error", role: "alert" }, error.message)));
   return h("div", { class: "layout single" }, card);
@@ -967,7 +978,11 @@ function drawNode(node, pos, stepsRan, eventsSeen) {
 
 // -- start ------------------------------------------------------------------------------------
 
-window.addEventListener("hashchange", route);
+window.addEventListener("hashchange", () => {
+  route();
+  // Screen readers and keyboards continue from the new view, not the old link.
+  main.focus({ preventScroll: true });
+});
 document.querySelector("[data-skip]").addEventListener("click", (event) => {
   event.preventDefault();
   main.focus();
