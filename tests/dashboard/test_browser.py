@@ -361,3 +361,10 @@ def test_the_page_checks_would_catch_errors_and_foreign_requests(
     watch.errors.clear()
     watch.requests.remove("http://example.invalid/elsewhere")
     page.evaluate("window.__cspViolations = []")
+
+
+def test_a_missing_run_says_so(page: Page, host: DashboardHost) -> None:
+    page.goto(f"{host.ui}#/runs/no-such-run")
+    expect(page.get_by_role("heading", name="Run not found")).to_be_visible()
+    page.get_by_role("link", name="All runs").click()
+    expect(page.get_by_role("heading", name="Runs")).to_be_visible()

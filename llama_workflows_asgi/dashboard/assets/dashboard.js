@@ -554,8 +554,11 @@ function runView(handlerId) {
       const handler = page.handlers.find((x) => x.handler_id === handlerId);
       if (!handler) {
         header.replaceChildren(h("h1", {}, "Run not found"));
-        meta.replaceChildren();
-        actions.replaceChildren(h("a", { class: "btn", href: "#/" }, "Back to runs"));
+        meta.replaceChildren(h("p", { class: "muted" }, `No run ${handlerId} here: it may have been purged.`));
+        actions.replaceChildren(h("a", { class: "btn", href: "#/" }, "← All runs"));
+        actions.dataset.status = "";
+        outcome.hidden = true;
+        inputs.hidden = true;
         return;
       }
       setLive(`Live · ${formatTime(new Date().toISOString())}`);
@@ -565,7 +568,10 @@ function runView(handlerId) {
         const first = state.handler === null;
         state.handler = handler;
         renderHandler();
-        if (first) loadGraph(handler.workflow_name);
+        if (first) {
+          openStream(); // only for a run that exists: a missing one would answer 404
+          loadGraph(handler.workflow_name);
+        }
       } else {
         renderMeta();
       }
@@ -581,16 +587,12 @@ function runView(handlerId) {
     return last.type === "WorkflowIdleEvent" || (last.types || []).includes("InputRequiredEvent");
   }
 
-  function displayStatus() {
-    return waiting() ? "waiting" : state.handler.status;
-  }
-
   function renderHandler() {
     const handler = state.handler;
-    const status = displayStatus();
+    const badge = waiting() ? statusBadge("waiting", "waiting for input") : statusBadge(handler.status);
     header.replaceChildren(
       h("h1", {}, h("span", { class: "muted" }, "Run "), h("span", { class: "mono" }, handler.handler_id)),
-      statusBadge(status === "waiting" ? "waiting" : handler.status, status === "waiting" ? "waiting for input" : handler.status),
+      badge,
     );
     renderMeta();
     renderActions();
@@ -780,14 +782,20 @@ function runView(handlerId) {
     }
   }
 
-  const source = new EventSource(`events/${enc(handlerId)}?sse=true&include_internal=true&after_sequence=-1`);
-  source.addEventListener("message", onEvent);
-  source.addEventListener("error", () => {
-    // The server ends the stream after the final event; the browser then
-    // reconnects with Last-Event-ID and gets 204, which closes it for good.
-    if (source.readyState === EventSource.CLOSED) loadHandler();
-  });
-  cleanups.push(() => source.close());
+  let source = null;
+
+  // The browser reconnects a dropped stream by itself, sending Last-Event-ID,
+  // so the timeline resumes after the last event it shows.
+  function openStream() {
+    source = new EventSource(`events/${enc(handlerId)}?sse=true&include_internal=true&after_sequence=-1`);
+    source.addEventListener("message", onEvent);
+    source.addEventListener("error", () => {
+      if (source.readyState === EventSource.CLOSED) loadHandler();
+    });
+    const opened = source;
+    cleanups.push(() => opened.close());
+  }
+
   every(POLL_MS, loadHandler);
 
   return h(
