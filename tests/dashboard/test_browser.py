@@ -368,3 +368,13 @@ def test_a_missing_run_says_so(page: Page, host: DashboardHost) -> None:
     expect(page.get_by_role("heading", name="Run not found")).to_be_visible()
     page.get_by_role("link", name="All runs").click()
     expect(page.get_by_role("heading", name="Runs")).to_be_visible()
+
+
+def test_event_data_is_shown_as_text_never_as_markup(page: Page, host: DashboardHost) -> None:
+    markup = "<img src=x id=injected>"
+    handler_id = host.start("greet", {"name": markup})
+    host.wait_status(handler_id, "completed")
+    page.goto(f"{host.ui}#/runs/{handler_id}")
+    expect(page.locator(".result")).to_contain_text(markup)
+    expect(page.locator(".timeline [data-type=StopEvent]")).to_contain_text(markup)
+    expect(page.locator("#injected")).to_have_count(0)
