@@ -528,80 +528,168 @@ function readExtra(textarea) {
 
 function runView(handlerId) {
   setTitle(`Run ${handlerId}`);
-  const state = { handler: null, events: [], seen: new Set(), stepsRan: new Set(), eventsSeen: new Set(), showInternal: false, inputsFor: null };
-  const header = h("div", { class: "run-head" });
-  const meta = h("dl", { class: "meta" });
-  const actions = h("div", { class: "actions run-actions" });
-  const outcome = h("section", { class: "card outcome", "aria-labelledby": "outcome-title", hidden: true });
-  const inputs = h("section", { class: "card inputs", "aria-labelledby": "inputs-title", hidden: true });
-  const graphBox = h("div", { class: "graph", id: "graph" });
-  const timeline = h("ol", { class: "timeline", "aria-label": "Events, oldest first" });
-  const timelineEmpty = h("p", { class: "empty" }, "No events yet.");
-  const internalToggle = h("input", {
-    type: "checkbox",
-    id: "show-internal",
-    onchange: (e) => {
-      state.showInternal = e.target.checked;
-      renderTimeline();
-    },
-  });
-  let lastHandlerJson = "";
-  let graphData = null;
+  const page = new RunPage(handlerId);
+  every(POLL_MS, () => page.loadHandler());
+  cleanups.push(() => page.close());
+  return page.element;
+}
 
-  async function loadHandler() {
+// One run's page: its handler polled, its events streamed, its graph drawn.
+class RunPage {
+  constructor(handlerId) {
+    this.handlerId = handlerId;
+    this.handler = null;
+    this.handlerJson = "";
+    this.events = [];
+    this.sequences = new Set();
+    this.stepsRan = new Set();
+    this.eventsSeen = new Set();
+    this.showInternal = false;
+    this.inputsFor = null;
+    this.graph = null;
+    this.source = null;
+    this.el = {
+      header: h("div", { class: "run-head" }),
+      meta: h("dl", { class: "meta" }),
+      actions: h("div", { class: "actions run-actions" }),
+      outcome: h("section", { class: "card outcome", "aria-labelledby": "outcome-title", hidden: true }),
+      inputs: h("section", { class: "card inputs", "aria-labelledby": "inputs-title", hidden: true }),
+      graph: h("div", { class: "graph", id: "graph" }),
+      timeline: h("ol", { class: "timeline", "aria-label": "Events, oldest first" }),
+      timelineEmpty: h("p", { class: "empty" }, "No events yet."),
+    };
+    this.element = this.layout();
+  }
+
+  layout() {
+    const el = this.el;
+    const toggle = h("input", { type: "checkbox", id: "show-internal", onchange: (e) => this.setShowInternal(e.target.checked) });
+    const timelineHead = h(
+      "div",
+      { class: "card-head" },
+      h("h2", { id: "timeline-title" }, "Events"),
+      h("div", { class: "toggle" }, toggle, h("label", { for: "show-internal" }, "Show internal events")),
+    );
+    return h(
+      "div",
+      { class: "run-page" },
+      h("section", { class: "card run-summary", "aria-label": "Run summary" }, h("div", { class: "run-top" }, el.header, el.actions), el.meta),
+      el.inputs,
+      el.outcome,
+      h(
+        "div",
+        { class: "run-grid" },
+        h("section", { class: "card", "aria-labelledby": "timeline-title" }, timelineHead, el.timelineEmpty, el.timeline),
+        h("section", { class: "card", "aria-labelledby": "graph-title" }, h("h2", { id: "graph-title" }, "Workflow graph"), el.graph, graphLegend()),
+      ),
+    );
+  }
+
+  close() {
+    if (this.source) this.source.close();
+  }
+
+  async loadHandler() {
     try {
-      const page = await api(handlersUrl({ handlerId, limit: 1 }));
-      const handler = page.handlers.find((x) => x.handler_id === handlerId);
-      if (!handler) {
-        header.replaceChildren(h("h1", {}, "Run not found"));
-        meta.replaceChildren(h("p", { class: "muted" }, `No run ${handlerId} here: it may have been purged.`));
-        actions.replaceChildren(h("a", { class: "btn", href: "#/" }, "← All runs"));
-        actions.dataset.status = "";
-        outcome.hidden = true;
-        inputs.hidden = true;
-        return;
-      }
+      const page = await api(handlersUrl({ handlerId: this.handlerId, limit: 1 }));
+      const handler = page.handlers.find((x) => x.handler_id === this.handlerId);
       setLive(`Live · ${formatTime(new Date().toISOString())}`);
-      const json = JSON.stringify(handler);
-      if (json !== lastHandlerJson) {
-        lastHandlerJson = json;
-        const first = state.handler === null;
-        state.handler = handler;
-        renderHandler();
-        if (first) {
-          openStream(); // only for a run that exists: a missing one would answer 404
-          loadGraph(handler.workflow_name);
-        }
-      } else {
-        renderMeta();
-      }
+      if (handler) this.setHandler(handler);
+      else this.renderNotFound();
     } catch (error) {
       setLive(`Offline: ${error.message}`, false);
     }
   }
 
-  function waiting() {
-    const h0 = state.handler;
-    if (!h0 || h0.status !== "running" || state.events.length === 0) return false;
-    const last = state.events[state.events.length - 1];
+  setHandler(handler) {
+    const json = JSON.stringify(handler);
+    if (json === this.handlerJson) {
+      this.renderMeta(); // the duration of a running run still moves
+      return;
+    }
+    const first = this.handler === null;
+    this.handlerJson = json;
+    this.handler = handler;
+    this.render();
+    if (first) {
+      this.openStream(); // only for a run that exists: a missing one would answer 404
+      this.loadGraph();
+    }
+  }
+
+  // The browser reconnects a dropped stream by itself, sending Last-Event-ID,
+  // so the timeline resumes after the last event it shows.
+  openStream() {
+    const source = new EventSource(`events/${enc(this.handlerId)}?sse=true&include_internal=true&after_sequence=-1`);
+    source.addEventListener("message", (message) => this.onMessage(message));
+    source.addEventListener("error", () => {
+      if (source.readyState === EventSource.CLOSED) this.loadHandler();
+    });
+    this.source = source;
+  }
+
+  onMessage(message) {
+    const sequence = Number(message.lastEventId);
+    if (this.sequences.has(sequence)) return; // a resumed stream never repeats, but be safe
+    this.sequences.add(sequence);
+    let envelope;
+    try {
+      envelope = JSON.parse(message.data);
+    } catch {
+      return;
+    }
+    const event = { sequence, type: envelope.type, types: envelope.types, value: envelope.value, internal: isInternal(envelope) };
+    this.record(event);
+    this.appendToTimeline(event);
+    this.renderGraph();
+    if (this.handler) this.render();
+    if (event.type === "StopEvent" || (event.types || []).includes("StopEvent")) {
+      this.source.close(); // the final event: nothing follows, no need to reconnect
+      this.loadHandler();
+    }
+  }
+
+  record(event) {
+    this.events.push(event);
+    if (!event.internal) this.eventsSeen.add(event.type);
+    if (event.type !== "StepStateChanged" || !event.value || !event.value.name) return;
+    this.stepsRan.add(event.value.name);
+    // Events passed between steps are not streamed; their step's state changes name them.
+    for (const key of ["input_event_name", "output_event_name"]) {
+      const name = className(event.value[key]);
+      if (name) this.eventsSeen.add(name);
+    }
+  }
+
+  waiting() {
+    if (!this.handler || this.handler.status !== "running" || this.events.length === 0) return false;
+    const last = this.events[this.events.length - 1];
     return last.type === "WorkflowIdleEvent" || (last.types || []).includes("InputRequiredEvent");
   }
 
-  function renderHandler() {
-    const handler = state.handler;
-    const badge = waiting() ? statusBadge("waiting", "waiting for input") : statusBadge(handler.status);
-    header.replaceChildren(
-      h("h1", {}, h("span", { class: "muted" }, "Run "), h("span", { class: "mono" }, handler.handler_id)),
-      badge,
-    );
-    renderMeta();
-    renderActions();
-    renderOutcome();
-    renderInputs();
+  render() {
+    const handler = this.handler;
+    const badge = this.waiting() ? statusBadge("waiting", "waiting for input") : statusBadge(handler.status);
+    const title = h("h1", {}, h("span", { class: "muted" }, "Run "), h("span", { class: "mono" }, handler.handler_id));
+    this.el.header.replaceChildren(title, badge);
+    this.renderMeta();
+    this.renderActions();
+    renderOutcome(this.el.outcome, handler);
+    this.renderInputs();
   }
 
-  function renderMeta() {
-    const handler = state.handler;
+  renderNotFound() {
+    const el = this.el;
+    el.header.replaceChildren(h("h1", {}, "Run not found"));
+    el.meta.replaceChildren(h("p", { class: "muted" }, `No run ${this.handlerId} here: it may have been purged.`));
+    el.actions.replaceChildren(h("a", { class: "btn", href: "#/" }, "← All runs"));
+    el.actions.dataset.status = "";
+    el.outcome.hidden = true;
+    el.inputs.hidden = true;
+  }
+
+  renderMeta() {
+    const handler = this.handler;
     const rows = [
       ["Workflow", handler.workflow_name],
       ["Started", timeEl(handler.started_at)],
@@ -610,88 +698,64 @@ function runView(handlerId) {
       ["Duration", formatDuration(runDuration(handler))],
       ["Run ID", h("span", { class: "mono" }, handler.run_id || "—")],
     ];
-    meta.replaceChildren(...rows.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v))));
+    this.el.meta.replaceChildren(...rows.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v))));
   }
 
-  function renderActions() {
-    const handler = state.handler;
+  renderActions() {
+    const actions = this.el.actions;
+    const status = this.handler.status;
     // Rebuilt only when the status changes, so a focused button keeps its focus.
-    if (actions.dataset.status === handler.status) return;
-    actions.dataset.status = handler.status;
-    const buttons = [h("a", { class: "btn", href: "#/" }, "← All runs")];
-    if (handler.status === "running") buttons.push(h("button", { type: "button", class: "btn btn-danger", onclick: cancelRun }, "Cancel"));
-    else buttons.push(h("button", { type: "button", class: "btn btn-danger", onclick: purgeRun }, "Purge"));
-    actions.replaceChildren(...buttons);
+    if (actions.dataset.status === status) return;
+    actions.dataset.status = status;
+    const button =
+      status === "running"
+        ? h("button", { type: "button", class: "btn btn-danger", onclick: (e) => this.cancel(e.target) }, "Cancel")
+        : h("button", { type: "button", class: "btn btn-danger", onclick: (e) => this.purge(e.target) }, "Purge");
+    actions.replaceChildren(h("a", { class: "btn", href: "#/" }, "← All runs"), button);
   }
 
-  async function cancelRun(event) {
-    if (!confirm(`Cancel run ${handlerId}? Its steps stop and it ends as cancelled.`)) return;
-    event.target.disabled = true;
+  async cancel(button) {
+    if (!confirm(`Cancel run ${this.handlerId}? Its steps stop and it ends as cancelled.`)) return;
+    await this.act(button, `handlers/${enc(this.handlerId)}/cancel`, "cancel", "cancelled");
+    await this.loadHandler();
+  }
+
+  async purge(button) {
+    if (!confirm(`Purge run ${this.handlerId}? It is deleted for good.`)) return;
+    if (await this.act(button, `handlers/${enc(this.handlerId)}/cancel?purge=true`, "purge", "purged")) location.hash = "#/";
+  }
+
+  async act(button, path, verb, done) {
+    button.disabled = true;
     try {
-      await api(`handlers/${enc(handlerId)}/cancel`, { method: "POST" });
-      toast(`Run ${handlerId} cancelled`);
-      await loadHandler();
+      await api(path, { method: "POST" });
+      toast(`Run ${this.handlerId} ${done}`);
+      return true;
     } catch (error) {
-      toast(`Cancel failed: ${error.message}`, "error");
-      event.target.disabled = false;
+      toast(`Could not ${verb} run ${this.handlerId}: ${error.message}`, "error");
+      button.disabled = false;
+      return false;
     }
   }
 
-  async function purgeRun(event) {
-    if (!confirm(`Purge run ${handlerId}? It is deleted for good.`)) return;
-    event.target.disabled = true;
-    try {
-      await api(`handlers/${enc(handlerId)}/cancel?purge=true`, { method: "POST" });
-      toast(`Run ${handlerId} purged`);
-      location.hash = "#/";
-    } catch (error) {
-      toast(`Purge failed: ${error.message}`, "error");
-      event.target.disabled = false;
-    }
-  }
-
-  function renderOutcome() {
-    const handler = state.handler;
-    if (handler.status === "running") {
-      outcome.hidden = true;
-      return;
-    }
-    outcome.hidden = false;
-    if (handler.status === "completed") {
-      const value = handler.result ? handler.result.value : null;
-      const shown = value && handler.result.type === "StopEvent" && "result" in value ? value.result : value;
-      outcome.replaceChildren(h("h2", { id: "outcome-title" }, "Result"), h("pre", { class: "code result" }, pretty(shown)));
-    } else {
-      outcome.replaceChildren(
-        h("h2", { id: "outcome-title" }, handler.status === "failed" ? "Error" : "Cancelled"),
-        h("pre", { class: "code error-text" }, handler.error || (handler.status === "cancelled" ? "The run was cancelled." : "No error message.")),
-      );
-    }
-  }
-
-  async function renderInputs() {
-    if (!waiting()) {
+  async renderInputs() {
+    const inputs = this.el.inputs;
+    if (!this.waiting()) {
       inputs.hidden = true;
-      state.inputsFor = null;
+      this.inputsFor = null;
       return;
     }
-    const key = state.events.length;
-    if (state.inputsFor === key) return;
-    state.inputsFor = key;
-    const name = state.handler.workflow_name;
+    const key = this.events.length; // rebuilt once per new event, not on every poll
+    if (this.inputsFor === key) return;
+    this.inputsFor = key;
     try {
-      const [events, schema, graph] = await Promise.all([
-        cached(`events:${name}`, () => api(`workflows/${enc(name)}/events`)),
-        cached(`schema:${name}`, () => api(`workflows/${enc(name)}/schema`)),
-        cached(`graph:${name}`, () => api(`workflows/${enc(name)}/representation`)),
-      ]);
-      if (state.inputsFor !== key) return;
-      const accepted = acceptedEvents(events.events, schema, graph.graph);
-      const asked = [...state.events].reverse().find((e) => (e.types || []).includes("InputRequiredEvent"));
-      const forms = accepted.map((schemaOf, i) => sendForm(schemaOf, i));
+      const accepted = await acceptedEvents(this.handler.workflow_name);
+      if (this.inputsFor !== key) return;
+      const asked = [...this.events].reverse().find((e) => (e.types || []).includes("InputRequiredEvent"));
+      const forms = accepted.map((schema, i) => sendForm(this.handlerId, schema, i));
       inputs.replaceChildren(
         h("h2", { id: "inputs-title" }, "Waiting for input"),
-        asked ? h("div", { class: "asked" }, h("p", { class: "muted" }, `The run asked (${asked.type}):`), h("pre", { class: "code" }, pretty(asked.value))) : "",
+        asked ? askedBlock(asked) : "",
         ...(forms.length ? forms : [h("p", { class: "muted" }, "This workflow declares no events to send.")]),
       );
       inputs.hidden = false;
@@ -700,127 +764,84 @@ function runView(handlerId) {
     }
   }
 
-  function sendForm(schema, index) {
-    const fields = schemaFields(schema, `send-${index}`);
-    const error = formError();
-    const button = h("button", { type: "submit", class: "btn btn-primary" }, "Send");
-    const onsubmit = async (event) => {
-      event.preventDefault();
-      error.textContent = "";
-      button.disabled = true;
-      try {
-        await api(`events/${enc(handlerId)}`, { method: "POST", body: JSON.stringify({ event: { type: schema.title, value: fields.read() } }) });
-        toast(`Sent ${schema.title}`);
-      } catch (e) {
-        error.textContent = e.message;
-        button.disabled = false;
-      }
-    };
-    return h(
-      "form",
-      { class: "schema-form send-form", onsubmit },
-      h("h3", { id: `send-${index}-title` }, schema.title),
-      fields.elements,
-      error,
-      h("div", { class: "actions" }, button),
-    );
-  }
-
-  async function loadGraph(name) {
+  async loadGraph() {
+    const name = this.handler.workflow_name;
     try {
-      graphData = (await cached(`graph:${name}`, () => api(`workflows/${enc(name)}/representation`))).graph;
-      renderGraph();
+      this.graph = (await cached(`graph:${name}`, () => api(`workflows/${enc(name)}/representation`))).graph;
+      this.renderGraph();
     } catch (error) {
-      graphBox.replaceChildren(h("p", { class: "form-error" }, `Graph unavailable: ${error.message}`));
+      this.el.graph.replaceChildren(h("p", { class: "form-error" }, `Graph unavailable: ${error.message}`));
     }
   }
 
-  function renderGraph() {
-    if (graphData) graphBox.replaceChildren(drawGraph(graphData, state.stepsRan, state.eventsSeen));
+  renderGraph() {
+    if (this.graph) this.el.graph.replaceChildren(drawGraph(this.graph, this.stepsRan, this.eventsSeen));
   }
 
-  function renderTimeline() {
-    const shown = state.events.filter((e) => state.showInternal || !e.internal);
-    timeline.replaceChildren(...shown.map(timelineItem));
-    timelineEmpty.hidden = shown.length > 0;
+  setShowInternal(show) {
+    this.showInternal = show;
+    const shown = this.events.filter((e) => show || !e.internal);
+    this.el.timeline.replaceChildren(...shown.map(timelineItem));
+    this.el.timelineEmpty.hidden = shown.length > 0;
   }
 
   // New events are appended, so expanded entries stay open while the run streams.
-  function appendToTimeline(event) {
-    if (event.internal && !state.showInternal) return;
-    timeline.append(timelineItem(event));
-    timelineEmpty.hidden = true;
+  appendToTimeline(event) {
+    if (event.internal && !this.showInternal) return;
+    this.el.timeline.append(timelineItem(event));
+    this.el.timelineEmpty.hidden = true;
   }
+}
 
-  function onEvent(message) {
-    const sequence = Number(message.lastEventId);
-    if (state.seen.has(sequence)) return; // a resumed stream never repeats, but be safe
-    state.seen.add(sequence);
-    let envelope;
-    try {
-      envelope = JSON.parse(message.data);
-    } catch {
-      return;
-    }
-    const event = { sequence, type: envelope.type, types: envelope.types, value: envelope.value, internal: isInternal(envelope) };
-    state.events.push(event);
-    if (event.type === "StepStateChanged" && event.value && event.value.name) {
-      state.stepsRan.add(event.value.name);
-      // Events passed between steps are not streamed; their step's state changes name them.
-      for (const key of ["input_event_name", "output_event_name"]) {
-        const name = className(event.value[key]);
-        if (name) state.eventsSeen.add(name);
-      }
-    }
-    if (!event.internal) state.eventsSeen.add(event.type);
-    appendToTimeline(event);
-    renderGraph();
-    if (state.handler) renderHandler();
-    if ((envelope.types || []).includes("StopEvent") || envelope.type === "StopEvent") {
-      source.close(); // the final event: nothing follows, no need to reconnect
-      loadHandler();
-    }
+function renderOutcome(outcome, handler) {
+  outcome.hidden = handler.status === "running";
+  if (outcome.hidden) return;
+  if (handler.status === "completed") {
+    const value = handler.result ? handler.result.value : null;
+    const shown = value && handler.result.type === "StopEvent" && "result" in value ? value.result : value;
+    outcome.replaceChildren(h("h2", { id: "outcome-title" }, "Result"), h("pre", { class: "code result" }, pretty(shown)));
+    return;
   }
+  const fallback = handler.status === "cancelled" ? "The run was cancelled." : "No error message.";
+  outcome.replaceChildren(
+    h("h2", { id: "outcome-title" }, handler.status === "failed" ? "Error" : "Cancelled"),
+    h("pre", { class: "code error-text" }, handler.error || fallback),
+  );
+}
 
-  let source = null;
-
-  // The browser reconnects a dropped stream by itself, sending Last-Event-ID,
-  // so the timeline resumes after the last event it shows.
-  function openStream() {
-    source = new EventSource(`events/${enc(handlerId)}?sse=true&include_internal=true&after_sequence=-1`);
-    source.addEventListener("message", onEvent);
-    source.addEventListener("error", () => {
-      if (source.readyState === EventSource.CLOSED) loadHandler();
-    });
-    const opened = source;
-    cleanups.push(() => opened.close());
-  }
-
-  every(POLL_MS, loadHandler);
-
+function askedBlock(asked) {
   return h(
     "div",
-    { class: "run-page" },
-    h("section", { class: "card run-summary", "aria-label": "Run summary" }, h("div", { class: "run-top" }, header, actions), meta),
-    inputs,
-    outcome,
-    h(
-      "div",
-      { class: "run-grid" },
-      h(
-        "section",
-        { class: "card", "aria-labelledby": "timeline-title" },
-        h(
-          "div",
-          { class: "card-head" },
-          h("h2", { id: "timeline-title" }, "Events"),
-          h("div", { class: "toggle" }, internalToggle, h("label", { for: "show-internal" }, "Show internal events")),
-        ),
-        timelineEmpty,
-        timeline,
-      ),
-      h("section", { class: "card", "aria-labelledby": "graph-title" }, h("h2", { id: "graph-title" }, "Workflow graph"), graphBox, graphLegend()),
-    ),
+    { class: "asked" },
+    h("p", { class: "muted" }, `The run asked (${asked.type}):`),
+    h("pre", { class: "code" }, pretty(asked.value)),
+  );
+}
+
+function sendForm(handlerId, schema, index) {
+  const fields = schemaFields(schema, `send-${index}`);
+  const error = formError();
+  const button = h("button", { type: "submit", class: "btn btn-primary" }, "Send");
+  const onsubmit = async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    button.disabled = true;
+    try {
+      const body = JSON.stringify({ event: { type: schema.title, value: fields.read() } });
+      await api(`events/${enc(handlerId)}`, { method: "POST", body });
+      toast(`Sent ${schema.title}`);
+    } catch (e) {
+      error.textContent = e.message;
+      button.disabled = false;
+    }
+  };
+  return h(
+    "form",
+    { class: "schema-form send-form", onsubmit },
+    h("h3", { id: `send-${index}-title` }, schema.title),
+    fields.elements,
+    error,
+    h("div", { class: "actions" }, button),
   );
 }
 
@@ -835,12 +856,19 @@ function isInternal(envelope) {
   return (envelope.types || []).includes("InternalDispatchEvent");
 }
 
-function acceptedEvents(schemas, workflowSchema, graph) {
+// The events a caller may send: those the workflow declares, minus its start
+// and stop events and those its own steps produce (the question, not the answer).
+async function acceptedEvents(name) {
+  const [events, schema, graph] = await Promise.all([
+    cached(`events:${name}`, () => api(`workflows/${enc(name)}/events`)),
+    cached(`schema:${name}`, () => api(`workflows/${enc(name)}/schema`)),
+    cached(`graph:${name}`, () => api(`workflows/${enc(name)}/representation`)),
+  ]);
   const produced = new Set(
-    (graph.nodes || []).filter((n) => n.node_type === "event" && (n.produced_by || []).length > 0).map((n) => n.label),
+    (graph.graph.nodes || []).filter((n) => n.node_type === "event" && (n.produced_by || []).length > 0).map((n) => n.label),
   );
-  const excluded = new Set(["StartEvent", "StopEvent", workflowSchema.start.title, workflowSchema.stop.title]);
-  return schemas.filter((sc) => sc.title && !excluded.has(sc.title) && !produced.has(sc.title));
+  const excluded = new Set(["StartEvent", "StopEvent", schema.start.title, schema.stop.title]);
+  return events.events.filter((sc) => sc.title && !excluded.has(sc.title) && !produced.has(sc.title));
 }
 
 function timelineItem(event) {
