@@ -201,7 +201,7 @@ def test_answering_a_waiting_run_through_the_form_completes_it(
 ) -> None:
     handler_id = host.start("hitl")
     page.goto(f"{host.ui}#/runs/{handler_id}")
-    expect(page.get_by_text("waiting for input")).to_be_visible()
+    expect(page.locator(".run-head").get_by_text("waiting for input")).to_be_visible()
     expect(page.locator(".asked")).to_contain_text("what is your name?")
     expect(page.locator('[data-node="ask"]')).to_have_class(re.compile(r"\bran\b"))
     expect(page.locator('[data-node="done"]')).not_to_have_class(re.compile(r"\bran\b"))

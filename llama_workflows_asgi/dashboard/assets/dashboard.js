@@ -194,115 +194,128 @@ const listState = { status: "", workflow: "", cursors: [null] };
 
 function runsView() {
   setTitle("Runs");
-  const tbody = h("tbody");
-  const empty = h("p", { class: "empty", hidden: true }, "No runs match these filters.");
-  const pageLabel = h("span", { class: "page-label", "aria-live": "polite" });
-  const newer = h("button", { type: "button", class: "btn", onclick: () => turnPage(-1) }, "← Newer");
-  const older = h("button", { type: "button", class: "btn", onclick: () => turnPage(1) }, "Older →");
-  const statusSelect = h(
-    "select",
-    { id: "filter-status", onchange: (e) => setFilter("status", e.target.value) },
-    h("option", { value: "" }, "All statuses"),
-    STATUSES.map((st) => h("option", { value: st, selected: listState.status === st }, st)),
-  );
-  const workflowSelect = h(
-    "select",
-    { id: "filter-workflow", onchange: (e) => setFilter("workflow", e.target.value) },
-    h("option", { value: "" }, "All workflows"),
-  );
-  const workflowList = h("ul", { class: "workflow-list", "aria-label": "Registered workflows" });
-  let nextCursor = null;
-  let lastRendered = "";
-  let generation = 0;
+  const list = new RunsList();
+  every(POLL_MS, () => list.refresh());
+  return list.element;
+}
 
-  function setFilter(key, value) {
+// The runs table: the current filters and page, refreshed in place.
+class RunsList {
+  constructor() {
+    this.nextCursor = null;
+    this.rendered = "";
+    this.generation = 0;
+    this.tbody = h("tbody");
+    this.empty = h("p", { class: "empty", hidden: true }, "No runs match these filters.");
+    this.pageLabel = h("span", { class: "page-label", "aria-live": "polite" });
+    this.newer = h("button", { type: "button", class: "btn", onclick: () => this.turnPage(-1) }, "← Newer");
+    this.older = h("button", { type: "button", class: "btn", onclick: () => this.turnPage(1) }, "Older →");
+    this.workflowSelect = h(
+      "select",
+      { id: "filter-workflow", onchange: (e) => this.setFilter("workflow", e.target.value) },
+      h("option", { value: "" }, "All workflows"),
+    );
+    this.workflowList = h("ul", { class: "workflow-list", "aria-label": "Registered workflows" });
+    this.element = this.layout();
+    this.loadWorkflows();
+  }
+
+  layout() {
+    const statusSelect = h(
+      "select",
+      { id: "filter-status", onchange: (e) => this.setFilter("status", e.target.value) },
+      h("option", { value: "" }, "All statuses"),
+      STATUSES.map((st) => h("option", { value: st, selected: listState.status === st }, st)),
+    );
+    const filters = h(
+      "div",
+      { class: "filters", role: "group", "aria-label": "Filters" },
+      h("span", { class: "filter" }, h("label", { for: "filter-status" }, "Status"), statusSelect),
+      h("span", { class: "filter" }, h("label", { for: "filter-workflow" }, "Workflow"), this.workflowSelect),
+    );
+    const columns = ["Status", "Run", "Workflow", "Started", "Updated", "Duration"];
+    const table = h(
+      "table",
+      { class: "runs" },
+      h("caption", { class: "visually-hidden" }, "Runs, newest first"),
+      h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c)))),
+      this.tbody,
+    );
+    return h(
+      "div",
+      { class: "layout" },
+      h(
+        "section",
+        { class: "card runs-card", "aria-labelledby": "runs-title" },
+        h("div", { class: "card-head" }, h("h1", { id: "runs-title" }, "Runs"), filters),
+        h("div", { class: "table-wrap" }, table),
+        this.empty,
+        h("nav", { class: "pager", "aria-label": "Pages" }, this.newer, this.pageLabel, this.older),
+      ),
+      h(
+        "aside",
+        { class: "card side-card", "aria-labelledby": "workflows-title" },
+        h("h2", { id: "workflows-title" }, "Workflows"),
+        this.workflowList,
+      ),
+    );
+  }
+
+  async loadWorkflows() {
+    try {
+      const names = await workflowNames();
+      this.workflowSelect.append(...names.map((n) => h("option", { value: n, selected: listState.workflow === n }, n)));
+      this.workflowList.replaceChildren(...names.map(workflowItem));
+    } catch (error) {
+      toast(`Could not load workflows: ${error.message}`, "error");
+    }
+  }
+
+  setFilter(key, value) {
     listState[key] = value;
     listState.cursors = [null];
-    refresh();
+    this.refresh();
   }
 
-  function turnPage(step) {
-    if (step > 0 && nextCursor) listState.cursors.push(nextCursor);
+  turnPage(step) {
+    if (step > 0 && this.nextCursor) listState.cursors.push(this.nextCursor);
     if (step < 0 && listState.cursors.length > 1) listState.cursors.pop();
-    refresh();
+    this.refresh();
   }
 
-  async function refresh() {
+  async refresh() {
     const cursor = listState.cursors[listState.cursors.length - 1];
-    const mine = ++generation; // a filter change and a poll may overlap: the last one wins
+    const mine = ++this.generation; // a filter change and a poll may overlap: the last one wins
     try {
       const page = await api(handlersUrl({ status: listState.status, workflow: listState.workflow, cursor }));
-      if (mine !== generation) return;
-      nextCursor = page.next_cursor || null;
-      const signature = JSON.stringify([page.handlers, listState]);
-      if (signature !== lastRendered) {
-        lastRendered = signature;
-        reconcileRows(tbody, page.handlers);
-      }
-      refreshDurations(tbody, page.handlers);
-      empty.hidden = page.handlers.length > 0;
-      newer.disabled = listState.cursors.length <= 1;
-      older.disabled = !nextCursor;
-      pageLabel.textContent = `Page ${listState.cursors.length}`;
+      if (mine === this.generation) this.show(page);
       setLive(`Live · ${formatTime(new Date().toISOString())}`);
     } catch (error) {
       setLive(`Offline: ${error.message}`, false);
     }
   }
 
-  workflowNames()
-    .then((names) => {
-      workflowSelect.append(...names.map((n) => h("option", { value: n, selected: listState.workflow === n }, n)));
-      workflowList.replaceChildren(
-        ...names.map((n) =>
-          h("li", {}, h("span", { class: "wf-name" }, n), h("a", { class: "btn btn-small", href: `#/start/${enc(n)}`, "aria-label": `Start ${n}` }, "Start")),
-        ),
-      );
-    })
-    .catch((error) => toast(`Could not load workflows: ${error.message}`, "error"));
-  every(POLL_MS, refresh);
+  show(page) {
+    this.nextCursor = page.next_cursor || null;
+    const signature = JSON.stringify([page.handlers, listState]);
+    if (signature !== this.rendered) {
+      this.rendered = signature;
+      reconcileRows(this.tbody, page.handlers);
+    }
+    refreshDurations(this.tbody, page.handlers);
+    this.empty.hidden = page.handlers.length > 0;
+    this.newer.disabled = listState.cursors.length <= 1;
+    this.older.disabled = !this.nextCursor;
+    this.pageLabel.textContent = `Page ${listState.cursors.length}`;
+  }
+}
 
+function workflowItem(name) {
   return h(
-    "div",
-    { class: "layout" },
-    h(
-      "section",
-      { class: "card runs-card", "aria-labelledby": "runs-title" },
-      h(
-        "div",
-        { class: "card-head" },
-        h("h1", { id: "runs-title" }, "Runs"),
-        h(
-          "div",
-          { class: "filters", role: "group", "aria-label": "Filters" },
-          h("span", { class: "filter" }, h("label", { for: "filter-status" }, "Status"), statusSelect),
-          h("span", { class: "filter" }, h("label", { for: "filter-workflow" }, "Workflow"), workflowSelect),
-        ),
-      ),
-      h(
-        "div",
-        { class: "table-wrap" },
-        h(
-          "table",
-          { class: "runs" },
-          h("caption", { class: "visually-hidden" }, "Runs, newest first"),
-          h(
-            "thead",
-            {},
-            h("tr", {}, ["Status", "Run", "Workflow", "Started", "Updated", "Duration"].map((c) => h("th", { scope: "col" }, c))),
-          ),
-          tbody,
-        ),
-      ),
-      empty,
-      h("nav", { class: "pager", "aria-label": "Pages" }, newer, pageLabel, older),
-    ),
-    h(
-      "aside",
-      { class: "card side-card", "aria-labelledby": "workflows-title" },
-      h("h2", { id: "workflows-title" }, "Workflows"),
-      workflowList,
-    ),
+    "li",
+    {},
+    h("span", { class: "wf-name" }, name),
+    h("a", { class: "btn btn-small", href: `#/start/${enc(name)}`, "aria-label": `Start ${name}` }, "Start"),
   );
 }
 
