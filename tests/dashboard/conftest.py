@@ -24,6 +24,7 @@ from playwright.sync_api import (
     ConsoleMessage,
     Page,
     Request,
+    expect,
     sync_playwright,
 )
 
@@ -31,6 +32,9 @@ from tests.dashboard.host_app import COOKIE, PREFIX, TOKEN
 from tests.support.processes import ROOT, free_port
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+# A loaded CI machine may be slow to paint; assertions that measure say so with their own timeout.
+expect.set_options(timeout=10_000)
 
 
 def chromium_path() -> str:
