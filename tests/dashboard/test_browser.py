@@ -309,11 +309,16 @@ def test_keyboard_only_reaches_a_run(page: Page, host: DashboardHost) -> None:
 
 def test_phone_width(browser: Browser, host: DashboardHost, screenshots: Path) -> None:
     waiting = host.start("hitl")
-    context = open_context(browser, host, viewport={"width": 390, "height": 844})
+    # A phone in dark mode: the page follows the system's colour scheme.
+    context = open_context(
+        browser, host, viewport={"width": 390, "height": 844}, color_scheme="dark"
+    )
     page, watch = watch_page(context, host)
     try:
         page.goto(host.ui)
         expect(row(page, waiting)).to_be_visible()
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert background == "rgb(15, 18, 22)"
         expect(row(page, waiting).get_by_text("running", exact=True)).to_be_visible()
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         page.screenshot(path=screenshots / "dashboard-phone.png")
