@@ -383,3 +383,15 @@ def test_event_data_is_shown_as_text_never_as_markup(page: Page, host: Dashboard
     expect(page.locator(".result")).to_contain_text(markup)
     expect(page.locator(".timeline [data-type=StopEvent]")).to_contain_text(markup)
     expect(page.locator("#injected")).to_have_count(0)
+
+
+def test_live_updates_keep_the_keyboard_focus(page: Page, host: DashboardHost) -> None:
+    handler_id = host.start("paused")
+    page.goto(host.ui)
+    link = row(page, handler_id).get_by_role("link", name=handler_id)
+    link.focus()
+    host.api.post(f"/handlers/{handler_id}/cancel")
+    newer = host.start("greet")
+    expect(row(page, handler_id).get_by_text("cancelled", exact=True)).to_be_visible()
+    expect(row(page, newer)).to_be_visible()
+    expect(row(page, handler_id).get_by_role("link", name=handler_id)).to_be_focused()
