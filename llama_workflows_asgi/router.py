@@ -18,6 +18,7 @@ from workflows.representation import get_workflow_representation
 
 from . import codec
 from ._http import WorkflowRoute, error_response, json_body_doc, json_response, read_json_body
+from .dashboard import add_dashboard_routes
 from .errors import BadRequestError
 from .models import (
     CancelResponse,
@@ -136,6 +137,7 @@ def workflow_router(
     config: ServiceConfig | None = None,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     sse_heartbeat_interval: float | None = 25.0,
+    dashboard: bool = False,
     **router_kwargs: Any,
 ) -> WorkflowRouter:
     """Build the workflow API router.
@@ -151,6 +153,7 @@ def workflow_router(
         max_body_size: Largest accepted request body in bytes (larger: 413).
         sse_heartbeat_interval: Seconds of silence before an SSE stream sends a
             ``: heartbeat`` comment (``None`` disables heartbeats).
+        dashboard: Also serve the runs dashboard page at ``/ui``.
         router_kwargs: Passed to ``APIRouter`` (``prefix``, ``tags``, ``dependencies``...).
     """
     service = WorkflowService(
@@ -162,6 +165,8 @@ def workflow_router(
     _Routes(
         router, service, principal or _anonymous, max_body_size, sse_heartbeat_interval
     ).add_all()
+    if dashboard:
+        add_dashboard_routes(router)
     return router
 
 
@@ -391,6 +396,7 @@ class _Routes:
             principal: principal_dep,
             status: Annotated[list[str] | None, Query()] = None,
             workflow_name: Annotated[list[str] | None, Query()] = None,
+            handler_id: Annotated[list[str] | None, Query()] = None,
             limit: Annotated[int | None, Query(ge=1, le=max_page)] = None,
             cursor: Annotated[str | None, Query(max_length=1024)] = None,
             order: Literal["asc", "desc"] = "asc",
@@ -399,6 +405,7 @@ class _Routes:
             query = HandlerQuery(
                 status_in=_status_filter(status),
                 workflow_name_in=[w for w in workflow_name or [] if w] or None,
+                handler_id_in=[h for h in handler_id or [] if h] or None,
                 descending=order == "desc",
                 after=None if not cursor else HandlerCursor.decode(cursor),
                 limit=limit,

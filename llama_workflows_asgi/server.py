@@ -27,6 +27,7 @@ class WorkflowServer:
 
     Keyword arguments besides ``middleware`` and ``title`` go to ``workflow_router``.
     No CORS middleware is installed: pass ``middleware=[...]`` to add your own.
+    The runs dashboard is served at ``/ui`` unless ``dashboard=False``.
     """
 
     def __init__(
@@ -35,9 +36,12 @@ class WorkflowServer:
         *,
         middleware: Sequence[Middleware] | None = None,
         title: str = "Workflow server",
+        dashboard: bool = True,
         **router_options: Any,
     ) -> None:
-        self.router: WorkflowRouter = workflow_router(workflow_store, **router_options)
+        self.router: WorkflowRouter = workflow_router(
+            workflow_store, dashboard=dashboard, **router_options
+        )
         self.app = FastAPI(title=title, middleware=middleware)
         self.app.include_router(self.router)
 
