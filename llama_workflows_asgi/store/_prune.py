@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Delete, delete, func, literal, literal_column, select
+from sqlalchemy import ColumnElement, Integer, delete, func, literal, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import ReturningDelete
 
 from ._writes import _drop_run_data
 from .base import FinishedStatus
@@ -71,7 +72,9 @@ async def delete_batch(
     return len(rows)
 
 
-def _postgres_delete(cutoff: datetime, statuses: Sequence[FinishedStatus], limit: int) -> Delete:
+def _postgres_delete(
+    cutoff: datetime, statuses: Sequence[FinishedStatus], limit: int
+) -> ReturningDelete[tuple[str, str | None]]:
     picked = (
         select(c.handler_id)
         .where(*prunable(cutoff, statuses))
@@ -88,7 +91,9 @@ def _postgres_delete(cutoff: datetime, statuses: Sequence[FinishedStatus], limit
     )
 
 
-def _sqlite_delete(cutoff: datetime, statuses: Sequence[FinishedStatus], limit: int) -> Delete:
-    rowid = literal_column("rowid")
+def _sqlite_delete(
+    cutoff: datetime, statuses: Sequence[FinishedStatus], limit: int
+) -> ReturningDelete[tuple[str, str | None]]:
+    rowid = literal_column("rowid", Integer())
     picked = select(rowid).select_from(handlers).where(*prunable(cutoff, statuses)).limit(limit)
     return delete(handlers).where(rowid.in_(picked)).returning(c.handler_id, c.run_id)
