@@ -41,6 +41,7 @@ from ..store.base import (
 from .config import ServiceConfig
 from .live import LiveRun
 from .ownership import Owner
+from .retention import RetentionTask
 from .retry import reopen_failed
 from .runtime import DurableRuntime
 from .streams import EventStream
@@ -116,6 +117,7 @@ class WorkflowService:
             deliver=self._deliver_entry,
             resume=self._resume_batch,
         )
+        self.retention = RetentionTask(store, self.config)
 
     # -- registration --------------------------------------------------------------------
 
@@ -144,6 +146,7 @@ class WorkflowService:
         await self.runtime.launch()
         self._writer.start()
         self._supervisor.start()
+        self.retention.start()
         self.running = True
 
     async def stop(self) -> None:
@@ -151,6 +154,7 @@ class WorkflowService:
         if not self.running:
             return
         self.running = False
+        await self.retention.stop()
         await self._supervisor.stop()
         runs = list(self._runs.values())
         await asyncio.gather(*(run.stop_engine(self.config.stop_timeout) for run in runs))
