@@ -219,7 +219,9 @@ def cancel_run(handler_id: str, db: Db = None, as_json: Json = False) -> None:
         async with open_store(db) as store:
             handler = await _handler(store, handler_id)
             encoded = codec.encode(WorkflowCancelledEvent())
-            event = StoredEvent(-1, encoded.payload, encoded.event_type, encoded.internal, True)
+            event = StoredEvent(
+                -1, encoded.payload, encoded.event_type, encoded.internal, encoded.terminal
+            )
             done = not handler.is_terminal and await store.finalize_handler(
                 handler_id, status="cancelled", error=None, event=event, at=utcnow()
             )
