@@ -723,7 +723,7 @@ class WorkflowService:
         if not self.running:
             raise StoreUnavailableError("The workflow service is not running", retry_after=5)
 
-    # -- retry (keep at the end of the class) -------------------------------------------
+    # -- retrying failed runs -------------------------------------------------------------
 
     async def retry(self, handler_id: str, *, principal: str | None = None) -> PersistentHandler:
         """Put a failed run back to running from its last checkpoint; return its handler.
