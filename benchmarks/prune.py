@@ -132,7 +132,9 @@ async def measure(target: str, url: str, args: argparse.Namespace) -> None:
         base_start = time.perf_counter()
         await asyncio.sleep(args.baseline)
         prune_start = time.perf_counter()
-        deleted = await store.prune(older_than=timedelta(days=30), batch_size=args.batch_size)
+        deleted = await store.prune(
+            older_than=timedelta(days=30), batch_size=args.batch_size, pause=args.pause
+        )
         prune_end = time.perf_counter()
         await asyncio.sleep(1.0)
         stop.set()
@@ -144,7 +146,8 @@ async def measure(target: str, url: str, args: argparse.Namespace) -> None:
     print(f"\n{target}: filled {args.runs:,} runs x {args.events} events in {filled:.1f} s")
     print(
         f"  pruned {deleted:,} runs in {took:.1f} s ({deleted / took:,.0f} runs/s, "
-        f"{deleted * args.events / took:,.0f} events/s), batches of {args.batch_size}"
+        f"{deleted * args.events / took:,.0f} events/s), batches of {args.batch_size}, "
+        f"pause {args.pause} s"
     )
     for name, (start, end) in {
         "before prune": (base_start, prune_start),
@@ -165,6 +168,7 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=20)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--pause", type=float, default=0.05, help="seconds between batches")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--baseline", type=float, default=10.0)
     parser.add_argument("--targets", default="sqlite,postgres")

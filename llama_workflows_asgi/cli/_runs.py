@@ -264,6 +264,7 @@ def prune_runs(
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count them.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=10000)] = 500,
+    pause: Annotated[float, typer.Option(min=0, help="Seconds between two batches.")] = 0.05,
     as_json: Json = False,
 ) -> None:
     """Delete finished runs that finished longer ago than --older-than, with their events."""
@@ -273,7 +274,11 @@ def prune_runs(
     async def act() -> int:
         async with open_store(db) as store:
             return await store.prune(
-                older_than=age, statuses=chosen, batch_size=batch_size, dry_run=dry_run
+                older_than=age,
+                statuses=chosen,
+                batch_size=batch_size,
+                dry_run=dry_run,
+                pause=pause,
             )
 
     count = run(act)

@@ -46,6 +46,8 @@ class ServiceConfig:
         retention_interval: Seconds between retention rounds. One replica at a
             time prunes; the others skip the round.
         retention_batch_size: Runs deleted per transaction.
+        retention_pause: Seconds between two batches of a round, so that the
+            runs' own writes go first.
     """
 
     lease_ttl: float = 8.0
@@ -63,6 +65,7 @@ class ServiceConfig:
     retention_by_status: Mapping[FinishedStatus, timedelta | None] = field(default_factory=dict)
     retention_interval: float = 300.0
     retention_batch_size: int = DEFAULT_PRUNE_BATCH
+    retention_pause: float = 0.05
 
     def __post_init__(self) -> None:
         # A zero or negative poll would make the ownership loop (or a stream of a
@@ -92,6 +95,8 @@ class ServiceConfig:
             raise ValueError("retention periods must be positive")
         if self.retention_interval <= 0 or self.retention_batch_size < 1:
             raise ValueError("retention_interval must be > 0 and retention_batch_size >= 1")
+        if self.retention_pause < 0:
+            raise ValueError("retention_pause must be >= 0")
 
     def retention_groups(self) -> list[tuple[timedelta, list[FinishedStatus]]]:
         """Each retention period in force, with the statuses it applies to."""

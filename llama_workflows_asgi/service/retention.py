@@ -53,6 +53,7 @@ class RetentionTask:
                 statuses=statuses,
                 batch_size=self._config.retention_batch_size,
                 exclusive=True,
+                pause=self._config.retention_pause,
             )
         return deleted
 

@@ -320,6 +320,7 @@ class AbstractWorkflowStore(ABC):
         batch_size: int = DEFAULT_PRUNE_BATCH,
         dry_run: bool = False,
         exclusive: bool = False,
+        pause: float = 0.0,
     ) -> int:
         """Delete finished handlers older than ``older_than``, with their events and inbox.
 
@@ -330,7 +331,8 @@ class AbstractWorkflowStore(ABC):
         transaction each. ``dry_run`` deletes nothing and returns how many
         would go. ``exclusive`` (background retention) gives way to another
         process pruning the same database at the moment: it then stops early.
-        Returns how many handlers were deleted.
+        ``pause`` seconds pass between two batches, leaving the database to the
+        runs' own writes. Returns how many handlers were deleted.
         """
 
     # -- event log -----------------------------------------------------------------

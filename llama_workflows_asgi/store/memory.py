@@ -194,6 +194,7 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
         batch_size: int = DEFAULT_PRUNE_BATCH,
         dry_run: bool = False,
         exclusive: bool = False,
+        pause: float = 0.0,
     ) -> int:
         cutoff, chosen = prune_cutoff(older_than), set(finished_statuses(statuses))
         doomed = [

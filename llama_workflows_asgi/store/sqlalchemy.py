@@ -255,6 +255,7 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         batch_size: int = DEFAULT_PRUNE_BATCH,
         dry_run: bool = False,
         exclusive: bool = False,
+        pause: float = 0.0,
     ) -> int:
         cutoff, chosen = prune_cutoff(older_than), finished_statuses(statuses)
         if batch_size < 1:
@@ -278,7 +279,7 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
             total += deleted
             if deleted < batch_size:
                 return total
-            await asyncio.sleep(0)  # let queued writes in between batches
+            await asyncio.sleep(pause)  # let queued writes in between batches
 
     # -- event log -----------------------------------------------------------------
 
