@@ -16,7 +16,7 @@ from workflows import Workflow
 from ..server import WorkflowServer
 from ..store.migrate import URL_ENV_VAR, database_url
 from ..store.sqlalchemy import SqlAlchemyWorkflowStore
-from ._common import Db, ExitCode, UsageError, fail, parse_url
+from ._common import Db, ExitCode, UsageError, fail, parse_url, run
 
 TARGET_ENV_VAR = "LLAMA_WORKFLOWS_SERVE_TARGET"
 """Tells the app factory what to serve (uvicorn's reloader starts a fresh process)."""
@@ -62,6 +62,22 @@ def build_app(target: Any, db: str | None) -> FastAPI:
     )
 
 
+def _check_store(target: Any, db: str | None) -> None:
+    """Open the target's store once first: a bad or unmigrated database is a clear error."""
+    if isinstance(target, WorkflowServer):
+        store = target.store
+    elif isinstance(target, Mapping):
+        store = SqlAlchemyWorkflowStore(database_url(db))
+    else:
+        return  # a FastAPI app's store is its own business
+
+    async def probe() -> None:
+        await store.start()
+        await store.close()  # started again, on uvicorn's event loop
+
+    run(probe)
+
+
 def create_app() -> FastAPI:
     """uvicorn factory used with ``--reload``: the target named in the environment."""
     return build_app(load_target(os.environ[TARGET_ENV_VAR]), os.environ.get(URL_ENV_VAR))
@@ -89,6 +105,7 @@ def serve(
         app = None if reload else build_app(loaded, db)
     except UsageError as error:
         raise fail(ExitCode.USAGE, str(error)) from None
+    _check_store(loaded, db)
     options: dict[str, Any] = {
         "host": host,
         "port": port,

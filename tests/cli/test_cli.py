@@ -229,6 +229,9 @@ def test_bad_urls_and_unmigrated_databases(postgres_server: PostgresServer, tmp_
     assert unmigrated.returncode == 4
     assert "migrate upgrade" in unmigrated.stderr
     assert invoke("migrate", "check", db=empty).returncode == 4
+    # serve checks the database before it starts listening (PostgreSQL is never migrated by it)
+    refused = invoke("serve", "tests.support.cli_app:workflows", "--db", empty)
+    assert (refused.returncode, "migrate upgrade" in refused.stderr) == (4, True)
     upgraded = cli("migrate", "upgrade", db=empty)
     assert upgraded.returncode == 0, upgraded.stderr
     assert invoke("migrate", "check", db=empty).returncode == 0
