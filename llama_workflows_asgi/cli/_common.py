@@ -19,6 +19,7 @@ from sqlalchemy import URL
 from sqlalchemy.exc import ArgumentError
 
 from ..errors import (
+    BadRequestError,
     ConflictError,
     NotFoundError,
     SchemaError,
@@ -75,7 +76,7 @@ def run(action: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(_awaited(action))
     except typer.Exit:
         raise
-    except UsageError as error:
+    except (UsageError, BadRequestError) as error:
         raise fail(ExitCode.USAGE, str(error)) from None
     except SchemaError as error:
         hint = "With this command line: llama-workflows-asgi migrate upgrade --db URL"

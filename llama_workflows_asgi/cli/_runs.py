@@ -11,7 +11,7 @@ from rich.table import Table
 from workflows.events import WorkflowCancelledEvent
 
 from .. import codec
-from ..errors import ConflictError, HandlerNotFoundError
+from ..errors import BadRequestError, ConflictError, HandlerNotFoundError
 from ..service.retry import reopen_failed
 from ..store.base import (
     FINISHED_STATUSES,
@@ -77,7 +77,7 @@ def list_runs(
     statuses = _statuses(status)
     older = None if older_than is None else prune_cutoff(parse_duration(older_than))
     newer = None if newer_than is None else prune_cutoff(parse_duration(newer_than))
-    after = None if cursor is None else HandlerCursor.decode(cursor)
+    after = None if cursor is None else _cursor(cursor)
     query = HandlerQuery(
         status_in=statuses,
         workflow_name_in=workflow or None,
@@ -108,6 +108,13 @@ def list_runs(
     out.print(table)
     if token is not None:
         out.print(f"more: --cursor {token}", highlight=False)
+
+
+def _cursor(token: str) -> HandlerCursor:
+    try:
+        return HandlerCursor.decode(token)
+    except BadRequestError as error:
+        raise typer.BadParameter(str(error), param_hint="--cursor") from None
 
 
 def _statuses(values: list[str] | None) -> list[Status] | None:

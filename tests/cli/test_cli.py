@@ -173,6 +173,7 @@ def test_runs_list_filters_and_pages(seeded: str) -> None:
     assert "failed-new" in table.stdout
     assert "more: --cursor" in table.stdout
     assert invoke("runs", "list", "--status", "lost", db=seeded).returncode == 2
+    assert invoke("runs", "list", "--cursor", "not-a-cursor", db=seeded).returncode == 2
 
 
 def test_runs_show(seeded: str) -> None:
