@@ -251,11 +251,7 @@ class LiveRun:
 
     def checkpoint(self) -> str:
         """The run's context as ``Context.to_dict()`` JSON, without replaying history."""
-        assert self._mirror is not None
-        if self._ticks:
-            ticks, self._ticks = self._ticks, []
-            self._mirror = rebuild_state_from_ticks(self._mirror, ticks, run_id=self.run_id)
-        mirror = self._mirror
+        mirror = self._folded()
         if self._before_failure is not None and self.outcome and self.outcome.status == "failed":
             # A failed run keeps the state from before the failing step's result
             # (that step still in progress), so a retry runs it again from there.
@@ -265,14 +261,19 @@ class LiveRun:
             serialized.state = self._state_store.to_dict(self._serializer)
         return codec.dumps(serialized.model_dump(mode="json"))
 
+    def _folded(self) -> BrokerState:
+        """The mirror of the control loop, advanced over the ticks observed so far."""
+        assert self._mirror is not None
+        if self._ticks:
+            ticks, self._ticks = self._ticks, []
+            self._mirror = rebuild_state_from_ticks(self._mirror, ticks, run_id=self.run_id)
+        return self._mirror
+
     def _state_before(self, tick: WorkflowTick) -> BrokerState | None:
         """The control-loop state before ``tick``, which may end the run in failure."""
         if self._mirror is None:
             return None
-        if self._ticks:
-            ticks, self._ticks = self._ticks, []
-            self._mirror = rebuild_state_from_ticks(self._mirror, ticks, run_id=self.run_id)
-        return self._mirror  # the reducer copies states, never mutates them
+        return self._folded()  # kept as is: the reducer copies states, never mutates them
 
     def acknowledge(self, progress: RunProgress) -> None:
         """The progress was written: publish its events to streams."""
