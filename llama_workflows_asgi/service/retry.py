@@ -15,8 +15,6 @@ reuse the handler id, instead).
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..errors import ConflictError, HandlerNotFoundError
 from ..store.base import AbstractWorkflowStore, HandlerQuery, PersistentHandler, utcnow
 
@@ -43,9 +41,7 @@ async def reopen_failed(
             f"Handler '{handler_id}' is {row.status}: only failed runs can be retried"
         )
     at = utcnow()
-    if not await store.reopen_handler(
-        handler_id, run_id=row.run_id, ctx=retry_context(row.ctx), at=at
-    ):
+    if not await store.reopen_handler(handler_id, run_id=row.run_id, ctx=row.ctx, at=at):
         raise ConflictError(f"Handler '{handler_id}' changed while it was being retried")
     return row.model_copy(
         update={
@@ -60,14 +56,3 @@ async def reopen_failed(
             "resume_attempts": 0,
         }
     )
-
-
-def retry_context(ctx: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The checkpoint a retry starts from: ``ctx`` with a fresh timeout budget.
-
-    ``elapsed_alive`` is the engine's count of the run's time alive, which its
-    ``timeout`` is checked against: a timed-out run would fail again at once.
-    """
-    if ctx is None or "elapsed_alive" not in ctx:
-        return ctx
-    return {**ctx, "elapsed_alive": 0.0}

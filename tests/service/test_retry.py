@@ -5,11 +5,15 @@ Every test runs on the memory store, SQLite and a real PostgreSQL (``make_store`
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
+from workflows import Workflow, step
+from workflows.events import Event, StartEvent, StopEvent
 
 from llama_workflows_asgi import (
     ConflictError,
@@ -145,3 +149,42 @@ async def test_retry_over_http(make_store: StoreFactory) -> None:
             {"detail": "Handler 'nope' not found"},
         )
     assert workflow.journal == ["s1", "s2", "s3", "s3", "s4", "s5"]
+
+
+class Halfway(Event):
+    pass
+
+
+class HangsOnce(Workflow):
+    """``first`` then ``hang``, which hangs on its first attempt (so the run times out)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.journal: list[str] = []
+
+    @step
+    async def first(self, ev: StartEvent) -> Halfway:
+        self.journal.append("first")
+        return Halfway()
+
+    @step
+    async def hang(self, ev: Halfway) -> StopEvent:
+        self.journal.append("hang")
+        if self.journal.count("hang") == 1:
+            await asyncio.sleep(30)
+        return StopEvent(result="done")
+
+
+async def test_a_timed_out_run_is_retried_at_the_step_that_hung(make_store: StoreFactory) -> None:
+    workflow = HangsOnce(timeout=0.5)
+    service = WorkflowService(make_store(), config=CONFIG)
+    service.add_workflow("hangs", workflow)
+    async with service.running_context():
+        failed = await service.run("hangs")
+        assert failed.status == "failed"
+        assert failed.error is not None
+        assert "timed out" in failed.error
+        await service.retry(failed.handler_id)
+        done = await service.wait_for(failed.handler_id)
+    assert done.status == "completed", done.error
+    assert workflow.journal == ["first", "hang", "hang"]
