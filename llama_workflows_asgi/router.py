@@ -271,6 +271,7 @@ class _Routes:
         self._run_routes()
         self._handler_routes()
         self._cancel_route()
+        self._retry_route()
         self._stream_route()
         self._send_route()
 
@@ -453,6 +454,20 @@ class _Routes:
                 handler_id, purge=_flag(purge, "purge", False), principal=_principal_id(principal)
             )
             return json_response({"status": outcome})
+
+    def _retry_route(self) -> None:
+        service = self.service
+        principal_dep = Annotated[Any, Depends(self.principal)]
+
+        @self.router.post(
+            "/handlers/{handler_id}/retry",
+            response_model=HandlerData,
+            responses={**_NOT_FOUND, **_CONFLICT, **_UNAVAILABLE},
+        )
+        async def retry_handler(handler_id: str, principal: principal_dep) -> Response:
+            """Run a failed handler again from its last checkpoint (409 unless it failed)."""
+            handler = await service.retry(handler_id, principal=_principal_id(principal))
+            return json_response(handler_json(handler))
 
     # -- events -------------------------------------------------------------------------------
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from ..store.base import DEFAULT_PRUNE_BATCH, FINISHED_STATUSES, FinishedStatus
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,17 @@ class ServiceConfig:
         accept_context_api: Accept a serialized context in run requests (off by
             default: it lets callers inject arbitrary run state).
         max_page_size: Largest page of handlers one listing returns.
+        retention: How long finished runs (completed, failed, cancelled) are
+            kept, counted from when they finished; older ones are deleted with
+            their events. ``None`` keeps them all.
+        retention_by_status: Per-status overrides of ``retention``, e.g.
+            ``{"failed": timedelta(days=30)}``; a ``None`` value keeps that
+            status forever.
+        retention_interval: Seconds between retention rounds. One replica at a
+            time prunes; the others skip the round.
+        retention_batch_size: Runs deleted per transaction.
+        retention_pause: Seconds between two batches of a round, so that the
+            runs' own writes go first.
     """
 
     lease_ttl: float = 8.0
@@ -46,6 +61,11 @@ class ServiceConfig:
     adopt_local_dead_owners: bool = True
     accept_context_api: bool = False
     max_page_size: int = 1000
+    retention: timedelta | None = None
+    retention_by_status: Mapping[FinishedStatus, timedelta | None] = field(default_factory=dict)
+    retention_interval: float = 300.0
+    retention_batch_size: int = DEFAULT_PRUNE_BATCH
+    retention_pause: float = 0.05
 
     def __post_init__(self) -> None:
         # A zero or negative poll would make the ownership loop (or a stream of a
@@ -61,3 +81,28 @@ class ServiceConfig:
             raise ValueError("lease_ttl must exceed twice poll_interval so leases renew in time")
         if self.max_resume_attempts < 1 or self.claim_batch_size < 1 or self.max_page_size < 1:
             raise ValueError("max_resume_attempts, claim_batch_size and max_page_size must be >= 1")
+        self._check_retention()
+
+    def _check_retention(self) -> None:
+        unknown = sorted(set(self.retention_by_status) - set(FINISHED_STATUSES))
+        if unknown:
+            raise ValueError(
+                f"retention_by_status: {unknown[0]!r} is not a finished status "
+                "(completed, failed or cancelled)"
+            )
+        ages = [self.retention, *self.retention_by_status.values()]
+        if any(age is not None and age <= timedelta(0) for age in ages):
+            raise ValueError("retention periods must be positive")
+        if self.retention_interval <= 0 or self.retention_batch_size < 1:
+            raise ValueError("retention_interval must be > 0 and retention_batch_size >= 1")
+        if self.retention_pause < 0:
+            raise ValueError("retention_pause must be >= 0")
+
+    def retention_groups(self) -> list[tuple[timedelta, list[FinishedStatus]]]:
+        """Each retention period in force, with the statuses it applies to."""
+        groups: dict[timedelta, list[FinishedStatus]] = {}
+        for status in FINISHED_STATUSES:
+            age = self.retention_by_status.get(status, self.retention)
+            if age is not None:
+                groups.setdefault(age, []).append(status)
+        return sorted(groups.items())

@@ -31,10 +31,12 @@ from workflows.runtime.types.plugin import (
     as_snapshottable_adapter,
     as_v2_runtime_compatibility_shim,
 )
+from workflows.runtime.types.results import StepWorkerFailed
 from workflows.runtime.types.ticks import (
     TickAddEvent,
     TickIdleRelease,
     TickStepResult,
+    TickTimeout,
     WorkflowTick,
 )
 
@@ -63,6 +65,18 @@ def outcome_of(event: StopEvent, payload: str) -> Outcome:
     if isinstance(event, WorkflowTimedOutEvent):
         return Outcome("failed", error=f"Workflow timed out after {float(event.timeout)}s")
     return Outcome("completed", result=payload)
+
+
+def _may_fail_run(tick: WorkflowTick) -> bool:
+    """Whether reducing ``tick`` can fail the run: a step raised, or the run timed out.
+
+    A run that fails stops at that tick, so a later tick means it did not.
+    """
+    if isinstance(tick, TickTimeout):
+        return True
+    return isinstance(tick, TickStepResult) and any(
+        isinstance(result, StepWorkerFailed) for result in tick.result
+    )
 
 
 @dataclass
@@ -112,6 +126,7 @@ class LiveRun:
         self.handler: WorkflowHandler | None = None
         self._adapter: ExternalRunAdapter | None = None
         self._mirror: BrokerState | None = None
+        self._before_failure: BrokerState | None = None
         self._state_store: StateStore[Any] | None = None
         self._ticks: list[WorkflowTick] = []
         self._pending = _Pending()
@@ -144,6 +159,7 @@ class LiveRun:
     # -- engine reports (runtime.RunObserver) ----------------------------------------
 
     def observe_tick(self, tick: WorkflowTick) -> None:
+        self._before_failure = self._state_before(tick) if _may_fail_run(tick) else None
         self._ticks.append(tick)
         if isinstance(tick, TickAddEvent):
             inbox_id = self._inbox_by_event.pop(id(tick.event), None)
@@ -235,14 +251,29 @@ class LiveRun:
 
     def checkpoint(self) -> str:
         """The run's context as ``Context.to_dict()`` JSON, without replaying history."""
+        mirror = self._folded()
+        if self._before_failure is not None and self.outcome and self.outcome.status == "failed":
+            # A failed run keeps the state from before the failing step's result
+            # (that step still in progress), so a retry runs it again from there.
+            mirror = self._before_failure
+        serialized = mirror.to_serialized(self._serializer)
+        if self._state_store is not None:
+            serialized.state = self._state_store.to_dict(self._serializer)
+        return codec.dumps(serialized.model_dump(mode="json"))
+
+    def _folded(self) -> BrokerState:
+        """The mirror of the control loop, advanced over the ticks observed so far."""
         assert self._mirror is not None
         if self._ticks:
             ticks, self._ticks = self._ticks, []
             self._mirror = rebuild_state_from_ticks(self._mirror, ticks, run_id=self.run_id)
-        serialized = self._mirror.to_serialized(self._serializer)
-        if self._state_store is not None:
-            serialized.state = self._state_store.to_dict(self._serializer)
-        return codec.dumps(serialized.model_dump(mode="json"))
+        return self._mirror
+
+    def _state_before(self, tick: WorkflowTick) -> BrokerState | None:
+        """The control-loop state before ``tick``, which may end the run in failure."""
+        if self._mirror is None:
+            return None
+        return self._folded()  # kept as is: the reducer copies states, never mutates them
 
     def acknowledge(self, progress: RunProgress) -> None:
         """The progress was written: publish its events to streams."""

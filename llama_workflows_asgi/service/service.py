@@ -41,6 +41,8 @@ from ..store.base import (
 from .config import ServiceConfig
 from .live import LiveRun
 from .ownership import Owner
+from .retention import RetentionTask
+from .retry import reopen_failed
 from .runtime import DurableRuntime
 from .streams import EventStream
 from .supervisor import Supervisor
@@ -115,6 +117,7 @@ class WorkflowService:
             deliver=self._deliver_entry,
             resume=self._resume_batch,
         )
+        self.retention = RetentionTask(store, self.config)
 
     # -- registration --------------------------------------------------------------------
 
@@ -143,6 +146,7 @@ class WorkflowService:
         await self.runtime.launch()
         self._writer.start()
         self._supervisor.start()
+        self.retention.start()
         self.running = True
 
     async def stop(self) -> None:
@@ -150,6 +154,7 @@ class WorkflowService:
         if not self.running:
             return
         self.running = False
+        await self.retention.stop()
         await self._supervisor.stop()
         runs = list(self._runs.values())
         await asyncio.gather(*(run.stop_engine(self.config.stop_timeout) for run in runs))
@@ -717,6 +722,27 @@ class WorkflowService:
     def _require_running(self) -> None:
         if not self.running:
             raise StoreUnavailableError("The workflow service is not running", retry_after=5)
+
+    # -- retrying failed runs -------------------------------------------------------------
+
+    async def retry(self, handler_id: str, *, principal: str | None = None) -> PersistentHandler:
+        """Put a failed run back to running from its last checkpoint; return its handler.
+
+        The failed step runs again with the state it had; finished steps are not
+        repeated; the event log goes on with the next sequence. The run is claimed
+        here at once (or by whichever replica's ownership round is first). Raises
+        ``HandlerNotFoundError`` (unknown, or another caller's) and
+        ``ConflictError`` (not failed, or its workflow is not served here).
+        """
+        self._require_running()
+        row = await self.get(handler_id, principal=principal)
+        if row.status == "failed" and self.registry.find(row.workflow_name) is None:
+            raise ConflictError(
+                f"Cannot retry: workflow '{row.workflow_name}' is not registered on this server"
+            )
+        reopened = await reopen_failed(self.store, handler_id, principal_in=self._scope(principal))
+        await self._supervisor.adopt([handler_id])
+        return reopened
 
 
 def _start_event_for(entry: RegisteredWorkflow, given: StartEvent | None) -> StartEvent:

@@ -1,8 +1,10 @@
 """Stores: where handlers, event logs and inboxes are kept."""
 
 from .base import (
+    FINISHED_STATUSES,
     TERMINAL_STATUSES,
     AbstractWorkflowStore,
+    FinishedStatus,
     HandlerCursor,
     HandlerExistsError,
     HandlerQuery,
@@ -18,8 +20,10 @@ from .schema import metadata
 from .sqlalchemy import SqlAlchemyWorkflowStore, SqliteWorkflowStore
 
 __all__ = [
+    "FINISHED_STATUSES",
     "TERMINAL_STATUSES",
     "AbstractWorkflowStore",
+    "FinishedStatus",
     "HandlerCursor",
     "HandlerExistsError",
     "HandlerQuery",

@@ -469,3 +469,35 @@ async def _release_handlers(conn: AsyncConnection, op: tuple[str, tuple[str, ...
 
 
 release_handlers = one_by_one(_release_handlers)
+
+
+# -- retry -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reopen:
+    """Payload of :func:`reopen_handler`."""
+
+    handler_id: str
+    run_id: str
+    ctx: str | None
+    at: datetime
+
+
+async def _reopen_handler(conn: AsyncConnection, op: Reopen) -> bool:
+    stmt = (
+        update(handlers)
+        .where(c.handler_id == op.handler_id, c.run_id == op.run_id, c.status == "failed")
+        .values(status="running", ctx=op.ctx, error=None, result=None, updated_at=op.at)
+        .values(completed_at=None, idle_since=None, owner_id=None, lease_expires_at=None)
+        .values(resume_attempts=0)
+    )
+    if (await conn.execute(stmt)).rowcount != 1:
+        return False
+    # The failure is history now: streams end at the new attempt's final event.
+    ended = events.c.run_id == op.run_id, events.c.terminal.is_(True)
+    await conn.execute(update(events).where(*ended).values(terminal=False))
+    return True
+
+
+reopen_handler = one_by_one(_reopen_handler)

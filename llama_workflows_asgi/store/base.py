@@ -21,9 +21,9 @@ from __future__ import annotations
 import base64
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,10 +35,39 @@ Status = Literal["running", "completed", "failed", "cancelled"]
 
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
+FinishedStatus = Literal["completed", "failed", "cancelled"]
+"""The statuses of a finished run: what retention may delete."""
+
+FINISHED_STATUSES: tuple[FinishedStatus, ...] = ("completed", "failed", "cancelled")
+
+DEFAULT_PRUNE_BATCH = 500
+"""Handlers deleted per transaction by :meth:`AbstractWorkflowStore.prune`."""
+
 
 def utcnow() -> datetime:
     """The current time as an aware UTC datetime."""
     return datetime.now(timezone.utc)
+
+
+def prune_cutoff(older_than: datetime | timedelta, now: datetime | None = None) -> datetime:
+    """The moment before which finished runs go: ``older_than`` ago, or that datetime."""
+    if isinstance(older_than, timedelta):
+        if older_than < timedelta(0):
+            raise ValueError("older_than must not be negative")
+        return (now or utcnow()) - older_than
+    if older_than.tzinfo is None:
+        raise ValueError("older_than must be timezone-aware")
+    return older_than.astimezone(timezone.utc)
+
+
+def finished_statuses(statuses: Collection[str]) -> list[FinishedStatus]:
+    """``statuses`` checked to be finished ones (sorted); raises ``ValueError`` otherwise."""
+    unknown = sorted(set(statuses) - set(FINISHED_STATUSES))
+    if unknown:
+        raise ValueError(
+            f"Cannot prune status {unknown[0]!r}: only completed, failed and cancelled runs"
+        )
+    return [s for s in FINISHED_STATUSES if s in statuses]
 
 
 class PersistentHandler(BaseModel):
@@ -265,6 +294,45 @@ class AbstractWorkflowStore(ABC):
         Sets the terminal status and appends ``event`` after the run's last event
         (its ``sequence`` is assigned here), clears inbox and ownership. Returns
         ``False`` if the handler was not running.
+        """
+
+    @abstractmethod
+    async def reopen_handler(
+        self, handler_id: str, *, run_id: str, ctx: dict[str, Any] | None, at: datetime
+    ) -> bool:
+        """Put a failed handler back to ``running`` to be retried from ``ctx``.
+
+        Applies only while the handler is ``failed`` and still holds ``run_id``;
+        returns ``False`` otherwise. The row is left unowned (any process may
+        claim it), its error, result and resume attempts are cleared, and the
+        run's terminal events stop being terminal: its event log goes on with
+        the next sequence, and streams end at the new attempt's final event.
+        """
+
+    # -- retention -----------------------------------------------------------------
+
+    @abstractmethod
+    async def prune(
+        self,
+        *,
+        older_than: datetime | timedelta,
+        statuses: Collection[FinishedStatus] = FINISHED_STATUSES,
+        batch_size: int = DEFAULT_PRUNE_BATCH,
+        dry_run: bool = False,
+        exclusive: bool = False,
+        pause: float = 0.0,
+    ) -> int:
+        """Delete finished handlers older than ``older_than``, with their events and inbox.
+
+        A handler's age is that of its ``completed_at`` (else ``updated_at``,
+        else ``started_at``); ``older_than`` is an age (``timedelta``) or an
+        aware moment. Only ``statuses`` are considered, never running handlers
+        (``ValueError``). Rows go in batches of ``batch_size``, one short
+        transaction each. ``dry_run`` deletes nothing and returns how many
+        would go. ``exclusive`` (background retention) gives way to another
+        process pruning the same database at the moment: it then stops early.
+        ``pause`` seconds pass between two batches, leaving the database to the
+        runs' own writes. Returns how many handlers were deleted.
         """
 
     # -- event log -----------------------------------------------------------------

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
 from .base import (
+    DEFAULT_PRUNE_BATCH,
+    FINISHED_STATUSES,
     AbstractWorkflowStore,
+    FinishedStatus,
     HandlerExistsError,
     HandlerQuery,
     IdempotencyKeyExistsError,
@@ -17,6 +22,8 @@ from .base import (
     RunProgress,
     Status,
     StoredEvent,
+    finished_statuses,
+    prune_cutoff,
 )
 
 
@@ -152,6 +159,51 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
             }
         )
         return True
+
+    async def reopen_handler(
+        self, handler_id: str, *, run_id: str, ctx: dict[str, Any] | None, at: datetime
+    ) -> bool:
+        handler = self._handlers.get(handler_id)
+        if handler is None or handler.status != "failed" or handler.run_id != run_id:
+            return False
+        log = self._events.get(run_id, [])
+        self._events[run_id] = [dataclasses.replace(e, terminal=False) for e in log]
+        self._handlers[handler_id] = handler.model_copy(
+            update={
+                "status": "running",
+                "ctx": ctx,
+                "error": None,
+                "result": None,
+                "updated_at": at,
+                "completed_at": None,
+                "idle_since": None,
+                "owner_id": None,
+                "lease_expires_at": None,
+                "resume_attempts": 0,
+            }
+        )
+        return True
+
+    # -- retention -----------------------------------------------------------------
+
+    async def prune(
+        self,
+        *,
+        older_than: datetime | timedelta,
+        statuses: Collection[FinishedStatus] = FINISHED_STATUSES,
+        batch_size: int = DEFAULT_PRUNE_BATCH,
+        dry_run: bool = False,
+        exclusive: bool = False,
+        pause: float = 0.0,
+    ) -> int:
+        cutoff, chosen = prune_cutoff(older_than), set(finished_statuses(statuses))
+        doomed = [
+            h for h in self._handlers.values() if h.status in chosen and _finished_at(h) < cutoff
+        ]
+        if not dry_run:
+            for handler in doomed:
+                self._drop(handler)
+        return len(doomed)
 
     # -- event log -----------------------------------------------------------------
 
@@ -294,6 +346,10 @@ def _filter(rows: Iterable[PersistentHandler], query: HandlerQuery) -> Iterable[
         if query.principal_in is not None and h.principal not in query.principal_in:
             continue
         yield h
+
+
+def _finished_at(handler: PersistentHandler) -> datetime:
+    return handler.completed_at or handler.updated_at or handler.started_at
 
 
 def _order_key(handler: PersistentHandler) -> tuple[datetime, str]:

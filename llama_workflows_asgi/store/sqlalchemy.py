@@ -16,28 +16,34 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import URL, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from . import _prune as pruning
 from . import _writes as writes
 from . import migrate as migrations
 from ._batch import BatchFunction, GroupCommitWriter
 from ._engines import DEFAULT_URL, Engines, create_engines, normalize_url
 from ._errors import unavailable
 from ._queries import chunks, listing
-from ._rows import event_from_row, handler_from_row, inbox_from_row
+from ._rows import dump_json, event_from_row, handler_from_row, inbox_from_row
 from .base import (
+    DEFAULT_PRUNE_BATCH,
+    FINISHED_STATUSES,
     AbstractWorkflowStore,
+    FinishedStatus,
     HandlerQuery,
     InboxEntry,
     PersistentHandler,
     RunProgress,
     Status,
     StoredEvent,
+    finished_statuses,
+    prune_cutoff,
 )
 from .schema import events_table, handlers_table, inbox_table
 
@@ -231,6 +237,49 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         op = writes.Finalize(handler_id, status, error, event, at)
         done: bool = await self._write(writes.finalize_handler, op)
         return done
+
+    async def reopen_handler(
+        self, handler_id: str, *, run_id: str, ctx: dict[str, Any] | None, at: datetime
+    ) -> bool:
+        op = writes.Reopen(handler_id, run_id, dump_json(ctx), at)
+        done: bool = await self._write(writes.reopen_handler, op)
+        return done
+
+    # -- retention -----------------------------------------------------------------
+
+    async def prune(
+        self,
+        *,
+        older_than: datetime | timedelta,
+        statuses: Collection[FinishedStatus] = FINISHED_STATUSES,
+        batch_size: int = DEFAULT_PRUNE_BATCH,
+        dry_run: bool = False,
+        exclusive: bool = False,
+        pause: float = 0.0,
+    ) -> int:
+        cutoff, chosen = prune_cutoff(older_than), finished_statuses(statuses)
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if dry_run:
+            return await self._read(lambda conn: pruning.count(conn, cutoff, chosen))
+        engines, total = await self._ready(), 0
+
+        async def batch() -> int | None:
+            # Not through the group-commit writer: a batch is its own short
+            # transaction, and on PostgreSQL it runs beside the runs' writes.
+            async with engines.transaction() as conn:
+                return await pruning.delete_batch(
+                    conn, cutoff, chosen, batch_size, exclusive=exclusive
+                )
+
+        while True:
+            deleted = await _mapped(batch())
+            if deleted is None:
+                return total
+            total += deleted
+            if deleted < batch_size:
+                return total
+            await asyncio.sleep(pause)  # let queued writes in between batches
 
     # -- event log -----------------------------------------------------------------
 
