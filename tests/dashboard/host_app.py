@@ -75,6 +75,31 @@ class TicketWorkflow(Workflow):
         return StopEvent(result={"title": ev.title, "queue": f"normal-{ev.priority}"})
 
 
+FAILED_ONCE: set[str] = set()
+"""Tickets whose first attempt already failed (a process-wide memory)."""
+
+
+class Checked(Event):
+    """A ticket that passed its first check."""
+
+    ticket: str
+
+
+class FlakyWorkflow(Workflow):
+    """Fails at its second step on the first attempt for a ticket, then succeeds."""
+
+    @step
+    async def check(self, ev: StartEvent) -> Checked:
+        return Checked(ticket=str(ev.get("ticket", "t")))
+
+    @step
+    async def file(self, ev: Checked) -> StopEvent:
+        if ev.ticket not in FAILED_ONCE:
+            FAILED_ONCE.add(ev.ticket)
+            raise RuntimeError("the ticket system is down")
+        return StopEvent(result=f"filed {ev.ticket}")
+
+
 class PausedWorkflow(Workflow):
     """Waits (``seconds``, default 60) until cancelled: a run that stays running."""
 
@@ -99,6 +124,7 @@ def create_app() -> FastAPI:
             "hitl": HitlWorkflow(timeout=None),
             "fail": FailWorkflow(),
             "paused": PausedWorkflow(timeout=None),
+            "flaky": FlakyWorkflow(),
         },
         dashboard=True,
     )

@@ -256,6 +256,19 @@ def test_purge_deletes_a_finished_run(page: Page, host: DashboardHost) -> None:
     expect(row(page, handler_id)).to_have_count(0)
 
 
+def test_retry_takes_a_failed_run_on_from_its_checkpoint(page: Page, host: DashboardHost) -> None:
+    handler_id = host.start("flaky", {"ticket": "T-1"})
+    host.wait_status(handler_id, "failed")
+    page.goto(f"{host.ui}#/runs/{handler_id}")
+    expect(page.locator(".error-text")).to_have_text("the ticket system is down")
+    page.get_by_role("button", name="Retry").click()
+    expect(page.locator(".run-head").get_by_text("completed")).to_be_visible()
+    assert host.handler(handler_id)["result"]["value"]["result"] == "filed T-1"
+    # The timeline followed the retried run to its new final event.
+    expect(page.locator(".timeline [data-type=StopEvent]")).to_have_count(1)
+    expect(page.get_by_role("button", name="Retry")).to_have_count(0)
+
+
 def test_timeline_resumes_with_last_event_id_after_a_dropped_stream(
     page: Page, host: DashboardHost
 ) -> None:

@@ -624,6 +624,7 @@ class RunPage {
     this.handlerJson = json;
     this.handler = handler;
     this.render();
+    if (this.sawFinal && TERMINAL.has(handler.status)) this.close(); // nothing follows
     if (first) {
       this.openStream(); // only for a run that exists: a missing one would answer 404
       this.loadGraph();
@@ -632,8 +633,9 @@ class RunPage {
 
   // The browser reconnects a dropped stream by itself, sending Last-Event-ID,
   // so the timeline resumes after the last event it shows.
-  openStream() {
-    const source = new EventSource(`events/${enc(this.handlerId)}?sse=true&include_internal=true&after_sequence=-1`);
+  openStream(after = -1) {
+    const source = new EventSource(`events/${enc(this.handlerId)}?sse=true&include_internal=true&after_sequence=${after}`);
+    this.sawFinal = false;
     source.addEventListener("message", (message) => this.onMessage(message));
     source.addEventListener("error", () => {
       if (source.readyState === EventSource.CLOSED) this.loadHandler();
@@ -657,7 +659,9 @@ class RunPage {
     this.renderGraph();
     if (this.handler) this.render();
     if (event.type === "StopEvent" || (event.types || []).includes("StopEvent")) {
-      this.source.close(); // the final event: nothing follows, no need to reconnect
+      // A final event, unless the run was retried since (then more follow):
+      // the stream is closed once the handler says it has ended.
+      this.sawFinal = true;
       this.loadHandler();
     }
   }
@@ -720,11 +724,23 @@ class RunPage {
     // Rebuilt only when the status changes, so a focused button keeps its focus.
     if (actions.dataset.status === status) return;
     actions.dataset.status = status;
-    const button =
+    const buttons =
       status === "running"
-        ? h("button", { type: "button", class: "btn btn-danger", onclick: (e) => this.cancel(e.target) }, "Cancel")
-        : h("button", { type: "button", class: "btn btn-danger", onclick: (e) => this.purge(e.target) }, "Purge");
-    actions.replaceChildren(h("a", { class: "btn", href: "#/" }, "← All runs"), button);
+        ? [h("button", { type: "button", class: "btn btn-danger", onclick: (e) => this.cancel(e.target) }, "Cancel")]
+        : [h("button", { type: "button", class: "btn btn-danger", onclick: (e) => this.purge(e.target) }, "Purge")];
+    if (status === "failed") {
+      buttons.unshift(h("button", { type: "button", class: "btn btn-primary", onclick: (e) => this.retry(e.target) }, "Retry"));
+    }
+    actions.replaceChildren(h("a", { class: "btn", href: "#/" }, "← All runs"), ...buttons);
+  }
+
+  // A retried run goes on from its last checkpoint; its log continues after
+  // the failure, so the timeline follows again from the last event it shows.
+  async retry(button) {
+    if (!(await this.act(button, `handlers/${enc(this.handlerId)}/retry`, "retry", "retried"))) return;
+    this.close();
+    this.openStream(Math.max(-1, ...this.sequences));
+    await this.loadHandler();
   }
 
   async cancel(button) {
