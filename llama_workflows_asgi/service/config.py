@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..codec import DEFAULT_MAX_JSON_DEPTH
+
+# The engine's serializer refuses values nested past about 250 levels; a start
+# event's value sits a few levels down inside a checkpoint.
+_CHECKPOINTABLE_DEPTH = 200
+
 
 @dataclass(frozen=True)
 class ServiceConfig:
@@ -33,6 +39,11 @@ class ServiceConfig:
         accept_context_api: Accept a serialized context in run requests (off by
             default: it lets callers inject arbitrary run state).
         max_page_size: Largest page of handlers one listing returns.
+        max_json_depth: Deepest nesting of arrays and objects accepted in JSON
+            input (request bodies, events given as JSON strings); deeper is a
+            400. Keep it well below 250, the most the engine can checkpoint.
+        max_unwritten_age: Seconds progress may wait unwritten (the database
+            is away or locked) before ``/health`` reports the writer stalled.
     """
 
     lease_ttl: float = 8.0
@@ -46,11 +57,13 @@ class ServiceConfig:
     adopt_local_dead_owners: bool = True
     accept_context_api: bool = False
     max_page_size: int = 1000
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    max_unwritten_age: float = 5.0
 
     def __post_init__(self) -> None:
         # A zero or negative poll would make the ownership loop (or a stream of a
         # remote run) spin without sleeping, hammering the database.
-        for name in ("lease_ttl", "poll_interval", "stream_poll_interval"):
+        for name in ("lease_ttl", "poll_interval", "stream_poll_interval", "max_unwritten_age"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         for name in ("idle_timeout", "checkpoint_delay", "stop_timeout"):
@@ -61,3 +74,6 @@ class ServiceConfig:
             raise ValueError("lease_ttl must exceed twice poll_interval so leases renew in time")
         if self.max_resume_attempts < 1 or self.claim_batch_size < 1 or self.max_page_size < 1:
             raise ValueError("max_resume_attempts, claim_batch_size and max_page_size must be >= 1")
+        if not 1 <= self.max_json_depth <= _CHECKPOINTABLE_DEPTH:
+            # Deeper input would be accepted and then fail to checkpoint.
+            raise ValueError(f"max_json_depth must be between 1 and {_CHECKPOINTABLE_DEPTH}")
