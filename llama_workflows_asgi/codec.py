@@ -349,6 +349,7 @@ def _validate_start(cls: type[Event], value: dict[str, Any]) -> StartEvent:
 
 _CLASS_REPR = re.compile(r"<class '(?:[\w]+\.)*(\w+)'>")
 _DOTTED_NAME = re.compile(r"\b(?:[a-z_]\w*\.)+([A-Z]\w*)\b")
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
 
 
 def readable_error(exc: BaseException) -> str:
@@ -379,6 +380,7 @@ def _message(exc: BaseException) -> str:
 def _clean(text: str) -> str:
     text = _CLASS_REPR.sub(r"\1", text)
     text = _DOTTED_NAME.sub(r"\1", text)
+    text = _ADDRESS.sub(">", text)
     return " ".join(text.replace("\x00", "").split()).strip(" :")
 
 

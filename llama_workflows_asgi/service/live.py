@@ -174,7 +174,8 @@ class LiveRun:
             # Called from the engine's control loop or a step's background
             # task, where raising would be swallowed: fail the run instead.
             what = "result" if isinstance(event, StopEvent) else f"event {type(event).__name__}"
-            self.fail(f"The run's {what} cannot be serialized: {codec.readable_error(exc)}")
+            reason = codec.readable_error(exc.__cause__ or exc)
+            self.fail(f"The run's {what} cannot be serialized: {reason}")
             return
         stored = self._append(encoded)
         if isinstance(event, StopEvent) and self.outcome is None:
@@ -212,6 +213,7 @@ class LiveRun:
         """
         if self._failed_here or self.outcome is not None:
             return
+        reason = _storable(reason)
         logger.warning("run %s failed: %s", self.run_id, reason)
         failure = WorkflowFailedEvent(step_name="", exception=RuntimeError(reason))
         self._append(codec.encode(failure))
@@ -274,7 +276,7 @@ class LiveRun:
         if not (wants_ctx or pending.events or pending.consumed_inbox or terminal or release):
             return None
         self._pending = _Pending(state_changed=False)
-        ctx = self._checkpoint_or_fail() if wants_ctx and not self._ctx_broken else None
+        ctx = self._checkpoint_or_fail(pending) if wants_ctx and not self._ctx_broken else None
         # A failed checkpoint fails the run, adding the failure to this write.
         pending.events.extend(self._pending.events)
         self._pending.events.clear()
@@ -296,16 +298,22 @@ class LiveRun:
         )
         return self._inflight
 
-    def _checkpoint_or_fail(self) -> str | None:
-        """A checkpoint; if the run's context cannot be serialized, fail the run (no ctx)."""
+    def _checkpoint_or_fail(self, pending: _Pending) -> str | None:
+        """A checkpoint; if the run's context cannot be serialized, fail the run (no ctx).
+
+        A run that has just ended fails all the same (its end is in ``pending``,
+        not written yet): what it leaves behind could not be saved.
+        """
         try:
             return self.checkpoint()
         except Exception as exc:
             self._ctx_broken = True  # the last checkpoint written stays the run's ctx
-            reason = f"The run's state cannot be checkpointed: {codec.readable_error(exc)}"
-            if self.outcome is not None:  # it ended anyway: keep its outcome
-                logger.warning("run %s: %s", self.run_id, reason)
-            self.fail(reason)
+            if self.outcome is not None and not self._failed_here:
+                ended = [e for e in pending.events if e.terminal]
+                pending.events = [e for e in pending.events if not e.terminal]
+                self._next_sequence = min((e.sequence for e in ended), default=self._next_sequence)
+                self.outcome = None
+            self.fail(f"The run's state cannot be checkpointed: {codec.readable_error(exc)}")
             return None
 
     def checkpoint(self) -> str:

@@ -113,9 +113,7 @@ class _ObservedAdapter(BaseInternalRunAdapterDecorator):
         # Same contract as the engine's default, but every task started here is
         # reported, so stopping a run can cancel its steps: cancelling the
         # control loop alone leaves a step that is mid-await running.
-        started = [
-            p.start(asyncio.create_task(_contained(p.coro, self._observer))) for p in pending
-        ]
+        started = [p.start(_start_contained(p.coro, self._observer)) for p in pending]
         for named in started:
             self._observer.track_task(named.task)
         candidates = running + started
@@ -124,6 +122,13 @@ class _ObservedAdapter(BaseInternalRunAdapterDecorator):
             return WaitForNextTaskResult(None, started)
         done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         return WaitForNextTaskResult(_pick_first(candidates, done) if done else None, started)
+
+
+def _start_contained(coro: Coroutine[Any, Any, Any], observer: RunObserver) -> asyncio.Task[Any]:
+    task = asyncio.create_task(_contained(coro, observer))
+    # A task cancelled before it ran never awaited ``coro``: close it quietly.
+    task.add_done_callback(lambda _: coro.close())
+    return task
 
 
 async def _contained(coro: Coroutine[Any, Any, Any], observer: RunObserver) -> Any:

@@ -483,8 +483,9 @@ def test_readable_error_drops_module_paths_and_names_the_root_cause() -> None:
     try:
         try:
             raise ValueError("Maximum serialization depth exceeded")
-        except ValueError:
-            raise ValueError("Failed to serialize value: <class 'workflows.events.StartEvent'>: ")
+        except ValueError as inner:
+            message = "Failed to serialize value: <class 'workflows.events.StartEvent'>: "
+            raise ValueError(message) from inner
     except ValueError as exc:
         text = readable_error(exc)
     assert text == "Failed to serialize value: StartEvent (Maximum serialization depth exceeded)"
