@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import secrets
 import string
@@ -265,7 +266,11 @@ class WorkflowService:
         payload = codec.dumps(envelope)
         try:
             payload.encode("utf-8")
-            back = (entry.events.decode_start if start else entry.events.decode)(payload)
+            # Decoded as it will be when resumed or delivered: our own JSON,
+            # so without the input limits (the envelope nests a little deeper).
+            back = (entry.events.decode_start if start else entry.events.decode)(
+                json.loads(payload)
+            )
         except (UnicodeEncodeError, BadEventError) as exc:
             raise BadEventError(f"Invalid event: it does not decode back ({exc})") from exc
         if codec.envelope(back) != envelope:
@@ -521,7 +526,7 @@ class WorkflowService:
 
     def _deliver_entry(self, live: LiveRun, entry: InboxEntry) -> None:
         try:
-            event = live.workflow.events.decode(entry.payload)
+            event = live.workflow.events.decode(json.loads(entry.payload))  # written by us
             live.deliver(entry.id, event, entry.step)
         except Exception as exc:
             logger.warning(

@@ -131,13 +131,13 @@ async def test_progress_the_database_refuses_fails_only_its_run(make_store: Stor
 async def test_unsaveable_input_from_host_code_is_refused_before_anything_is_written(
     service: WorkflowService,
 ) -> None:
-    with pytest.raises(BadEventError, match="limit of 64 levels"):
-        await service.start_run("greet", StartEvent(name=nested_list(70)))
+    with pytest.raises(BadEventError, match="Maximum serialization depth exceeded"):
+        await service.start_run("greet", StartEvent(name=nested_list(300)))
     with pytest.raises(BadEventError, match="cannot be serialized: Unable to serialize unknown"):
         await service.start_run("greet", StartEvent(name=Opaque()))
     handler = await service.start_run("hitl")
-    with pytest.raises(BadEventError, match="limit of 64 levels"):
-        await service.send_event(handler.handler_id, AnswerEvent(answer="x", deep=nested_list(70)))
+    with pytest.raises(BadEventError, match="Maximum serialization depth exceeded"):
+        await service.send_event(handler.handler_id, AnswerEvent(answer="x", deep=nested_list(300)))
     await service.send_event(handler.handler_id, AnswerEvent(answer="fine"))
     done = await service.wait_for(handler.handler_id)
 
