@@ -381,7 +381,9 @@ def _clean(text: str) -> str:
     text = _CLASS_REPR.sub(r"\1", text)
     text = _DOTTED_NAME.sub(r"\1", text)
     text = _ADDRESS.sub(">", text)
-    return " ".join(text.replace("\x00", "").split()).strip(" :")
+    # NUL and unpaired surrogates: no database column stores them.
+    text = text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    return " ".join(text.split()).strip(" :")
 
 
 def describe_validation_error(exc: ValidationError) -> str:

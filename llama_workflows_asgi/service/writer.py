@@ -161,12 +161,18 @@ class ProgressWriter:
 
     def _publish(self, batch: list[tuple[LiveRun, RunProgress]], lost: set[str]) -> None:
         for run, progress in batch:
-            if run.handler_id in lost:
+            try:
+                if run.handler_id in lost:
+                    self._on_lost(run)
+                    continue
+                run.acknowledge(progress)
+                if run.settled:
+                    self._on_settled(run)
+            except Exception:
+                # A bug in one run's bookkeeping must not leave the rest of the
+                # batch unacknowledged (and so never written again).
+                logger.exception("publishing the progress of run %s failed", run.run_id)
                 self._on_lost(run)
-                continue
-            run.acknowledge(progress)
-            if run.settled:
-                self._on_settled(run)
 
     async def _reject(self, run: LiveRun, progress: RunProgress, exc: Exception) -> None:
         """The store refused this run's progress (not an outage): fail the run alone."""

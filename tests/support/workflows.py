@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from pydantic import create_model
 from workflows import Context, Workflow, step
 from workflows.events import (
     Event,
@@ -115,6 +116,10 @@ class Note(Event):
     text: str = ""
 
 
+LongNamedEvent: type[Event] = create_model("L" * 300, __base__=Event)
+"""An event whose class name (300 characters) is too long for the event log's column."""
+
+
 class FaultInput(StartEvent):
     mode: str
     pause: float = 0.2
@@ -132,7 +137,8 @@ class FaultyWorkflow(Workflow):
     """Produces, by ``mode``, something that cannot be saved, or raises what steps must not.
 
     Modes: ``event``, ``state``, ``result``, ``deep_state`` (unserializable or
-    too deep), ``surrogate`` (an event no database can store), ``keyboard``,
+    too deep), ``surrogate`` (an event no database can store), ``long_name``
+    (an event type too long for PostgreSQL's column), ``keyboard``,
     ``systemexit``, ``cancelled`` (raised by the step). The step then waits
     ``pause`` seconds and would finish, so a run that ends ``completed`` was
     not stopped.
@@ -145,6 +151,8 @@ class FaultyWorkflow(Workflow):
             ctx.write_event_to_stream(Note(text="opaque", opaque=Opaque()))
         elif mode == "surrogate":
             ctx.write_event_to_stream(Note(text="\ud800"))
+        elif mode == "long_name":
+            ctx.write_event_to_stream(LongNamedEvent())
         elif mode == "state":
             await ctx.store.set("opaque", Opaque())
         elif mode == "deep_state":
