@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -98,8 +97,14 @@ class WorkflowRoute(APIRoute):
         return route_handler
 
 
-async def read_json_body(request: Request, limit: int) -> Any:
-    """The request's JSON body; raises 413/400 errors for oversized or invalid bodies."""
+async def read_json_body(
+    request: Request, limit: int, max_depth: int = codec.DEFAULT_MAX_JSON_DEPTH
+) -> Any:
+    """The request's JSON body; raises 413/400 errors for oversized or invalid bodies.
+
+    Parsed strictly (see ``codec.loads``): nesting deeper than ``max_depth``,
+    ``NaN``, ``Infinity`` and numbers too large for JSON are a 400.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"Request body exceeds the {limit}-byte limit")
@@ -111,8 +116,10 @@ async def read_json_body(request: Request, limit: int) -> Any:
             raise PayloadTooLargeError(f"Request body exceeds the {limit}-byte limit")
         chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks))
-    except (ValueError, UnicodeDecodeError) as exc:
+        return codec.loads(b"".join(chunks), max_depth=max_depth)
+    except codec.InvalidJSONError as exc:
+        if "nested deeper" in str(exc):
+            raise BadRequestError(f"Invalid JSON body: {exc} (max_json_depth)") from exc
         raise BadRequestError(f"Invalid JSON body: {exc}") from exc
 
 

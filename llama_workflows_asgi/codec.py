@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +39,13 @@ FRAMEWORK_EVENTS: tuple[type[Event], ...] = (
 
 _ENVELOPE_KEYS = frozenset({"value", "data", "type", "types", "qualified_name"})
 
+DEFAULT_MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects accepted in JSON input by default.
+
+The engine's serializer cannot checkpoint values nested much deeper than 250
+levels; input is held well below that, so an accepted run can always be saved.
+"""
+
 
 _LINE_BREAKERS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
 
@@ -49,6 +58,77 @@ def dumps(value: Any) -> str:
     """
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     return text.translate(_LINE_BREAKERS) if not text.isascii() else text
+
+
+class InvalidJSONError(ValueError):
+    """JSON input that cannot be accepted: malformed, too deep, or not round-trippable."""
+
+
+class SerializationError(BadEventError):
+    """An event whose value cannot be turned into JSON (raised by :func:`envelope`)."""
+
+
+_JSON_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKETS = re.compile(r"[\[\]{}]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def loads(text: str | bytes, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> Any:
+    """Parse JSON input strictly; raises :class:`InvalidJSONError`.
+
+    Refused: nesting deeper than ``max_depth``, ``NaN`` and ``Infinity`` (not
+    JSON, and stored as ``null`` by most readers), numbers too large for a
+    float (``1e400``), and unpaired UTF-16 surrogates (not Unicode, so no
+    database can store them).
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode(json.detect_encoding(text))
+        except UnicodeDecodeError as exc:
+            raise InvalidJSONError(f"not valid UTF-8 ({exc})") from exc
+    if _too_deep(text, max_depth):
+        raise InvalidJSONError(f"nested deeper than the limit of {max_depth} levels")
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except InvalidJSONError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise InvalidJSONError(str(exc)) from exc
+    if _SURROGATE_ESCAPE.search(text):
+        _check_unicode(value)
+    return value
+
+
+def _too_deep(text: str, max_depth: int) -> bool:
+    if text.count("[") + text.count("{") <= max_depth:
+        return False  # the common case: not even that many brackets in all
+    depth = 0
+    for match in _JSON_BRACKETS.finditer(_JSON_STRINGS.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            if depth > max_depth:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidJSONError(f"{name} is not a JSON number")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise InvalidJSONError(f"the number {literal[:40]} is too large")
+    return value
+
+
+def _check_unicode(value: Any) -> None:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidJSONError("a string holds an unpaired UTF-16 surrogate") from exc
 
 
 def qualified_name(cls: type[Any]) -> str:
@@ -89,13 +169,19 @@ class EncodedEvent:
 
 
 def envelope(event: Event, *, include_qualified_name: bool = True) -> dict[str, Any]:
-    """The wire envelope of ``event`` as a dict."""
+    """The wire envelope of ``event`` as a dict.
+
+    Raises :class:`SerializationError` if the event's value cannot be turned
+    into JSON (an object no serializer knows, a cycle, nesting too deep).
+    """
     cls = type(event)
     ancestors = event_ancestors(cls)
     try:
         value = event.model_dump(mode="json")
     except Exception as exc:
-        value = {"serialization_error": f"{type(exc).__name__}: {exc}"}
+        raise SerializationError(
+            f"The {cls.__name__} cannot be serialized: {readable_error(exc)}"
+        ) from exc
     return {
         "value": value,
         "qualified_name": qualified_name(cls) if include_qualified_name else None,
@@ -105,7 +191,7 @@ def envelope(event: Event, *, include_qualified_name: bool = True) -> dict[str, 
 
 
 def encode(event: Event) -> EncodedEvent:
-    """The stored and streamed form of ``event``."""
+    """The stored and streamed form of ``event``; raises :class:`SerializationError`."""
     cls = type(event)
     return EncodedEvent(dumps(envelope(event)), cls.__name__, is_internal(cls), is_terminal(cls))
 
@@ -120,8 +206,15 @@ def without_qualified_name(payload: str) -> str:
 class EventRegistry:
     """The event classes a workflow accepts from outside, by name and qualified name."""
 
-    def __init__(self, events: Iterable[type[Event]], start_class: type[StartEvent]) -> None:
+    def __init__(
+        self,
+        events: Iterable[type[Event]],
+        start_class: type[StartEvent],
+        *,
+        max_depth: int = DEFAULT_MAX_JSON_DEPTH,
+    ) -> None:
         self.start_class = start_class
+        self.max_depth = max_depth  # for events given as JSON strings
         self._by_name: dict[str, type[Event]] = {}
         self._by_qualified_name: dict[str, type[Event]] = {}
         for cls in (*events, start_class, *FRAMEWORK_EVENTS):
@@ -154,17 +247,17 @@ class EventRegistry:
 
     def decode(self, payload: Any) -> Event:
         """An event sent into a running workflow (``POST /events``)."""
-        data = _as_object(payload)
+        data = _as_object(payload, self.max_depth)
         if not _looks_like_envelope(data):
             raise BadEventError(
                 "Invalid event: expected an envelope with 'type' (or 'qualified_name') and 'value'"
             )
         cls = self.resolve(_optional_str(data, "type"), _optional_str(data, "qualified_name"))
-        return _validate(cls, _value_of(data))
+        return _validate(cls, _value_of(data, self.max_depth))
 
     def decode_start(self, payload: Any) -> StartEvent:
         """A start event: an envelope or the start event's fields as a bare object."""
-        data = _as_object(payload)
+        data = _as_object(payload, self.max_depth)
         if not _looks_like_envelope(data):
             return _validate_start(self.start_class, data)
         type_name, qualified = _optional_str(data, "type"), _optional_str(data, "qualified_name")
@@ -180,14 +273,14 @@ class EventRegistry:
             raise BadEventError(
                 f"Start event must be a {self.start_class.__name__}, got {cls.__name__}"
             )
-        return _validate_start(cls, _value_of(data))
+        return _validate_start(cls, _value_of(data, self.max_depth))
 
 
-def _as_object(payload: Any) -> dict[str, Any]:
+def _as_object(payload: Any, max_depth: int) -> dict[str, Any]:
     if isinstance(payload, str):
         try:
-            payload = json.loads(payload)
-        except ValueError as exc:
+            payload = loads(payload, max_depth=max_depth)
+        except InvalidJSONError as exc:
             raise BadEventError(f"Invalid event: not valid JSON ({exc})") from exc
     if not isinstance(payload, dict):
         raise BadEventError("Invalid event: must be a JSON object or a JSON string holding one")
@@ -208,12 +301,12 @@ def _optional_str(data: dict[str, Any], key: str) -> str | None:
     raise BadEventError(f"Invalid event: '{key}' must be a string")
 
 
-def _value_of(data: dict[str, Any]) -> dict[str, Any]:
+def _value_of(data: dict[str, Any], max_depth: int) -> dict[str, Any]:
     value = data.get("value", data.get("data"))
     if value is None:
         return {}
     if isinstance(value, str):
-        value = _as_object(value)
+        value = _as_object(value, max_depth)
     if not isinstance(value, dict):
         raise BadEventError("Invalid event: 'value' must be a JSON object")
     return value
@@ -252,6 +345,45 @@ def _validate_start(cls: type[Event], value: dict[str, Any]) -> StartEvent:
     event = _validate(cls, value)
     assert isinstance(event, StartEvent)  # callers pass StartEvent subclasses only
     return event
+
+
+_CLASS_REPR = re.compile(r"<class '(?:[\w]+\.)*(\w+)'>")
+_DOTTED_NAME = re.compile(r"\b(?:[a-z_]\w*\.)+([A-Z]\w*)\b")
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
+
+
+def readable_error(exc: BaseException) -> str:
+    """``exc``'s message for a person: no module paths, no SQL, its root cause named.
+
+    Serializers wrap the real reason ("Maximum serialization depth exceeded")
+    in a generic message; the innermost cause is appended when it differs.
+    """
+    root = exc
+    for _ in range(16):  # a chain, not a cycle
+        inner = root.__cause__ or root.__context__
+        if inner is None:
+            break
+        root = inner
+    text = _clean(_message(exc))
+    cause = _clean(_message(root)) if root is not exc else ""
+    if cause and cause not in text:
+        text = f"{text} ({cause})" if text else cause
+    return (text or type(exc).__name__)[:1000]
+
+
+def _message(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)  # a driver error wrapped by SQLAlchemy
+    text = str(orig if orig is not None else exc)
+    return text.split("\n[SQL:", 1)[0].split("\n(Background on", 1)[0]
+
+
+def _clean(text: str) -> str:
+    text = _CLASS_REPR.sub(r"\1", text)
+    text = _DOTTED_NAME.sub(r"\1", text)
+    text = _ADDRESS.sub(">", text)
+    # NUL and unpaired surrogates: no database column stores them.
+    text = text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    return " ".join(text.split()).strip(" :")
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -101,6 +101,7 @@ class HealthResponse(BaseModel):
     """Liveness of the workflow service."""
 
     status: Literal["healthy", "unhealthy"]
+    detail: str | None = Field(default=None, description="What is wrong, when unhealthy")
 
 
 class WorkflowsList(BaseModel):

@@ -6,6 +6,7 @@
 
 import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, cast
@@ -19,7 +20,7 @@ from workflows.representation import get_workflow_representation
 from . import codec
 from ._http import WorkflowRoute, error_response, json_body_doc, json_response, read_json_body
 from .dashboard import add_dashboard_routes
-from .errors import BadRequestError
+from .errors import BadRequestError, StoreUnavailableError
 from .models import (
     CancelResponse,
     ErrorResponse,
@@ -49,6 +50,8 @@ from .store.base import (
     StoredEvent,
 )
 from .store.memory import MemoryWorkflowStore
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_SIZE = 1024 * 1024
 """Largest request body accepted by default (1 MiB)."""
@@ -264,6 +267,7 @@ class _Routes:
         self.service = service
         self.principal = principal
         self.max_body_size = max_body_size
+        self.max_json_depth = service.config.max_json_depth
         self.heartbeat = heartbeat
 
     def add_all(self) -> None:
@@ -284,10 +288,11 @@ class _Routes:
             "/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}}
         )
         async def health() -> Response:
-            """Whether the workflow service is running and its store answers."""
-            if await service.healthy():
+            """Whether the service runs, its store answers and its background work keeps up."""
+            problem = await service.health_problem()
+            if problem is None:
                 return json_response({"status": "healthy"})
-            return json_response({"status": "unhealthy"}, 503)
+            return json_response({"status": "unhealthy", "detail": problem}, 503)
 
         @router.get("/workflows", response_model=WorkflowsList)
         async def list_workflows() -> Response:
@@ -372,7 +377,7 @@ class _Routes:
         self, name: str, request: Request, principal: Any, idempotency_key: str | None
     ) -> PersistentHandler:
         entry = self.service.registry.get(name)
-        body = await read_json_body(request, self.max_body_size)
+        body = await read_json_body(request, self.max_body_size, self.max_json_depth)
         if not isinstance(body, dict):
             raise BadRequestError("Request body must be a JSON object")
         return await self.service.start_run(
@@ -515,7 +520,8 @@ class _Routes:
             handler_id: str, request: Request, principal: principal_dep
         ) -> Response:
             """Send an event into a running handler (human-in-the-loop answers, signals)."""
-            event, step = _event_body(await read_json_body(request, self.max_body_size))
+            body = await read_json_body(request, self.max_body_size, self.max_json_depth)
+            event, step = _event_body(body)
             await service.send_event(
                 handler_id, event, step=step, principal=_principal_id(principal)
             )
@@ -584,11 +590,17 @@ def _stream_response(stream: EventStream, sse: bool, with_names: bool) -> Respon
 
     async def frames() -> AsyncIterator[bytes]:
         # Everything written since the last read goes out in one chunk.
-        async for item in stream:
-            if isinstance(item, Heartbeat):
-                yield b": heartbeat\n\n"
-            else:
-                yield "".join(frame(event) for event in item).encode()
+        try:
+            async for item in stream:
+                if isinstance(item, Heartbeat):
+                    yield b": heartbeat\n\n"
+                else:
+                    yield "".join(frame(event) for event in item).encode()
+        except StoreUnavailableError as exc:
+            # The client reconnects from its last sequence once the store is back.
+            logger.warning("ending the stream of run %s: %s", stream.run_id, exc)
+        except Exception:
+            logger.exception("ending the stream of run %s", stream.run_id)
 
     if sse:
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -6,7 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from ..codec import DEFAULT_MAX_JSON_DEPTH
 from ..store.base import DEFAULT_PRUNE_BATCH, FINISHED_STATUSES, FinishedStatus
+
+# The engine's serializer refuses values nested past about 250 levels; a start
+# event's value sits a few levels down inside a checkpoint.
+_CHECKPOINTABLE_DEPTH = 200
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,11 @@ class ServiceConfig:
         retention_batch_size: Runs deleted per transaction.
         retention_pause: Seconds between two batches of a round, so that the
             runs' own writes go first.
+        max_json_depth: Deepest nesting of arrays and objects accepted in JSON
+            input (request bodies, events given as JSON strings); deeper is a
+            400. Keep it well below 250, the most the engine can checkpoint.
+        max_unwritten_age: Seconds progress may wait unwritten (the database
+            is away or locked) before ``/health`` reports the writer stalled.
     """
 
     lease_ttl: float = 8.0
@@ -66,11 +76,13 @@ class ServiceConfig:
     retention_interval: float = 300.0
     retention_batch_size: int = DEFAULT_PRUNE_BATCH
     retention_pause: float = 0.05
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    max_unwritten_age: float = 5.0
 
     def __post_init__(self) -> None:
         # A zero or negative poll would make the ownership loop (or a stream of a
         # remote run) spin without sleeping, hammering the database.
-        for name in ("lease_ttl", "poll_interval", "stream_poll_interval"):
+        for name in ("lease_ttl", "poll_interval", "stream_poll_interval", "max_unwritten_age"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         for name in ("idle_timeout", "checkpoint_delay", "stop_timeout"):
@@ -81,6 +93,9 @@ class ServiceConfig:
             raise ValueError("lease_ttl must exceed twice poll_interval so leases renew in time")
         if self.max_resume_attempts < 1 or self.claim_batch_size < 1 or self.max_page_size < 1:
             raise ValueError("max_resume_attempts, claim_batch_size and max_page_size must be >= 1")
+        if not 1 <= self.max_json_depth <= _CHECKPOINTABLE_DEPTH:
+            # Deeper input would be accepted and then fail to checkpoint.
+            raise ValueError(f"max_json_depth must be between 1 and {_CHECKPOINTABLE_DEPTH}")
         self._check_retention()
 
     def _check_retention(self) -> None:

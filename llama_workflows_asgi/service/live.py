@@ -61,7 +61,7 @@ def outcome_of(event: StopEvent, payload: str) -> Outcome:
     if isinstance(event, WorkflowCancelledEvent):
         return Outcome("cancelled")
     if isinstance(event, WorkflowFailedEvent):
-        return Outcome("failed", error=str(event.exception))
+        return Outcome("failed", error=_storable(str(event.exception)))
     if isinstance(event, WorkflowTimedOutEvent):
         return Outcome("failed", error=f"Workflow timed out after {float(event.timeout)}s")
     return Outcome("completed", result=payload)
@@ -77,6 +77,11 @@ def _may_fail_run(tick: WorkflowTick) -> bool:
     return isinstance(tick, TickStepResult) and any(
         isinstance(result, StepWorkerFailed) for result in tick.result
     )
+
+
+def _storable(text: str) -> str:
+    """``text`` without what no database column takes: NUL, unpaired surrogates."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
 @dataclass
@@ -139,6 +144,11 @@ class LiveRun:
         self.outcome: Outcome | None = None
         self.releasing = False
         self._engine_stopped = False
+        # Set when something the run produced cannot be saved: the run fails
+        # here, and nothing the engine reports afterwards is recorded.
+        self._failed_here = False
+        self._ctx_broken = False
+        self.poisoned = False
         self.durable_sequence = next_sequence - 1
         self.tail: deque[StoredEvent] = deque(maxlen=tail_size)
         self._changed = asyncio.Event()
@@ -172,9 +182,32 @@ class LiveRun:
         self._mark()
 
     def observe_event(self, event: Event) -> None:
-        if isinstance(event, IdleReleasedEvent):
+        if isinstance(event, IdleReleasedEvent) or self._failed_here:
             return
-        encoded = codec.encode(event)
+        try:
+            encoded = codec.encode(event)
+        except codec.SerializationError as exc:
+            # Called from the engine's control loop or a step's background
+            # task, where raising would be swallowed: fail the run instead.
+            what = "result" if isinstance(event, StopEvent) else f"event {type(event).__name__}"
+            reason = codec.readable_error(exc.__cause__ or exc)
+            self.fail(f"The run's {what} cannot be serialized: {reason}")
+            return
+        stored = self._append(encoded)
+        if isinstance(event, StopEvent) and self.outcome is None:
+            self.outcome = outcome_of(event, encoded.payload)
+        elif isinstance(event, WorkflowIdleEvent):
+            self.idle_since = stored.created_at
+            self._on_idle(self)
+        self._mark()
+
+    def observe_interrupt(self, exc: BaseException) -> None:
+        self.fail(
+            f"A step raised {type(exc).__name__}, which stops the run"
+            + (f": {codec.readable_error(exc)}" if str(exc) else "")
+        )
+
+    def _append(self, encoded: codec.EncodedEvent) -> StoredEvent:
         stored = StoredEvent(
             self._next_sequence,
             encoded.payload,
@@ -185,12 +218,40 @@ class LiveRun:
         )
         self._next_sequence += 1
         self._pending.events.append(stored)
-        if isinstance(event, StopEvent) and self.outcome is None:
-            self.outcome = outcome_of(event, encoded.payload)
-        elif isinstance(event, WorkflowIdleEvent):
-            self.idle_since = stored.created_at
-            self._on_idle(self)
+        return stored
+
+    def fail(self, reason: str) -> None:
+        """End the run here as ``failed``: something it produced cannot be saved.
+
+        The engine is stopped at once (nothing it does next could be saved
+        either); the failure event ends the run's stream and ``reason`` becomes
+        its ``error``. A run that already has an outcome keeps it.
+        """
+        if self._failed_here or self.outcome is not None:
+            return
+        reason = _storable(reason)
+        logger.warning("run %s failed: %s", self.run_id, reason)
+        failure = WorkflowFailedEvent(step_name="", exception=RuntimeError(reason))
+        self._append(codec.encode(failure))
+        self.outcome = Outcome("failed", error=reason)
+        self._failed_here = True
+        self.abort()
         self._mark()
+
+    def poison(self, reason: str) -> None:
+        """Its progress cannot be written: drop it and fail the run with ``reason`` alone.
+
+        Everything not yet written is discarded (the store refused it), so the
+        next write carries only the failure: no checkpoint, no other event.
+        """
+        self.poisoned = True
+        self._inflight = None
+        self._pending = _Pending(state_changed=False)
+        self._next_sequence = self.durable_sequence + 1
+        self._ctx_broken = True
+        self._failed_here = False
+        self.outcome = None
+        self.fail(reason)
 
     def observe_state_change(self) -> None:
         self._pending.state_changed = True
@@ -231,23 +292,45 @@ class LiveRun:
         if not (wants_ctx or pending.events or pending.consumed_inbox or terminal or release):
             return None
         self._pending = _Pending(state_changed=False)
+        ctx = self._checkpoint_or_fail(pending) if wants_ctx and not self._ctx_broken else None
+        # A failed checkpoint fails the run, adding the failure to this write.
+        pending.events.extend(self._pending.events)
+        self._pending.events.clear()
         outcome = self.outcome or Outcome("running")
         self._inflight = RunProgress(
             handler_id=self.handler_id,
             run_id=self.run_id,
             owner_id=owner_id,
             updated_at=now,
-            ctx=self.checkpoint() if wants_ctx else None,
+            ctx=ctx,
             events=pending.events,
             consumed_inbox=pending.consumed_inbox,
             status=outcome.status,
             result=outcome.result,
             error=outcome.error,
-            idle_since=None if terminal else self.idle_since,
+            idle_since=None if outcome.status != "running" else self.idle_since,
             reset_attempts=pending.progressed,
-            release=release,
+            release=release and outcome.status == "running",
         )
         return self._inflight
+
+    def _checkpoint_or_fail(self, pending: _Pending) -> str | None:
+        """A checkpoint; if the run's context cannot be serialized, fail the run (no ctx).
+
+        A run that has just ended fails all the same (its end is in ``pending``,
+        not written yet): what it leaves behind could not be saved.
+        """
+        try:
+            return self.checkpoint()
+        except Exception as exc:
+            self._ctx_broken = True  # the last checkpoint written stays the run's ctx
+            if self.outcome is not None and not self._failed_here:
+                ended = [e for e in pending.events if e.terminal]
+                pending.events = [e for e in pending.events if not e.terminal]
+                self._next_sequence = min((e.sequence for e in ended), default=self._next_sequence)
+                self.outcome = None
+            self.fail(f"The run's state cannot be checkpointed: {codec.readable_error(exc)}")
+            return None
 
     def checkpoint(self) -> str:
         """The run's context as ``Context.to_dict()`` JSON, without replaying history."""
@@ -339,17 +422,22 @@ class LiveRun:
     async def stop_engine(self, timeout: float) -> None:
         """Stop executing here, leaving in-flight steps to be re-run from the checkpoint."""
         self.releasing = True
-        if self._adapter is not None and self.handler is not None and not self.handler.is_done():
-            await self._adapter.send_event(TickIdleRelease())
-            result = asyncio.ensure_future(self.handler.stop_event_result())
-            done, _ = await asyncio.wait({result}, timeout=timeout)
-            if not done:
-                result.cancel()
-            elif not result.cancelled() and result.exception() is not None:
-                logger.debug("run %s stopped with %r", self.run_id, result.exception())
-        self.abort()
-        self._engine_stopped = True
-        self._mark()
+        handler = self.handler
+        try:
+            if self._adapter is not None and handler is not None and not handler.is_done():
+                await self._adapter.send_event(TickIdleRelease())
+                result = asyncio.ensure_future(handler.stop_event_result())
+                done, _ = await asyncio.wait({result}, timeout=timeout)
+                if not done:
+                    result.cancel()
+                elif not result.cancelled() and result.exception() is not None:
+                    logger.debug("run %s stopped with %r", self.run_id, result.exception())
+        finally:
+            # Whatever happened, the release must be written, or the run would
+            # stay owned here and never resume.
+            self.abort()
+            self._engine_stopped = True
+            self._mark()
 
     def abort(self) -> None:
         """Stop the engine at once: cancel the control loop and every step task."""

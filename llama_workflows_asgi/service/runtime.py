@@ -10,7 +10,7 @@ observed ticks, the event log from the streamed events.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -43,6 +43,9 @@ class RunObserver(Protocol):
 
     def track_task(self, task: asyncio.Task[Any]) -> None:
         """The control loop started a task (a step worker or its mailbox pull)."""
+
+    def observe_interrupt(self, exc: BaseException) -> None:
+        """A step raised what the engine does not handle (``KeyboardInterrupt``...)."""
 
 
 class DurableRuntime(BaseRuntimeDecorator):
@@ -110,7 +113,7 @@ class _ObservedAdapter(BaseInternalRunAdapterDecorator):
         # Same contract as the engine's default, but every task started here is
         # reported, so stopping a run can cancel its steps: cancelling the
         # control loop alone leaves a step that is mid-await running.
-        started = [p.start(asyncio.create_task(p.coro)) for p in pending]
+        started = [p.start(_start_contained(p.coro, self._observer)) for p in pending]
         for named in started:
             self._observer.track_task(named.task)
         candidates = running + started
@@ -119,6 +122,35 @@ class _ObservedAdapter(BaseInternalRunAdapterDecorator):
             return WaitForNextTaskResult(None, started)
         done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         return WaitForNextTaskResult(_pick_first(candidates, done) if done else None, started)
+
+
+def _start_contained(coro: Coroutine[Any, Any, Any], observer: RunObserver) -> asyncio.Task[Any]:
+    task = asyncio.create_task(_contained(coro, observer))
+    # A task cancelled before it ran never awaited ``coro``: close it quietly.
+    task.add_done_callback(lambda _: coro.close())
+    return task
+
+
+async def _contained(coro: Coroutine[Any, Any, Any], observer: RunObserver) -> Any:
+    """Await a step worker, turning what would escape the engine into a failed run.
+
+    The engine handles a step's ``Exception``; a ``KeyboardInterrupt`` or
+    ``SystemExit`` would propagate out of the event loop and stop the whole
+    server, and a ``CancelledError`` the step raised itself (its task was not
+    cancelled) would leave the run waiting forever.
+    """
+    try:
+        return await coro
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+        if cancelling is None or cancelling():
+            raise  # a real cancellation
+        observer.observe_interrupt(exc)
+        raise
+    except (KeyboardInterrupt, SystemExit) as exc:
+        observer.observe_interrupt(exc)
+        raise asyncio.CancelledError from exc
 
 
 class ObservedStateStore:

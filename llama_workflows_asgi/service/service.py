@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import secrets
 import string
@@ -16,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 from workflows import Context, Workflow
+from workflows.context.serializers import JsonSerializer
 from workflows.events import Event, StartEvent, WorkflowCancelledEvent, WorkflowFailedEvent
 
 from .. import codec
@@ -134,7 +136,9 @@ class WorkflowService:
             raise ValueError(
                 f"Workflow {name!r} has already run elsewhere; register a fresh instance"
             ) from exc
-        return self.registry.add(name, workflow, additional_events)
+        entry = self.registry.add(name, workflow, additional_events)
+        entry.events.max_depth = self.config.max_json_depth
+        return entry
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -183,14 +187,36 @@ class WorkflowService:
             await self.stop()
 
     async def healthy(self) -> bool:
-        """Whether the service is started and its store answers."""
+        """Whether the service is started, its store answers and its background work keeps up."""
+        return await self.health_problem() is None
+
+    async def health_problem(self) -> str | None:
+        """What keeps the service from working, or ``None`` when it is healthy.
+
+        Unhealthy: not started, the store does not answer, progress has waited
+        unwritten longer than ``max_unwritten_age``, or no ownership round has
+        completed for half a lease (leases may lapse and runs move elsewhere).
+        """
         if not self.running:
-            return False
+            return "The workflow service is not running"
         try:
             await self.store.ping()
-        except StoreUnavailableError:
-            return False
-        return True
+        except StoreUnavailableError as exc:
+            return f"The store is unreachable: {exc}"
+        waited = self._writer.stalled_for()
+        if waited > self.config.max_unwritten_age:
+            error = self._writer.last_error
+            return (
+                f"Progress of {self._writer.unwritten_runs} run(s) unwritten for {waited:.1f}s"
+                + (f": {codec.readable_error(error)}" if error is not None else "")
+            )
+        silent = self._supervisor.silent_for()
+        if silent > self.config.lease_ttl / 2:
+            error = self._supervisor.last_error
+            return f"No ownership round completed for {silent:.1f}s" + (
+                f": {codec.readable_error(error)}" if error is not None else ""
+            )
+        return None
 
     # -- starting runs -------------------------------------------------------------------
 
@@ -220,6 +246,7 @@ class WorkflowService:
             if replay is not None:
                 return replay
         event = _start_event_for(entry, start_event)
+        self._check_storable(entry, event, start=True)
         ctx, replaces = await self._initial_context(entry, handler_id, principal, context)
         row = self._new_row(entry, handler_id or new_id(), event, principal, key, request_hash)
         row.ctx = ctx  # the context the run starts from: none, a carried state store, or given
@@ -231,6 +258,38 @@ class WorkflowService:
         """Start a run and wait until it finished and its outcome is written."""
         handler = await self.start_run(workflow_name, start_event, **options)
         return await self.wait_for(handler.handler_id, principal=options.get("principal"))
+
+    def _check_storable(
+        self, entry: RegisteredWorkflow, event: Event, *, start: bool
+    ) -> dict[str, Any]:
+        """``event``'s envelope, once it is known to checkpoint and decode back.
+
+        Raises ``BadEventError`` otherwise: an input accepted and then refused
+        by the serializer would fail its run (or, stored as something else,
+        be silently replaced).
+        """
+        envelope = codec.envelope(event)
+        payload = codec.dumps(envelope)
+        try:
+            payload.encode("utf-8")
+            # Decoded as it will be when resumed or delivered: our own JSON,
+            # so without the input limits (the envelope nests a little deeper).
+            back = (entry.events.decode_start if start else entry.events.decode)(
+                json.loads(payload)
+            )
+        except (UnicodeEncodeError, BadEventError) as exc:
+            raise BadEventError(f"Invalid event: it does not decode back ({exc})") from exc
+        if codec.envelope(back) != envelope:
+            raise BadEventError("Invalid event: its value changes when it is decoded again")
+        serializer = self._serializer(entry)
+        if type(serializer) is JsonSerializer:
+            return envelope  # it dumps an event exactly as envelope() just did
+        try:
+            serializer.serialize(event)
+        except Exception as exc:
+            reason = codec.readable_error(exc)
+            raise BadEventError(f"Invalid event: it cannot be checkpointed ({reason})") from exc
+        return envelope
 
     async def _replay(
         self, key: str, request_hash: str | None, principal: str | None
@@ -355,15 +414,25 @@ class WorkflowService:
             if problem is not None:
                 await self._give_up(row.handler_id, problem)
                 continue
-            assert row.run_id is not None
-            live = self._register(
-                row, self.registry.get(row.workflow_name), sequences.get(row.run_id, -1) + 1
-            )
-            ctx, start = self._resume_inputs(row, live.workflow)
-            if await self._launch_or_fail(live, ctx, start):
-                for entry in inbox:
-                    if entry.handler_id == row.handler_id and entry.run_id == row.run_id:
-                        self._deliver_entry(live, entry)
+            entries = [e for e in inbox if e.handler_id == row.handler_id]
+            await self._resume_one(row, sequences, entries)
+
+    async def _resume_one(
+        self, row: PersistentHandler, sequences: dict[str, int], inbox: list[InboxEntry]
+    ) -> None:
+        """Resume one claimed row; one that cannot be resumed fails alone."""
+        assert row.run_id is not None
+        try:
+            workflow = self.registry.get(row.workflow_name)
+            ctx, start = self._resume_inputs(row, workflow)
+            live = self._register(row, workflow, sequences.get(row.run_id, -1) + 1)
+        except Exception as exc:
+            await self._give_up(row.handler_id, f"Cannot resume: {_describe(exc)}")
+            return
+        if await self._launch_or_fail(live, ctx, start):
+            for entry in inbox:
+                if entry.run_id == row.run_id:
+                    self._deliver_entry(live, entry)
 
     def _unresumable(self, row: PersistentHandler) -> str | None:
         if self.registry.find(row.workflow_name) is None:
@@ -430,7 +499,7 @@ class WorkflowService:
         except Exception as exc:
             live.abort()
             self._unregister(live)
-            await self._give_up(live.handler_id, f"Cannot resume: {type(exc).__name__}: {exc}")
+            await self._give_up(live.handler_id, f"Cannot resume: {_describe(exc)}")
             return False
         return True
 
@@ -466,7 +535,7 @@ class WorkflowService:
 
     def _deliver_entry(self, live: LiveRun, entry: InboxEntry) -> None:
         try:
-            event = live.workflow.events.decode(entry.payload)
+            event = live.workflow.events.decode(json.loads(entry.payload))  # written by us
             live.deliver(entry.id, event, entry.step)
         except Exception as exc:
             logger.warning(
@@ -507,7 +576,12 @@ class WorkflowService:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("background work of a run failed", exc_info=task.exception())
 
     # -- reading -------------------------------------------------------------------------
 
@@ -667,7 +741,7 @@ class WorkflowService:
         entry = self.registry.get(row.workflow_name)
         decoded = event if isinstance(event, Event) else entry.events.decode(event)
         _check_step(entry, step, decoded)
-        payload = codec.dumps(codec.envelope(decoded))
+        payload = codec.dumps(self._check_storable(entry, decoded, start=False))
         inbox_id = await self.store.enqueue_event(handler_id, row.run_id, payload, step, utcnow())
         if inbox_id is None:
             raise ConflictError("Workflow already completed")
@@ -768,6 +842,10 @@ def _check_step(entry: RegisteredWorkflow, step: str | None, event: Event) -> No
         entry.workflow._validate_valid_step_message(step, event)
     except Exception as exc:
         raise BadRequestError(str(exc)) from exc
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {codec.readable_error(exc)}"
 
 
 def _scoped_key(principal: str | None, key: str) -> str:

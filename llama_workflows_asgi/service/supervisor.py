@@ -8,8 +8,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
+from ..errors import StoreUnavailableError
 from ..store.base import AbstractWorkflowStore, InboxEntry, PersistentHandler, utcnow
 from .config import ServiceConfig
+from .guard import FailureLog, start_guarded
 from .live import LiveRun
 from .ownership import Owner
 
@@ -51,12 +53,19 @@ class Supervisor:
         # registered as a live run would look like an orphan to a renewal.
         self._lock = asyncio.Lock()
         self.first_round = asyncio.Event()
+        self._last_round = time.monotonic()
+        self.last_error: BaseException | None = None
+        self._failures = FailureLog(logger, "ownership round")
 
     def start(self) -> None:
         """Start the rounds."""
         if self._task is None:
-            self._last_renewal = time.monotonic()
-            self._task = asyncio.create_task(self._loop(), name="workflow-supervisor")
+            self._last_renewal = self._last_round = time.monotonic()
+            self._task = start_guarded("workflow-supervisor", self._loop, logger)
+
+    def silent_for(self) -> float:
+        """Seconds since the last ownership round completed (or the rounds started)."""
+        return time.monotonic() - self._last_round
 
     async def stop(self) -> None:
         """Stop the rounds."""
@@ -70,7 +79,12 @@ class Supervisor:
             try:
                 await self.round()
             except Exception as exc:
+                self.last_error = exc
                 self._on_store_trouble(exc)
+            else:
+                self.last_error = None
+                self._last_round = time.monotonic()
+                self._failures.cleared()
             self.first_round.set()
             await asyncio.sleep(self._config.poll_interval)
 
@@ -135,7 +149,10 @@ class Supervisor:
                 return claimed
 
     def _on_store_trouble(self, exc: Exception) -> None:
-        logger.warning("ownership round failed: %s", exc)
+        if isinstance(exc, StoreUnavailableError):
+            logger.warning("ownership round failed: %s", exc)
+        else:
+            self._failures.failed(exc)  # a bug: its traceback, once
         silent_for = time.monotonic() - self._last_renewal
         if silent_for > self._config.lease_ttl * 0.75:
             for run in self._live_runs():

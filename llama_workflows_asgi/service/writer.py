@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
+from datetime import datetime
 
+from workflows.events import WorkflowFailedEvent
+
+from .. import codec
 from ..errors import StoreUnavailableError
-from ..store.base import AbstractWorkflowStore, RunProgress, utcnow
+from ..store.base import AbstractWorkflowStore, RunProgress, StoredEvent, utcnow
+from .guard import start_guarded
 from .live import LiveRun
 
 logger = logging.getLogger(__name__)
@@ -22,6 +28,10 @@ class ProgressWriter:
     of them up at once, so the number of transactions stays flat as load grows.
     A failed write keeps everything for the next round (with backoff): nothing a
     run produced is dropped while the database is away.
+
+    Failure is per run: a batch refused for another reason than an outage is
+    written again run by run, and a run whose own progress is refused (or
+    cannot even be computed) fails alone, with only its failure written.
     """
 
     def __init__(
@@ -44,17 +54,32 @@ class ProgressWriter:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self.last_error: BaseException | None = None
+        self._unwritten_since: float | None = None
+        self._unwritten_runs = 0
 
     def mark(self, run: LiveRun) -> None:
         """Schedule ``run``'s progress for the next round."""
         self._dirty[run] = None
+        if self._unwritten_since is None:
+            self._unwritten_since = time.monotonic()
         self._idle.clear()
         self._wake.set()
 
     def start(self) -> None:
         """Start the writing task."""
         if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="workflow-progress-writer")
+            self._task = start_guarded("workflow-progress-writer", self._loop, logger)
+
+    def stalled_for(self) -> float:
+        """Seconds the oldest unwritten progress has been waiting (0 when all is written)."""
+        if self._unwritten_since is None:
+            return 0.0
+        return time.monotonic() - self._unwritten_since
+
+    @property
+    def unwritten_runs(self) -> int:
+        """How many runs have progress waiting to be written."""
+        return max(len(self._dirty), self._unwritten_runs)
 
     async def drain(self) -> None:
         """Wait until everything marked so far has been written."""
@@ -72,13 +97,19 @@ class ProgressWriter:
 
     async def _loop(self) -> None:
         backoff = 0.0
+        self._wake.set()  # after a restart, pick up what was left
         while True:
             await self._wake.wait()
             self._wake.clear()
             if self._delay:
                 await asyncio.sleep(self._delay)
+            started = time.monotonic()
             written = await self._round()
             backoff = 0.0 if written else min(max(backoff * 2, 0.05), _MAX_BACKOFF)
+            if written:
+                # What was marked during the round is younger than the round.
+                self._unwritten_since = started if self._dirty else None
+                self._unwritten_runs = 0
             if backoff:
                 await asyncio.sleep(backoff)
                 self._wake.set()
@@ -90,31 +121,82 @@ class ProgressWriter:
         now = utcnow()
         batch: list[tuple[LiveRun, RunProgress]] = []
         for run in runs:
-            progress = run.collect(self._owner_id, now)
+            progress = self._collect(run, now)
             if progress is not None:
                 batch.append((run, progress))
         if not batch:
             return True
+        return await self._write(batch)
+
+    def _collect(self, run: LiveRun, now: datetime) -> RunProgress | None:
+        try:
+            return run.collect(self._owner_id, now)
+        except Exception as exc:
+            # A bug, not the run's data (LiveRun handles what does not
+            # serialize): fail this run alone rather than stall every run.
+            logger.exception("collecting the progress of run %s failed", run.run_id)
+            if run.poisoned:
+                self._on_lost(run)
+            else:
+                run.poison(f"Internal error while saving the run: {codec.readable_error(exc)}")
+            return None
+
+    async def _write(self, batch: list[tuple[LiveRun, RunProgress]]) -> bool:
         try:
             lost = await self._store.save_progress([p for _, p in batch])
-        except Exception as exc:
+        except StoreUnavailableError as exc:
             self._keep(batch, exc)
             return False
+        except Exception as exc:
+            if len(batch) == 1:
+                await self._reject(*batch[0], exc)
+                return True
+            # Not an outage: most likely one run's data. Write each run alone,
+            # so only the culprit fails.
+            written = [await self._write([item]) for item in batch]
+            return all(written)
         self.last_error = None
-        for run, progress in batch:
-            if run.handler_id in lost:
-                self._on_lost(run)
-                continue
-            run.acknowledge(progress)
-            if run.settled:
-                self._on_settled(run)
+        self._publish(batch, lost)
         return True
 
+    def _publish(self, batch: list[tuple[LiveRun, RunProgress]], lost: set[str]) -> None:
+        for run, progress in batch:
+            try:
+                if run.handler_id in lost:
+                    self._on_lost(run)
+                    continue
+                run.acknowledge(progress)
+                if run.settled:
+                    self._on_settled(run)
+            except Exception:
+                # A bug in one run's bookkeeping must not leave the rest of the
+                # batch unacknowledged (and so never written again).
+                logger.exception("publishing the progress of run %s failed", run.run_id)
+                self._on_lost(run)
+
+    async def _reject(self, run: LiveRun, progress: RunProgress, exc: Exception) -> None:
+        """The store refused this run's progress (not an outage): fail the run alone."""
+        reason = f"The run's progress cannot be saved: {codec.readable_error(exc)}"
+        logger.error("writing the progress of run %s failed", run.run_id, exc_info=exc)
+        if not run.poisoned:
+            run.poison(reason)  # its next write carries only the failure
+            return
+        # Even the bare failure was refused: record it another way, stop here.
+        failure = WorkflowFailedEvent(step_name="", exception=RuntimeError(reason))
+        encoded = codec.encode(failure)
+        event = StoredEvent(-1, encoded.payload, encoded.event_type, False, True)
+        try:
+            await self._store.finalize_handler(
+                run.handler_id, status="failed", error=reason, event=event, at=utcnow()
+            )
+        except Exception:
+            logger.exception("run %s could not be marked failed; it resumes later", run.run_id)
+        self._on_lost(run)
+
     def _keep(self, batch: list[tuple[LiveRun, RunProgress]], exc: BaseException) -> None:
-        if not isinstance(exc, StoreUnavailableError):
-            logger.exception("writing run progress failed; retrying", exc_info=exc)
-        elif self.last_error is None:
+        if self.last_error is None:
             logger.warning("store unavailable, progress kept in memory: %s", exc)
         self.last_error = exc
+        self._unwritten_runs = len(batch)
         for run, progress in batch:
             run.requeue(progress)

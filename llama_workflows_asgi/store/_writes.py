@@ -279,7 +279,13 @@ class _ProgressPlan:
         if rows:
             await conn.execute(_PROGRESS_UPDATE, rows)
         if self.events:
-            await conn.execute(insert(events), self.events)
+            # Idempotent: when a connection dies mid-commit the commit may have
+            # happened; the writer then sends the same events (same run, same
+            # sequences: only the owner writes them) again.
+            insert_ = _upsert_insert(conn)(events).on_conflict_do_nothing(
+                index_elements=[events.c.run_id, events.c.sequence]
+            )
+            await conn.execute(insert_, self.events)
         for ids in chunks(self.consumed):
             await conn.execute(delete(inbox).where(inbox.c.id.in_(ids)))
         for hids in chunks(self.finished):

@@ -109,7 +109,9 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
         return lost
 
     def _apply(self, handler: PersistentHandler, item: RunProgress) -> None:
-        self._events.setdefault(item.run_id, []).extend(item.events)
+        log = self._events.setdefault(item.run_id, [])
+        last = log[-1].sequence if log else -1
+        log.extend(e for e in item.events if e.sequence > last)  # a retry adds nothing
         for inbox_id in item.consumed_inbox:
             self._inbox.pop(inbox_id, None)
         update: dict[str, object] = {"updated_at": item.updated_at, "idle_since": item.idle_since}

@@ -1,16 +1,20 @@
-"""Database faults: a PostgreSQL restart, a locked SQLite file, a full one."""
+"""Database faults: a PostgreSQL restart, a locked SQLite file, a full one; what /health says."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from llama_agents.client import WorkflowClient
+from workflows import Context, Workflow, step
+from workflows.events import Event, StartEvent, StopEvent
 
-from llama_workflows_asgi import SqlAlchemyWorkflowStore, WorkflowServer
+from llama_workflows_asgi import ServiceConfig, SqlAlchemyWorkflowStore, WorkflowServer
 from tests.support.crash_app import TickerInput
 from tests.support.postgres import PostgresServer
 from tests.support.processes import ServerProcess, read_journal, server_processes
@@ -18,6 +22,82 @@ from tests.support.servers import serving
 from tests.support.workflows import make_workflows
 
 pytestmark = pytest.mark.timeout(180)
+
+
+async def health_once(http: httpx.AsyncClient, status: int, timeout: float = 15) -> Any:
+    """Poll ``/health`` until it answers ``status``; return that body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await http.get("/health")
+        if response.status_code == status:
+            return response.json()
+        if time.monotonic() > deadline:
+            pytest.fail(f"/health kept answering {response.status_code}: {response.text}")
+        await asyncio.sleep(0.05)
+
+
+class BeatWorkflow(Workflow):
+    """Streams a beat every 50 ms for ``seconds``: it always has progress to write."""
+
+    @step
+    async def beat(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        for i in range(int(float(ev.get("seconds", 10)) / 0.05)):
+            ctx.write_event_to_stream(Event(i=i))
+            await asyncio.sleep(0.05)
+        return StopEvent(result="done")
+
+
+async def lock(path: Path) -> sqlite3.Connection:
+    """Take the SQLite file's write lock (waiting, off the event loop, for the writer)."""
+    blocker = sqlite3.connect(path, isolation_level=None, timeout=10, check_same_thread=False)
+    await asyncio.to_thread(blocker.execute, "BEGIN EXCLUSIVE")
+    return blocker
+
+
+def locked_sqlite_server(path: Path) -> WorkflowServer:
+    config = ServiceConfig(lease_ttl=2.0, poll_interval=0.2, max_unwritten_age=0.5)
+    store = SqlAlchemyWorkflowStore(f"sqlite+aiosqlite:///{path}", busy_timeout=0.2)
+    server = WorkflowServer(store, config=config)
+    server.add_workflow("beat", BeatWorkflow(timeout=None))
+    return server
+
+
+async def test_health_reports_a_writer_blocked_on_a_locked_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    server = locked_sqlite_server(path)
+    async with serving(server.app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        handler = (await http.post("/workflows/beat/run-nowait", json={})).json()
+        before = await health_once(http, 200)
+        blocker = await lock(path)
+        try:
+            stalled = await health_once(http, 503)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        after = await health_once(http, 200)
+        await http.post(f"/handlers/{handler['handler_id']}/cancel")
+
+    assert before == after == {"status": "healthy"}
+    assert stalled["status"] == "unhealthy"
+    assert stalled["detail"].startswith("Progress of 1 run(s) unwritten for ")
+
+
+async def test_health_reports_an_ownership_loop_that_cannot_renew(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    server = locked_sqlite_server(path)  # no run: the writer has nothing to write
+    async with serving(server.app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        before = await health_once(http, 200)
+        blocker = await lock(path)
+        try:
+            stalled = await health_once(http, 503)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        after = await health_once(http, 200)
+
+    assert before == after == {"status": "healthy"}
+    assert stalled["detail"].startswith("No ownership round completed for ")
+    assert stalled["detail"].endswith(": database is locked by another process")
 
 
 async def test_postgres_restart_mid_run(
@@ -54,13 +134,17 @@ async def test_postgres_restart_mid_run(
             for h in accepted
         ]
         listed = await client.get_handlers()
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            healthy_again = await health_once(http, 200)
 
     for response in (during_get, during_run):
         assert response.status_code == 503
         assert response.headers["Retry-After"].isdigit()
         assert isinstance(response.json()["detail"], str)
     assert health.status_code == 503
-    assert health.json() == {"status": "unhealthy"}
+    assert health.json()["status"] == "unhealthy"
+    assert health.json()["detail"].startswith("The store is unreachable: cannot reach the database")
+    assert healthy_again == {"status": "healthy"}
     assert [h.result.value["result"]["ticks"] for h in done if h.result] == [30, 30, 30]
     # The refused request left nothing behind; the accepted ones all finished.
     assert sorted(h.handler_id for h in listed.handlers) == sorted(h.handler_id for h in accepted)

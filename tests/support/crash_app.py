@@ -28,7 +28,7 @@ from workflows import Context, Workflow, step
 from workflows.events import Event, StartEvent, StopEvent
 
 from llama_workflows_asgi import ServiceConfig, SqlAlchemyWorkflowStore, WorkflowServer
-from tests.support.workflows import AnswerEvent, AskEvent
+from tests.support.workflows import AnswerEvent, AskEvent, FaultyWorkflow
 
 PROCESS = os.environ.get("WF_PROCESS", str(os.getpid()))
 
@@ -167,6 +167,7 @@ def create_app() -> WorkflowServer:
         "ticker": TickerWorkflow(timeout=None),
         "hitl": HitlWorkflow(timeout=None),
         "crashing": CrashingWorkflow(timeout=None),
+        "faulty": FaultyWorkflow(timeout=None),
     }
     for name, workflow in workflows.items():
         if name not in skipped:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from pydantic import create_model
 from workflows import Context, Workflow, step
 from workflows.events import (
     Event,
@@ -105,3 +106,66 @@ def make_workflows() -> dict[str, Workflow]:
         "slow": SlowWorkflow(timeout=None),
         "counter": CounterWorkflow(),
     }
+
+
+class Opaque:
+    """A value no serializer knows."""
+
+
+class Note(Event):
+    text: str = ""
+
+
+LongNamedEvent: type[Event] = create_model("L" * 300, __base__=Event)
+"""An event whose class name (300 characters) is too long for the event log's column."""
+
+
+class FaultInput(StartEvent):
+    mode: str
+    pause: float = 0.2
+
+
+def nested_list(depth: int) -> list[object]:
+    """``[[...[1]...]]``, ``depth`` lists deep."""
+    value: list[object] = [1]
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+class FaultyWorkflow(Workflow):
+    """Produces, by ``mode``, something that cannot be saved, or raises what steps must not.
+
+    Modes: ``event``, ``state``, ``result``, ``deep_state`` (unserializable or
+    too deep), ``surrogate`` (an event no database can store), ``long_name``
+    (an event type too long for PostgreSQL's column), ``keyboard``,
+    ``systemexit``, ``cancelled`` (raised by the step). The step then waits
+    ``pause`` seconds and would finish, so a run that ends ``completed`` was
+    not stopped.
+    """
+
+    @step
+    async def misbehave(self, ctx: Context, ev: FaultInput) -> StopEvent:
+        mode = ev.mode
+        if mode == "event":
+            ctx.write_event_to_stream(Note(text="opaque", opaque=Opaque()))
+        elif mode == "surrogate":
+            ctx.write_event_to_stream(Note(text="\ud800"))
+        elif mode == "long_name":
+            ctx.write_event_to_stream(LongNamedEvent())
+        elif mode == "state":
+            await ctx.store.set("opaque", Opaque())
+        elif mode == "deep_state":
+            await ctx.store.set("deep", nested_list(3000))
+        elif mode == "keyboard":
+            raise KeyboardInterrupt
+        elif mode == "systemexit":
+            raise SystemExit(3)
+        elif mode == "cancelled":
+            raise asyncio.CancelledError
+        await asyncio.sleep(ev.pause)
+        return StopEvent(result=Opaque() if mode == "result" else "finished")
+
+
+FAULTS = ("event", "state", "result", "deep_state", "keyboard", "systemexit", "cancelled")
+"""FaultyWorkflow modes every store must survive (``surrogate`` only SQL stores refuse)."""

@@ -24,10 +24,14 @@ from workflows.events import (
 from llama_workflows_asgi.codec import (
     EncodedEvent,
     EventRegistry,
+    InvalidJSONError,
+    SerializationError,
     dumps,
     encode,
     envelope,
+    loads,
     qualified_name,
+    readable_error,
     without_qualified_name,
 )
 from llama_workflows_asgi.errors import BadEventError
@@ -118,11 +122,14 @@ def test_stop_event_result(event: StopEvent, value: dict[str, Any]) -> None:
     assert data["qualified_name"] == "workflows.events.StopEvent"
 
 
-def test_a_result_that_cannot_be_serialized_still_gives_an_object_value() -> None:
-    value = envelope(StopEvent(result=object()))["value"]
-    assert list(value) == ["serialization_error"]
-    assert "PydanticSerializationError" in value["serialization_error"]
-    assert json.loads(encode(StopEvent(result=object())).payload)["value"] == value
+def test_a_result_that_cannot_be_serialized_is_an_error_never_a_placeholder() -> None:
+    with pytest.raises(SerializationError) as raised:
+        envelope(StopEvent(result=object()))
+    assert str(raised.value) == (
+        "The StopEvent cannot be serialized: Unable to serialize unknown type: object"
+    )
+    with pytest.raises(SerializationError):
+        encode(StopEvent(result=object()))
 
 
 def test_custom_stop_event_subclass() -> None:
@@ -424,3 +431,62 @@ def test_without_qualified_name_keeps_the_payload_one_line() -> None:
     stripped = without_qualified_name(stored)
     assert "\u2028" not in stripped
     assert json.loads(stripped)["value"] == {"result": "a\u2028b"}
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_loads_accepts_nesting_up_to_the_limit_and_names_it_beyond() -> None:
+    assert loads(nested(10), max_depth=10) is not None
+    assert loads('{"a": "[[[[[[[[[[[[[[["}', max_depth=2) == {"a": "[" * 15}  # text, not nesting
+    with pytest.raises(InvalidJSONError, match="limit of 10 levels"):
+        loads(nested(11), max_depth=10)
+    with pytest.raises(InvalidJSONError, match="limit of 64 levels"):
+        loads(nested(100_000))  # json.loads alone would raise RecursionError
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[NaN]", "NaN is not a JSON number"),
+        ('{"x": Infinity}', "Infinity is not a JSON number"),
+        ("-Infinity", "-Infinity is not a JSON number"),
+        ("1e400", "the number 1e400 is too large"),
+        ('"\\ud800"', "unpaired UTF-16 surrogate"),
+        ("{", "Expecting property name"),
+    ],
+)
+def test_loads_refuses_what_json_cannot_carry(text: str, message: str) -> None:
+    with pytest.raises(InvalidJSONError, match=message):
+        loads(text)
+
+
+def test_loads_keeps_what_json_carries() -> None:
+    assert loads('{"a": 1e-400, "b": 12345678901234567890, "c": "\\ud83d\\ude00"}') == {
+        "a": 0.0,
+        "b": 12345678901234567890,
+        "c": "\U0001f600",
+    }
+    assert loads(b'[1.5, "caf\xc3\xa9"]') == [1.5, "caf\u00e9"]
+
+
+def test_events_given_as_json_strings_get_the_same_limits() -> None:
+    registry = EventRegistry([], StartEvent, max_depth=5)
+    with pytest.raises(BadEventError, match="limit of 5 levels"):
+        registry.decode_start(dumps({"value": {"x": [[[[[1]]]]]}}))
+    with pytest.raises(BadEventError, match="NaN"):
+        registry.decode('{"type": "StartEvent", "value": "{\\"x\\": NaN}"}')
+
+
+def test_readable_error_drops_module_paths_and_names_the_root_cause() -> None:
+    try:
+        try:
+            raise ValueError("Maximum serialization depth exceeded")
+        except ValueError as inner:
+            message = "Failed to serialize value: <class 'workflows.events.StartEvent'>: "
+            raise ValueError(message) from inner
+    except ValueError as exc:
+        text = readable_error(exc)
+    assert text == "Failed to serialize value: StartEvent (Maximum serialization depth exceeded)"
+    assert readable_error(TypeError("bad tests.support.crash_app.Opaque\x00")) == "bad Opaque"

@@ -96,3 +96,15 @@ def test_replace_validates_again() -> None:
     config = ServiceConfig(lease_ttl=0.5, poll_interval=0.1)
     with pytest.raises(ValueError, match="lease_ttl"):
         dataclasses.replace(config, poll_interval=0.3)
+
+
+@pytest.mark.parametrize("depth", [0, -1, 201])
+def test_the_json_depth_limit_stays_within_what_can_be_checkpointed(depth: int) -> None:
+    with pytest.raises(ValueError, match="max_json_depth must be between 1 and 200"):
+        ServiceConfig(max_json_depth=depth)
+
+
+def test_unwritten_progress_age_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_unwritten_age must be > 0"):
+        ServiceConfig(max_unwritten_age=0)
+    assert ServiceConfig(max_json_depth=200, max_unwritten_age=0.1).max_json_depth == 200

@@ -1,0 +1,201 @@
+"""Failure isolation in the progress writer and the runs it writes.
+
+Whatever one run produces that cannot be saved fails that run alone, with a
+readable error and a stream ending on the failure; every other run goes on.
+Runs on the memory store, SQLite and a real PostgreSQL (``make_store``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+from workflows.events import StartEvent
+
+from llama_workflows_asgi import (
+    BadEventError,
+    HandlerQuery,
+    PersistentHandler,
+    ServiceConfig,
+    WorkflowService,
+)
+from llama_workflows_asgi.service.guard import start_guarded
+from llama_workflows_asgi.store import AbstractWorkflowStore
+from tests.support.stores import StoreFactory
+from tests.support.workflows import (
+    FAULTS,
+    AnswerEvent,
+    FaultInput,
+    FaultyWorkflow,
+    Opaque,
+    make_workflows,
+    nested_list,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+CONFIG = ServiceConfig(lease_ttl=3.0, poll_interval=0.1, stream_poll_interval=0.05)
+
+EXPECTED_ERRORS = {
+    "event": "The run's event Note cannot be serialized: Unable to serialize unknown type: Opaque",
+    "state": "The run's state cannot be checkpointed: Failed to serialize state value for key",
+    "result": "The run's result cannot be serialized: Unable to serialize unknown type: Opaque",
+    "deep_state": "The run's state cannot be checkpointed: Failed to serialize state value",
+    "keyboard": "A step raised KeyboardInterrupt, which stops the run",
+    "systemexit": "A step raised SystemExit, which stops the run: 3",
+    "cancelled": "A step raised CancelledError, which stops the run",
+}
+
+
+def new_service(store: AbstractWorkflowStore, config: ServiceConfig = CONFIG) -> WorkflowService:
+    service = WorkflowService(store, config=config)
+    for name, workflow in make_workflows().items():
+        service.add_workflow(name, workflow)
+    service.add_workflow("faulty", FaultyWorkflow(timeout=None))
+    return service
+
+
+@pytest.fixture
+async def service(make_store: StoreFactory) -> AsyncIterator[WorkflowService]:
+    service = new_service(make_store())
+    async with service.running_context():
+        yield service
+
+
+async def event_types(service: WorkflowService, handler_id: str) -> list[str]:
+    stream = await service.open_stream(handler_id, after=-1, include_internal=True)
+    assert stream is not None
+    types: list[str] = []
+    async for batch in stream:
+        if isinstance(batch, list):
+            types += [event.event_type for event in batch]
+    return types
+
+
+async def run_beside_healthy_runs(
+    service: WorkflowService, mode: str, healthy: int = 10
+) -> tuple[PersistentHandler, list[PersistentHandler]]:
+    """Start the faulty run among healthy ones; wait for all of them."""
+    faulty = await service.start_run("faulty", FaultInput(mode=mode))
+    others = [await service.start_run("greet", StartEvent(name=f"n{i}")) for i in range(healthy)]
+    done = await asyncio.wait_for(
+        asyncio.gather(*(service.wait_for(h.handler_id) for h in [faulty, *others])), 30
+    )
+    return done[0], done[1:]
+
+
+def assert_readable(error: str | None, expected: str) -> None:
+    assert error is not None
+    assert error.startswith(expected), error
+    for internal in ("tests.", "workflows.", "0x"):  # module paths, addresses
+        assert internal not in error
+
+
+@pytest.mark.parametrize("mode", FAULTS)
+async def test_a_run_whose_output_cannot_be_saved_fails_alone(
+    service: WorkflowService, mode: str
+) -> None:
+    failed, others = await run_beside_healthy_runs(service, mode)
+
+    assert failed.status == "failed"
+    assert_readable(failed.error, EXPECTED_ERRORS[mode])
+    assert (await service.get(failed.handler_id)).error == failed.error  # as written
+    assert (await event_types(service, failed.handler_id))[-1] == "WorkflowFailedEvent"
+    assert [h.status for h in others] == ["completed"] * len(others)
+    # The writer and the service are still working.
+    after = await service.run("greet", StartEvent(name="after"))
+    assert after.status == "completed"
+
+
+@pytest.mark.parametrize(
+    ("store_kind", "mode", "reason"),
+    [
+        ("sqlite", "surrogate", "can't encode character"),
+        ("postgres", "surrogate", "can't encode character"),
+        ("postgres", "long_name", "value too long for type character varying(255)"),
+    ],
+    indirect=["store_kind"],
+)
+async def test_progress_the_database_refuses_fails_only_its_run(
+    make_store: StoreFactory, mode: str, reason: str
+) -> None:
+    # No driver can send an unpaired surrogate, PostgreSQL refuses a value too
+    # long for its column: the batch holding it fails as a whole, and the
+    # writer writes it again run by run to find the culprit.
+    service = new_service(make_store(), ServiceConfig(checkpoint_delay=0.05))
+    async with service.running_context():
+        failed, others = await run_beside_healthy_runs(service, mode, healthy=20)
+        types = await event_types(service, failed.handler_id)
+        row = await service.get(failed.handler_id)
+
+    assert row.status == "failed"
+    assert_readable(row.error, "The run's progress cannot be saved: ")
+    assert reason in str(row.error)
+    assert types[-1] == "WorkflowFailedEvent"
+    assert not {"Note", "L" * 300} & set(types)  # the refused event is dropped, its failure kept
+    assert [h.status for h in others] == ["completed"] * 20
+
+
+async def test_unsaveable_input_from_host_code_is_refused_before_anything_is_written(
+    service: WorkflowService,
+) -> None:
+    with pytest.raises(BadEventError, match="Maximum serialization depth exceeded"):
+        await service.start_run("greet", StartEvent(name=nested_list(300)))
+    with pytest.raises(BadEventError, match="cannot be serialized: Unable to serialize unknown"):
+        await service.start_run("greet", StartEvent(name=Opaque()))
+    handler = await service.start_run("hitl")
+    with pytest.raises(BadEventError, match="Maximum serialization depth exceeded"):
+        await service.send_event(handler.handler_id, AnswerEvent(answer="x", deep=nested_list(300)))
+    await service.send_event(handler.handler_id, AnswerEvent(answer="fine"))
+    done = await service.wait_for(handler.handler_id)
+
+    assert done.result is not None
+    assert done.result["value"] == {"result": "got fine"}
+    listed = await service.list_handlers(HandlerQuery())
+    assert [h.handler_id for h in listed.handlers] == [handler.handler_id]
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgres"], indirect=True)
+async def test_input_at_the_depth_limit_checkpoints_and_resumes(make_store: StoreFactory) -> None:
+    deep = nested_list(60)  # the start event's envelope nests 62 levels: inside the limit
+    first = new_service(make_store())
+    async with first.running_context():
+        handler = await first.start_run("slow", StartEvent(seconds=0.5, deep=deep))
+    # Stopped mid-run: released from its checkpoint, resumed by the next process.
+    second = new_service(make_store())
+    async with second.running_context():
+        done = await asyncio.wait_for(second.wait_for(handler.handler_id), 20)
+        [row] = await second.store.query(HandlerQuery(handler_id_in=[handler.handler_id]))
+
+    assert done.status == "completed"
+    assert row.start_event is not None
+    assert row.start_event["value"]["_data"]["deep"] == deep
+
+
+async def test_a_background_task_that_crashes_is_logged_once_and_restarted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[int] = []
+    restarted = asyncio.Event()
+
+    async def body() -> None:
+        calls.append(1)
+        if len(calls) <= 3:
+            raise RuntimeError("boom")
+        restarted.set()
+        await asyncio.Event().wait()
+
+    logger = logging.getLogger("tests.guard")
+    with caplog.at_level(logging.DEBUG, logger="tests.guard"):
+        task = start_guarded("test-task", body, logger)
+        await asyncio.wait_for(restarted.wait(), 5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(calls) == 4
+    assert len(errors) == 1, "the same crash is logged once"
+    assert errors[0].exc_info is not None
+    assert "boom" in errors[0].getMessage()
