@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,9 @@ FRAMEWORK_EVENTS: tuple[type[Event], ...] = (
 )
 """Framework events every workflow accepts by name, declared or not."""
 
-_ENVELOPE_KEYS = frozenset({"value", "data", "type", "types", "qualified_name"})
+_ENVELOPE_KEYS = frozenset({"value", "data", "type", "types", "qualified_name", "__is_pydantic"})
+_SERIALIZER_MARK = "__is_pydantic"
+"""The key the engine's ``JsonSerializer`` puts beside ``value`` and ``qualified_name``."""
 
 
 _LINE_BREAKERS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
@@ -153,9 +156,15 @@ class EventRegistry:
         raise BadEventError("Invalid event: it must name its class with 'type' or 'qualified_name'")
 
     def decode(self, payload: Any) -> Event:
-        """An event sent into a running workflow (``POST /events``)."""
+        """An event sent into a running workflow (``POST /events``).
+
+        Accepted: the wire envelope (``type`` and/or ``qualified_name`` with
+        ``value``, or the legacy ``data``) and the engine's serializer format
+        (``__is_pydantic``, ``value``, ``qualified_name``), as an object or as a
+        JSON string holding one.
+        """
         data = _as_object(payload)
-        if not _looks_like_envelope(data):
+        if not _looks_like_envelope(data, None):
             raise BadEventError(
                 "Invalid event: expected an envelope with 'type' (or 'qualified_name') and 'value'"
             )
@@ -163,9 +172,9 @@ class EventRegistry:
         return _validate(cls, _value_of(data))
 
     def decode_start(self, payload: Any) -> StartEvent:
-        """A start event: an envelope or the start event's fields as a bare object."""
+        """A start event: an envelope (as ``decode`` takes) or its fields as a bare object."""
         data = _as_object(payload)
-        if not _looks_like_envelope(data):
+        if not _looks_like_envelope(data, self.start_class):
             return _validate_start(self.start_class, data)
         type_name, qualified = _optional_str(data, "type"), _optional_str(data, "qualified_name")
         if type_name is None and qualified is None:
@@ -189,16 +198,29 @@ def _as_object(payload: Any) -> dict[str, Any]:
             payload = json.loads(payload)
         except ValueError as exc:
             raise BadEventError(f"Invalid event: not valid JSON ({exc})") from exc
+        except RecursionError:
+            raise BadEventError("Invalid event: JSON nested too deeply") from None
     if not isinstance(payload, dict):
         raise BadEventError("Invalid event: must be a JSON object or a JSON string holding one")
     return payload
 
 
-def _looks_like_envelope(data: dict[str, Any]) -> bool:
+def _looks_like_envelope(data: dict[str, Any], bare_class: type[Event] | None) -> bool:
+    """Whether ``data`` wraps an event rather than being the event's fields.
+
+    An object made only of envelope keys is an envelope, and so is one marked
+    by the engine's serializer. An object with ``value`` and a class name is
+    one too, other keys ignored (as the reference does), unless it is meant as
+    a bare start event whose class declares every one of those keys.
+    """
     keys = set(data)
-    if not keys or not keys <= _ENVELOPE_KEYS:
+    if data.get(_SERIALIZER_MARK) is True:
+        return True
+    if keys and keys <= _ENVELOPE_KEYS:
+        return bool(keys & {"value", "data", "type", "qualified_name"})
+    if "value" not in keys or not keys & {"type", "qualified_name"}:
         return False
-    return bool(keys & {"value", "data", "type", "qualified_name"})
+    return bare_class is None or not keys <= set(bare_class.model_fields)
 
 
 def _optional_str(data: dict[str, Any], key: str) -> str | None:
@@ -224,6 +246,8 @@ def _validate(cls: type[Event], value: dict[str, Any]) -> Event:
         return cls.model_validate(_lift_declared_fields(cls, value))
     except ValidationError as exc:
         raise BadEventError(f"Invalid {cls.__name__}: {describe_validation_error(exc)}") from exc
+    except RecursionError:
+        raise BadEventError(f"Invalid {cls.__name__}: nested too deeply") from None
 
 
 def _lift_declared_fields(cls: type[Event], value: dict[str, Any]) -> dict[str, Any]:
@@ -261,3 +285,29 @@ def describe_validation_error(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in error["loc"]) or "value"
         parts.append(f"{where}: {error['msg']}")
     return "; ".join(parts)
+
+
+_NOT_ALLOWED = re.compile(r"Class ([\w.]+) is not in the serializer's allowed types")
+_DOTTED_PATH = re.compile(r"\b(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)\b")
+_URL = re.compile(r"\S*https?://\S+")
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line naming what went wrong, without module paths or library URLs.
+
+    Used where an engine or pydantic error is shown to a caller: a type the
+    serializer may not restore is named by its class name with what to do.
+    """
+    text = str(exc)
+    missing = _NOT_ALLOWED.search(text)
+    if missing:
+        name = missing.group(1).rsplit(".", 1)[-1]
+        return (
+            f"the checkpoint holds a {name}, a type this workflow does not declare; "
+            "register it with add_workflow(..., additional_events=[...])"
+        )
+    if isinstance(exc, ValidationError):
+        text = describe_validation_error(exc)
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    cleaned = _DOTTED_PATH.sub(r"\1", _URL.sub("", first)).strip()
+    return cleaned or type(exc).__name__

@@ -6,6 +6,7 @@
 
 import hashlib
 import json
+import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, cast
@@ -37,7 +38,7 @@ from .models import (
 )
 from .registry import RegisteredWorkflow
 from .service.config import ServiceConfig
-from .service.service import WorkflowService
+from .service.service import WorkflowService, check_handler_id
 from .service.streams import EventStream, Heartbeat
 from .store.base import (
     AbstractWorkflowStore,
@@ -201,19 +202,36 @@ def _flag(value: str | None, name: str, default: bool) -> bool:
     raise BadRequestError(f"Invalid {name}: {value!r} (expected true or false)")
 
 
+_MAX_SEQUENCE = 2**63 - 1
+"""Sequences are 64-bit integers in the database: a cursor past this cannot exist."""
+_INTEGER = re.compile(r"\s*(-?[0-9]+)\s*", re.ASCII)
+
+
+def _sequence(text: str) -> int | None:
+    """``text`` as a sequence cursor (ASCII digits, -1 or more, within 64 bits), else ``None``."""
+    match = _INTEGER.fullmatch(text)
+    if match is None:
+        return None
+    value = int(match.group(1))
+    return value if -1 <= value <= _MAX_SEQUENCE else None
+
+
 def _cursor_position(
     after_sequence: str | None, last_event_id: str | None, sse: bool
 ) -> int | Literal["now"]:
-    if sse and last_event_id is not None and last_event_id.strip().lstrip("-").isdigit():
-        return max(int(last_event_id.strip()), -1)
+    if sse and last_event_id is not None and _INTEGER.fullmatch(last_event_id):
+        position = _sequence(last_event_id)
+        if position is None and not last_event_id.strip().startswith("-"):
+            raise BadRequestError(f"Invalid Last-Event-ID: {last_event_id.strip()[:40]!r}")
+        return -1 if position is None else position
     if after_sequence is None or after_sequence == "now":
         return "now"
-    try:
-        position = int(after_sequence)
-    except ValueError:
-        raise BadRequestError(f"Invalid after_sequence: {after_sequence!r}") from None
-    if position < -1:
-        raise BadRequestError(f"Invalid after_sequence: {after_sequence!r} (must be -1 or more)")
+    position = _sequence(after_sequence)
+    if position is None:
+        raise BadRequestError(
+            f"Invalid after_sequence: {after_sequence[:40]!r} "
+            f"(expected now or an integer from -1 to {_MAX_SEQUENCE})"
+        )
     return position
 
 
@@ -230,13 +248,9 @@ def _status_filter(values: list[str] | None) -> list[Status] | None:
 def _check_handler_id(handler_id: Any) -> str | None:
     if handler_id is None:
         return None
-    if not isinstance(handler_id, str) or not 0 < len(handler_id) <= 255:
-        raise BadRequestError("Invalid handler_id: it must be a string of 1 to 255 characters")
-    if handler_id in (".", ".."):
-        raise BadRequestError("Invalid handler_id: '.' and '..' cannot appear in a URL path")
-    if "/" in handler_id or not handler_id.isprintable():
-        raise BadRequestError("Invalid handler_id: it must not contain '/' or control characters")
-    return handler_id
+    if not isinstance(handler_id, str):
+        raise BadRequestError("Invalid handler_id: it must be a string")
+    return check_handler_id(handler_id)
 
 
 def _fingerprint(name: str, body: Any) -> str:
@@ -541,8 +555,14 @@ def _redacted_graph(graph: dict[str, Any]) -> dict[str, Any]:
 
 
 def _context_field(value: Any) -> dict[str, Any] | None:
-    if value is None or isinstance(value, dict):
-        return value
+    if isinstance(value, str) and value:
+        # A context may come as the JSON text of one, as a start event may.
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            raise BadRequestError("Invalid context: not a JSON object") from None
+    if value is None or value == "" or isinstance(value, dict):
+        return value or None
     raise BadRequestError("Invalid context: it must be a JSON object")
 
 

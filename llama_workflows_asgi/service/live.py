@@ -31,12 +31,14 @@ from workflows.runtime.types.plugin import (
     as_snapshottable_adapter,
     as_v2_runtime_compatibility_shim,
 )
+from workflows.runtime.types.step_id import StepId
 from workflows.runtime.types.ticks import (
     TickAddEvent,
     TickIdleRelease,
     TickStepResult,
     WorkflowTick,
 )
+from workflows.workflow import Workflow
 
 from .. import codec
 from ..registry import RegisteredWorkflow
@@ -195,7 +197,14 @@ class LiveRun:
         assert self.handler is not None
         self.delivered.add(inbox_id)
         self._inbox_by_event[id(event)] = inbox_id
-        self.handler.ctx.send_event(event, step)
+        if step is None or _accepts(self.workflow.workflow, step, event):
+            self.handler.ctx.send_event(event, step)
+            return
+        # The step takes the event through ctx.wait_for_event, not its signature:
+        # the engine's send_event refuses that, its control loop does not.
+        assert self._adapter is not None
+        tick = TickAddEvent(event=event, step_id=StepId.root(step))
+        self.track_task(asyncio.ensure_future(self._adapter.send_event(tick)))
 
     def drop_inbox_entry(self, inbox_id: int) -> None:
         """Consume an inbox entry that cannot be delivered (it is logged by the caller)."""
@@ -329,3 +338,12 @@ class LiveRun:
         for task in list(self._tasks):
             task.cancel()
         self._notify()
+
+
+def _accepts(workflow: Workflow, step: str, event: Event) -> bool:
+    """Whether ``step``'s signature takes ``event`` (the engine's own check)."""
+    try:
+        workflow._validate_valid_step_message(step, event)
+    except Exception:
+        return False
+    return True

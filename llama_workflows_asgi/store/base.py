@@ -99,9 +99,10 @@ class HandlerCursor:
             moment = datetime.fromisoformat(started_at)
             if moment.tzinfo is None or not isinstance(handler_id, str):
                 raise ValueError(token)
-        except (ValueError, TypeError) as exc:
-            raise BadRequestError(f"Invalid cursor: {token!r}") from exc
-        return cls(moment.astimezone(timezone.utc), handler_id)
+            # A moment near the ends of the calendar may not exist in UTC.
+            return cls(moment.astimezone(timezone.utc), handler_id)
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            raise BadRequestError(f"Invalid cursor: {token[:80]!r}") from exc
 
 
 class HandlerQuery(BaseModel):
