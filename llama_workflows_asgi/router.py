@@ -178,7 +178,7 @@ def handler_json(handler: PersistentHandler) -> dict[str, Any]:
         "workflow_name": handler.workflow_name,
         "run_id": handler.run_id,
         "error": handler.error,
-        "result": handler.result,
+        "result": handler.result_envelope(),
         "result_unreadable": False,
         "status": handler.status,
         "started_at": handler.started_at.isoformat(),
@@ -440,7 +440,7 @@ class _Routes:
             """Like ``GET /handlers/{id}`` with the result unwrapped to its value (legacy)."""
             handler = await service.get(handler_id, principal=_principal_id(principal))
             body = handler_json(handler)
-            body["result"] = _legacy_result(handler.result)
+            body["result"] = _legacy_result(handler.result_envelope())
             return json_response(body, _HANDLER_STATUS_CODE[handler.status])
 
     def _cancel_route(self) -> None:

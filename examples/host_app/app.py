@@ -182,7 +182,7 @@ def add_host_routes(app: FastAPI) -> None:
             raise HTTPException(404, str(exc)) from exc
         greeting = None
         if handler.result is not None:
-            greeting = handler.result["value"]["result"]["greeting"]
+            greeting = handler.result.result["greeting"]
         return GreetingStatus(handler_id=handler_id, status=handler.status, greeting=greeting)
 
     @app.get("/status", tags=["host"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -54,6 +53,7 @@ class Outcome:
     status: Status
     result: str | None = None
     error: str | None = None
+    event: StopEvent | None = None
 
 
 def outcome_of(event: StopEvent, payload: str) -> Outcome:
@@ -64,7 +64,7 @@ def outcome_of(event: StopEvent, payload: str) -> Outcome:
         return Outcome("failed", error=str(event.exception))
     if isinstance(event, WorkflowTimedOutEvent):
         return Outcome("failed", error=f"Workflow timed out after {float(event.timeout)}s")
-    return Outcome("completed", result=payload)
+    return Outcome("completed", result=payload, event=event)
 
 
 @dataclass
@@ -270,7 +270,7 @@ class LiveRun:
 
     def _finished_row(self, progress: RunProgress) -> PersistentHandler:
         """The handler row as the terminal write left it."""
-        result = None if progress.result is None else json.loads(progress.result)
+        result = None if self.outcome is None else self.outcome.event
         return self.row.model_copy(
             update={
                 "status": progress.status,

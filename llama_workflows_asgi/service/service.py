@@ -142,6 +142,9 @@ class WorkflowService:
             ) from exc
         entry = self.registry.add(name, workflow, additional_events)
         self.runtime.allow_types(workflow, (*entry.declared_events, *codec.FRAMEWORK_EVENTS))
+        for cls in (*entry.declared_events, workflow.stop_event_class):
+            if issubclass(cls, StopEvent):
+                self.store.result_classes.setdefault(codec.qualified_name(cls), cls)
         return entry
 
     # -- lifecycle -----------------------------------------------------------------------

@@ -21,13 +21,26 @@ from __future__ import annotations
 import base64
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+from workflows.events import StopEvent
 
+from .. import codec
 from ..errors import BadRequestError, ConflictError
 
 Status = Literal["running", "completed", "failed", "cancelled"]
@@ -45,10 +58,15 @@ class PersistentHandler(BaseModel):
     """One handler: the durable record of a workflow run.
 
     ``ctx`` is the run's latest checkpoint (a ``Context.to_dict()`` payload) and
-    ``result`` the terminal StopEvent as a wire envelope (``value``,
-    ``qualified_name``, ``type``, ``types``). The fields after ``completed_at``
-    are the server's bookkeeping: the start event, who started the run, the
-    ownership lease and idempotency data.
+    ``result`` the StopEvent the run completed with: an instance of the
+    workflow's own StopEvent class when the store knows it (see
+    ``AbstractWorkflowStore.result_classes``), a plain ``StopEvent`` otherwise.
+    It may be given as a StopEvent, as the wire envelope the store keeps
+    (``value``, ``qualified_name``, ``type``, ``types``), as the engine's
+    serializer format (``__is_pydantic``, ``value``, ``qualified_name``) or as
+    a legacy plain value (which becomes ``StopEvent(result=value)``). The
+    fields after ``completed_at`` are the server's bookkeeping: the start
+    event, who started the run, the ownership lease and idempotency data.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -58,7 +76,7 @@ class PersistentHandler(BaseModel):
     status: Status
     run_id: str | None = None
     ctx: dict[str, Any] | None = None
-    result: dict[str, Any] | None = None
+    result: StopEvent | None = None
     error: str | None = None
     started_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime | None = None
@@ -72,10 +90,102 @@ class PersistentHandler(BaseModel):
     idempotency_key: str | None = None
     request_hash: str | None = None
 
+    # The stored envelope ``result`` was read from, kept so that a result of a
+    # class this process does not know is still shown exactly as it was stored.
+    _read_from: tuple[StopEvent, dict[str, Any]] | None = PrivateAttr(default=None)
+
     @property
     def is_terminal(self) -> bool:
         """Whether the run has finished (completed, failed or cancelled)."""
         return self.status in TERMINAL_STATUSES
+
+    def __eq__(self, other: object) -> bool:
+        # Fields only: the envelope a result was read from is not one.
+        if not isinstance(other, PersistentHandler):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like every pydantic model
+
+    @field_validator("result", mode="before")
+    @classmethod
+    def _result_event(cls, data: Any, info: ValidationInfo) -> StopEvent | None:
+        classes = (info.context or {}).get(RESULT_CLASSES)
+        return result_event(data, classes)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_envelope(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        model = handler(data)
+        raw = data.get("result") if isinstance(data, dict) else None
+        kept = isinstance(model, PersistentHandler) and model.result is not None
+        if kept and isinstance(raw, dict) and _is_envelope(raw):
+            model._read_from = (model.result, raw)
+        return model
+
+    @field_serializer("result")
+    def _dump_result(self, result: StopEvent | None) -> dict[str, Any] | None:
+        return self.result_envelope()
+
+    def with_stored_result(
+        self, stored: dict[str, Any] | None, classes: Mapping[str, type[StopEvent]]
+    ) -> PersistentHandler:
+        """A copy whose result is read from ``stored`` (a result as a store keeps it)."""
+        copy = self.model_copy(update={"result": result_event(stored, classes)})
+        if copy.result is not None and _is_envelope(stored):
+            assert stored is not None
+            copy._read_from = (copy.result, stored)
+        return copy
+
+    def result_envelope(self) -> dict[str, Any] | None:
+        """The result as the wire envelope (what the store keeps and the API shows)."""
+        if self.result is None:
+            return None
+        if self._read_from is not None and self._read_from[0] is self.result:
+            return self._read_from[1]
+        return codec.envelope(self.result)
+
+
+RESULT_CLASSES = "result_classes"
+"""Validation context key: StopEvent classes by qualified name, to rebuild results with."""
+
+_WIRE_KEYS = frozenset({"value", "qualified_name", "type", "types"})
+
+
+def _is_envelope(data: Any) -> bool:
+    if not isinstance(data, dict) or "value" not in data or not set(data) <= _WIRE_KEYS:
+        return False
+    return isinstance(data["value"], dict) and bool({"type", "qualified_name"} & set(data))
+
+
+def result_event(data: Any, classes: Mapping[str, type[StopEvent]] | None) -> StopEvent | None:
+    """A handler result as a StopEvent (see ``PersistentHandler``); never imports anything."""
+    if data is None or isinstance(data, StopEvent):
+        return data
+    marked = isinstance(data, dict) and data.get("__is_pydantic") is True
+    if not (marked or _is_envelope(data)):
+        return StopEvent(result=data)
+    value = data.get("value") if isinstance(data.get("value"), dict) else {}
+    cls = _result_class(data, classes or {})
+    if cls is None:
+        # A class this process does not serve: its fields, as a plain result.
+        return StopEvent(result=value)
+    try:
+        return cls.model_validate(value)
+    except ValidationError:
+        return StopEvent(result=value)
+
+
+def _result_class(
+    data: dict[str, Any], classes: Mapping[str, type[StopEvent]]
+) -> type[StopEvent] | None:
+    name = data.get("qualified_name")
+    if name == codec.qualified_name(StopEvent) or (not name and data.get("type") == "StopEvent"):
+        return StopEvent
+    found = classes.get(name) if isinstance(name, str) else None
+    if found is None and isinstance(data.get("type"), str) and not name:
+        found = next((c for c in classes.values() if c.__name__ == data["type"]), None)
+    return found
 
 
 @dataclass(frozen=True)
@@ -195,6 +305,18 @@ class AbstractWorkflowStore(ABC):
     """
 
     durable: bool = True
+
+    @property
+    def result_classes(self) -> dict[str, type[StopEvent]]:
+        """StopEvent subclasses results are rebuilt as, by qualified name.
+
+        The run service adds its workflows' stop classes; a result of a class
+        not listed reads back as a plain ``StopEvent`` holding its fields.
+        """
+        classes: dict[str, type[StopEvent]] | None = self.__dict__.get("_result_classes")
+        if classes is None:
+            classes = self.__dict__["_result_classes"] = {}
+        return classes
 
     # -- lifecycle -----------------------------------------------------------------
 

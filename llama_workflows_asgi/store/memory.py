@@ -6,6 +6,7 @@ import itertools
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from .base import (
     AbstractWorkflowStore,
@@ -110,10 +111,11 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
             update["ctx"] = _decode(item.ctx)
         if item.reset_attempts:
             update["resume_attempts"] = 0
+        stored_result = None
         if item.status != "running":
+            stored_result = None if item.result is None else _decode(item.result)
             update.update(
                 status=item.status,
-                result=None if item.result is None else _decode(item.result),
                 error=item.error,
                 completed_at=item.updated_at,
                 idle_since=None,
@@ -121,7 +123,10 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
             self._clear_inbox(handler.handler_id)
         if item.status != "running" or item.release:
             update.update(owner_id=None, lease_expires_at=None)
-        self._handlers[handler.handler_id] = handler.model_copy(update=update)
+        updated = handler.model_copy(update=update)
+        if item.status != "running":
+            updated = updated.with_stored_result(stored_result, self.result_classes)
+        self._handlers[handler.handler_id] = updated
 
     async def finalize_handler(
         self,
@@ -325,7 +330,7 @@ def _with_sequence(event: StoredEvent, sequence: int) -> StoredEvent:
     )
 
 
-def _decode(text: str) -> dict[str, object]:
+def _decode(text: str) -> dict[str, Any]:
     value = json.loads(text)
     if not isinstance(value, dict):
         raise ValueError("stored JSON is not an object")
