@@ -120,6 +120,20 @@ class WorkflowRouter(APIRouter):
         """
         self.service.add_workflow(name, workflow, additional_events or ())
 
+    def health_router(self, path: str = "/health") -> APIRouter:
+        """A router holding only the health route, for probes that carry no credentials.
+
+        Include it without the dependencies the workflow routes get::
+
+            app.include_router(workflows, prefix="/wf", dependencies=[Depends(auth)])
+            app.include_router(workflows.health_router())  # GET /health, open
+
+        It reports on this router's service and needs no lifespan of its own.
+        """
+        router = APIRouter(route_class=WorkflowRoute)
+        _add_health_route(router, self.service, path)
+        return router
+
     @asynccontextmanager
     async def _lifespan(self, app: Any) -> AsyncIterator[None]:
         state = getattr(app, "state", None)
@@ -164,6 +178,15 @@ def workflow_router(
         router, service, principal or _anonymous, max_body_size, sse_heartbeat_interval
     ).add_all()
     return router
+
+
+def _add_health_route(router: APIRouter, service: WorkflowService, path: str = "/health") -> None:
+    @router.get(path, response_model=HealthResponse, responses={503: {"model": HealthResponse}})
+    async def health() -> Response:
+        """Whether the workflow service is running and its store answers."""
+        if await service.healthy():
+            return json_response({"status": "healthy"})
+        return json_response({"status": "unhealthy"}, 503)
 
 
 async def _anonymous() -> None:
@@ -288,14 +311,7 @@ class _Routes:
     def _workflow_routes(self) -> None:
         router, service = self.router, self.service
 
-        @router.get(
-            "/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}}
-        )
-        async def health() -> Response:
-            """Whether the workflow service is running and its store answers."""
-            if await service.healthy():
-                return json_response({"status": "healthy"})
-            return json_response({"status": "unhealthy"}, 503)
+        _add_health_route(router, service)
 
         @router.get("/workflows", response_model=WorkflowsList)
         async def list_workflows() -> Response:

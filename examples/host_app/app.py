@@ -8,7 +8,9 @@ What it shows:
   user who started it, and users only ever see their own;
 * a host endpoint starting and reading runs through ``WorkflowServiceDep``;
 * the workflow router's lifespan (open the store, resume interrupted runs)
-  merged with the host's own.
+  merged with the host's own;
+* an open ``GET /health`` for probes (``router.health_router()``), while the
+  workflow routes need a key.
 
 Run it from the repository root::
 
@@ -233,6 +235,8 @@ def create_app(
     app.include_router(
         router, prefix=prefix, tags=["workflows"], dependencies=[Depends(current_user)]
     )
+    # The same health route without the key, for a load balancer's probe: GET /health.
+    app.include_router(router.health_router(), tags=["host"])
     add_host_routes(app)
     return app
 

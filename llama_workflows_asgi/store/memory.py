@@ -25,12 +25,15 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
     """Keeps everything in dictionaries; nothing survives the process.
 
     Once more than ``max_completed`` handlers have finished, the oldest finished
-    ones are dropped with their events (``None`` keeps them all).
+    ones are dropped with their events (``None`` keeps them all; a negative
+    number raises ``ValueError``).
     """
 
     durable = False
 
-    def __init__(self, *, max_completed: int | None = 1000) -> None:
+    def __init__(self, max_completed: int | None = 1000) -> None:
+        if max_completed is not None and max_completed < 0:
+            raise ValueError("max_completed must be 0 or more, or None to keep every handler")
         self.max_completed = max_completed
         self._handlers: dict[str, PersistentHandler] = {}
         self._events: dict[str, list[StoredEvent]] = {}
