@@ -26,8 +26,9 @@ import pytest
 from workflows.context.serializers import JsonSerializer
 from workflows.events import StopEvent
 
-from llama_workflows_asgi import ServiceConfig, WorkflowService
+from llama_workflows_asgi import ServiceConfig, WorkflowService, codec
 from llama_workflows_asgi.store import AbstractWorkflowStore
+from llama_workflows_asgi.store.base import utcnow
 from tests.support.processes import ServerProcess, server_processes
 from tests.support.stores import StoreFactory
 from tests.support.workflows import (
@@ -168,3 +169,37 @@ async def test_every_pattern_resumes_after_sigkill(
 
 async def _finished(http: httpx.AsyncClient, handler_id: str) -> bool:
     return (await http.get(f"/handlers/{handler_id}")).status_code != 202
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
+async def test_a_checkpoint_holding_an_undeclared_type_fails_with_a_plain_message(
+    make_store: StoreFactory,
+) -> None:
+    first = WorkflowService(make_store(), config=ServiceConfig(idle_timeout=None))
+    workflow, additional = pattern_workflows()["waiter"]
+    first.add_workflow("waiter", workflow, additional)
+    async with first.running_context():
+        handler = await first.start_run("waiter")
+
+        async def waiting() -> bool:
+            return (await first.get(handler.handler_id)).idle_since is not None
+
+        await eventually(waiting, "the run waits for its decision")
+
+    # The answer was recorded (it was declared then); the workflow is served again
+    # without the event declared: the run cannot be restored.
+    store = make_store()
+    answer = codec.dumps(codec.envelope(DecisionEvent(approved=True)))
+    assert handler.run_id is not None
+    await store.start()
+    assert await store.enqueue_event(handler.handler_id, handler.run_id, answer, None, utcnow())
+    await store.close()
+    second = WorkflowService(store, config=ServiceConfig(poll_interval=0.1))
+    second.add_workflow("waiter", pattern_workflows()["waiter"][0])
+    async with second.running_context():
+        failed = await asyncio.wait_for(second.wait_for(handler.handler_id), 20)
+    assert failed.status == "failed"
+    assert failed.error == (
+        "Cannot resume: the checkpoint holds a DecisionEvent, a type this workflow does not "
+        "declare; register it with add_workflow(..., additional_events=[...])"
+    )
