@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,13 +31,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ModelWrapValidatorHandler,
-    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_serializer,
     field_validator,
-    model_validator,
 )
 from workflows.events import StopEvent
 
@@ -90,38 +88,16 @@ class PersistentHandler(BaseModel):
     idempotency_key: str | None = None
     request_hash: str | None = None
 
-    # The stored envelope ``result`` was read from, kept so that a result of a
-    # class this process does not know is still shown exactly as it was stored.
-    _read_from: tuple[StopEvent, dict[str, Any]] | None = PrivateAttr(default=None)
-
     @property
     def is_terminal(self) -> bool:
         """Whether the run has finished (completed, failed or cancelled)."""
         return self.status in TERMINAL_STATUSES
-
-    def __eq__(self, other: object) -> bool:
-        # Fields only: the envelope a result was read from is not one.
-        if not isinstance(other, PersistentHandler):
-            return NotImplemented
-        return self.__dict__ == other.__dict__
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, like every pydantic model
 
     @field_validator("result", mode="before")
     @classmethod
     def _result_event(cls, data: Any, info: ValidationInfo) -> StopEvent | None:
         classes = (info.context or {}).get(RESULT_CLASSES)
         return result_event(data, classes)
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _keep_envelope(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
-        model = handler(data)
-        raw = data.get("result") if isinstance(data, dict) else None
-        kept = isinstance(model, PersistentHandler) and model.result is not None
-        if kept and isinstance(raw, dict) and _is_envelope(raw):
-            model._read_from = (model.result, raw)
-        return model
 
     @field_serializer("result")
     def _dump_result(self, result: StopEvent | None) -> dict[str, Any] | None:
@@ -131,19 +107,14 @@ class PersistentHandler(BaseModel):
         self, stored: dict[str, Any] | None, classes: Mapping[str, type[StopEvent]]
     ) -> PersistentHandler:
         """A copy whose result is read from ``stored`` (a result as a store keeps it)."""
-        copy = self.model_copy(update={"result": result_event(stored, classes)})
-        if copy.result is not None and _is_envelope(stored):
-            assert stored is not None
-            copy._read_from = (copy.result, stored)
-        return copy
+        return self.model_copy(update={"result": result_event(stored, classes)})
 
     def result_envelope(self) -> dict[str, Any] | None:
         """The result as the wire envelope (what the store keeps and the API shows)."""
         if self.result is None:
             return None
-        if self._read_from is not None and self._read_from[0] is self.result:
-            return self._read_from[1]
-        return codec.envelope(self.result)
+        stored = _UNRESOLVED.get(id(self.result))
+        return codec.envelope(self.result) if stored is None else stored
 
 
 RESULT_CLASSES = "result_classes"
@@ -167,13 +138,29 @@ def result_event(data: Any, classes: Mapping[str, type[StopEvent]] | None) -> St
         return StopEvent(result=data)
     value = data.get("value") if isinstance(data.get("value"), dict) else {}
     cls = _result_class(data, classes or {})
-    if cls is None:
-        # A class this process does not serve: its fields, as a plain result.
-        return StopEvent(result=value)
-    try:
-        return cls.model_validate(value)
-    except ValidationError:
-        return StopEvent(result=value)
+    if cls is not None:
+        try:
+            return cls.model_validate(value)
+        except ValidationError:
+            pass
+    # A class this process does not serve: its fields, as a plain result.
+    plain = StopEvent(result=value)
+    if _is_envelope(data):
+        _remember_envelope(plain, data)
+    return plain
+
+
+_UNRESOLVED: dict[int, dict[str, Any]] = {}
+"""Stored envelopes of results read as plain StopEvents, by ``id`` of that event.
+
+So that such a result is still shown exactly as it was stored (its own class
+name included); an entry lives as long as its event.
+"""
+
+
+def _remember_envelope(event: StopEvent, stored: dict[str, Any]) -> None:
+    _UNRESOLVED[id(event)] = stored
+    weakref.finalize(event, _UNRESOLVED.pop, id(event), None)
 
 
 def _result_class(

@@ -75,7 +75,7 @@ async def test_round_trip_keeps_every_field_exactly(store: AbstractWorkflowStore
         "h-1",
         run_id="r-1",
         ctx=weird,
-        result={"value": {"answer": 42}, "type": "StopEvent"},
+        result=StopEvent(result={"answer": 42, "text": weird["text"]}),
         error="boom \U0001f4a5",
         started_at=datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=timezone(timedelta(hours=2))),
         updated_at=at(1.000001),
@@ -393,12 +393,15 @@ async def test_save_progress_finishes_a_run(store: AbstractWorkflowStore) -> Non
     h = handler("h", owner_id="o", lease_expires_at=LEASE, idle_since=at(1))
     await store.create_handler(h)
     await store.enqueue_event("h", h.run_id or "", "{}", None, at(1))
-    stored = '{"value":{"x":1},"qualified_name":"workflows.events.StopEvent","type":"StopEvent"}'
+    stored = (
+        '{"value":{"result":{"x":1}},"qualified_name":"workflows.events.StopEvent",'
+        '"type":"StopEvent","types":null}'
+    )
     done = progress(h, status="completed", result=stored, events=[event(0)])
     assert await store.save_progress([done]) == set()
     got = await get(store, "h")
     assert got is not None
-    assert (got.status, got.result, got.error) == ("completed", StopEvent(x=1), None)
+    assert (got.status, got.result, got.error) == ("completed", StopEvent(result={"x": 1}), None)
     assert got.result_envelope() == json.loads(stored)  # shown exactly as stored
     assert (got.completed_at, got.updated_at) == (at(100), at(100))
     assert (got.owner_id, got.lease_expires_at, got.idle_since) == (None, None, None)
