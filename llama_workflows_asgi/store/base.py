@@ -19,6 +19,7 @@ All timestamps are timezone-aware UTC datetimes.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import weakref
 from abc import ABC, abstractmethod
@@ -113,7 +114,7 @@ class PersistentHandler(BaseModel):
         """The result as the wire envelope (what the store keeps and the API shows)."""
         if self.result is None:
             return None
-        stored = _UNRESOLVED.get(id(self.result))
+        stored = _STORED_ENVELOPES.get(id(self.result))
         return codec.envelope(self.result) if stored is None else stored
 
 
@@ -138,29 +139,30 @@ def result_event(data: Any, classes: Mapping[str, type[StopEvent]] | None) -> St
         return StopEvent(result=data)
     value = data.get("value") if isinstance(data.get("value"), dict) else {}
     cls = _result_class(data, classes or {})
+    event: StopEvent | None = None
     if cls is not None:
-        try:
-            return cls.model_validate(value)
-        except ValidationError:
-            pass
-    # A class this process does not serve: its fields, as a plain result.
-    plain = StopEvent(result=value)
+        with contextlib.suppress(ValidationError):
+            event = cls.model_validate(value)
+    if event is None:
+        # A class this process does not serve: its fields, as a plain result.
+        event = StopEvent(result=value)
     if _is_envelope(data):
-        _remember_envelope(plain, data)
-    return plain
+        _remember_envelope(event, data)
+    return event
 
 
-_UNRESOLVED: dict[int, dict[str, Any]] = {}
-"""Stored envelopes of results read as plain StopEvents, by ``id`` of that event.
+_STORED_ENVELOPES: dict[int, dict[str, Any]] = {}
+"""Stored envelopes of results read back, by ``id`` of the event read.
 
-So that such a result is still shown exactly as it was stored (its own class
-name included); an entry lives as long as its event.
+A result is shown exactly as it was stored (a class this process does not
+serve keeps its own name), without dumping it again; an entry lives as long as
+its event.
 """
 
 
 def _remember_envelope(event: StopEvent, stored: dict[str, Any]) -> None:
-    _UNRESOLVED[id(event)] = stored
-    weakref.finalize(event, _UNRESOLVED.pop, id(event), None)
+    _STORED_ENVELOPES[id(event)] = stored
+    weakref.finalize(event, _STORED_ENVELOPES.pop, id(event), None)
 
 
 def _result_class(
