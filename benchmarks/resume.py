@@ -98,7 +98,7 @@ async def resume_after(url: str, steps: int) -> tuple[float, int]:
     elapsed = time.perf_counter() - started
     await second.stop()
     assert done.result is not None
-    assert done.result["value"]["result"]["done"] == steps
+    assert done.result.result["done"] == steps
     return elapsed, size
 
 

@@ -37,7 +37,9 @@ FRAMEWORK_EVENTS: tuple[type[Event], ...] = (
 )
 """Framework events every workflow accepts by name, declared or not."""
 
-_ENVELOPE_KEYS = frozenset({"value", "data", "type", "types", "qualified_name"})
+_ENVELOPE_KEYS = frozenset({"value", "data", "type", "types", "qualified_name", "__is_pydantic"})
+_SERIALIZER_MARK = "__is_pydantic"
+"""The key the engine's ``JsonSerializer`` puts beside ``value`` and ``qualified_name``."""
 
 DEFAULT_MAX_JSON_DEPTH = 64
 """Deepest nesting of arrays and objects accepted in JSON input by default.
@@ -246,9 +248,15 @@ class EventRegistry:
         raise BadEventError("Invalid event: it must name its class with 'type' or 'qualified_name'")
 
     def decode(self, payload: Any) -> Event:
-        """An event sent into a running workflow (``POST /events``)."""
+        """An event sent into a running workflow (``POST /events``).
+
+        Accepted: the wire envelope (``type`` and/or ``qualified_name`` with
+        ``value``, or the legacy ``data``) and the engine's serializer format
+        (``__is_pydantic``, ``value``, ``qualified_name``), as an object or as a
+        JSON string holding one.
+        """
         data = _as_object(payload, self.max_depth)
-        if not _looks_like_envelope(data):
+        if not _looks_like_envelope(data, None):
             raise BadEventError(
                 "Invalid event: expected an envelope with 'type' (or 'qualified_name') and 'value'"
             )
@@ -256,9 +264,9 @@ class EventRegistry:
         return _validate(cls, _value_of(data, self.max_depth))
 
     def decode_start(self, payload: Any) -> StartEvent:
-        """A start event: an envelope or the start event's fields as a bare object."""
+        """A start event: an envelope (as ``decode`` takes) or its fields as a bare object."""
         data = _as_object(payload, self.max_depth)
-        if not _looks_like_envelope(data):
+        if not _looks_like_envelope(data, self.start_class):
             return _validate_start(self.start_class, data)
         type_name, qualified = _optional_str(data, "type"), _optional_str(data, "qualified_name")
         if type_name is None and qualified is None:
@@ -287,11 +295,22 @@ def _as_object(payload: Any, max_depth: int) -> dict[str, Any]:
     return payload
 
 
-def _looks_like_envelope(data: dict[str, Any]) -> bool:
+def _looks_like_envelope(data: dict[str, Any], bare_class: type[Event] | None) -> bool:
+    """Whether ``data`` wraps an event rather than being the event's fields.
+
+    An object made only of envelope keys is an envelope, and so is one marked
+    by the engine's serializer. An object with ``value`` and a class name is
+    one too, other keys ignored (as the reference does), unless it is meant as
+    a bare start event whose class declares every one of those keys.
+    """
     keys = set(data)
-    if not keys or not keys <= _ENVELOPE_KEYS:
+    if data.get(_SERIALIZER_MARK) is True:
+        return True
+    if keys and keys <= _ENVELOPE_KEYS:
+        return bool(keys & {"value", "data", "type", "qualified_name"})
+    if "value" not in keys or not keys & {"type", "qualified_name"}:
         return False
-    return bool(keys & {"value", "data", "type", "qualified_name"})
+    return bare_class is None or not keys <= set(bare_class.model_fields)
 
 
 def _optional_str(data: dict[str, Any], key: str) -> str | None:
@@ -317,6 +336,8 @@ def _validate(cls: type[Event], value: dict[str, Any]) -> Event:
         return cls.model_validate(_lift_declared_fields(cls, value))
     except ValidationError as exc:
         raise BadEventError(f"Invalid {cls.__name__}: {describe_validation_error(exc)}") from exc
+    except RecursionError:
+        raise BadEventError(f"Invalid {cls.__name__}: nested too deeply") from None
 
 
 def _lift_declared_fields(cls: type[Event], value: dict[str, Any]) -> dict[str, Any]:
@@ -352,11 +373,16 @@ _DOTTED_NAME = re.compile(r"\b(?:[a-z_]\w*\.)+([A-Z]\w*)\b")
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
 
 
+_NOT_ALLOWED = re.compile(r"Class ([\w.]+) is not in the serializer's allowed types")
+_URL = re.compile(r"\S*https?://\S+")
+
+
 def readable_error(exc: BaseException) -> str:
-    """``exc``'s message for a person: no module paths, no SQL, its root cause named.
+    """``exc``'s message for a person: no module paths, URLs or SQL, its root cause named.
 
     Serializers wrap the real reason ("Maximum serialization depth exceeded")
-    in a generic message; the innermost cause is appended when it differs.
+    in a generic message; the innermost cause is appended when it differs. A
+    type a checkpoint may not restore is named with what to do about it.
     """
     root = exc
     for _ in range(16):  # a chain, not a cycle
@@ -364,6 +390,16 @@ def readable_error(exc: BaseException) -> str:
         if inner is None:
             break
         root = inner
+    for error in (exc, root):
+        missing = _NOT_ALLOWED.search(str(error))
+        if missing:
+            name = missing.group(1).rsplit(".", 1)[-1]
+            return (
+                f"the checkpoint holds a {name}, a type this workflow does not declare; "
+                "register it with add_workflow(..., additional_events=[...])"
+            )
+    if isinstance(exc, ValidationError):
+        return describe_validation_error(exc)
     text = _clean(_message(exc))
     cause = _clean(_message(root)) if root is not exc else ""
     if cause and cause not in text:
@@ -378,6 +414,7 @@ def _message(exc: BaseException) -> str:
 
 
 def _clean(text: str) -> str:
+    text = _URL.sub("", text)
     text = _CLASS_REPR.sub(r"\1", text)
     text = _DOTTED_NAME.sub(r"\1", text)
     text = _ADDRESS.sub(">", text)

@@ -7,6 +7,7 @@
 import hashlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, cast
@@ -39,7 +40,7 @@ from .models import (
 )
 from .registry import RegisteredWorkflow
 from .service.config import ServiceConfig
-from .service.service import WorkflowService
+from .service.service import WorkflowService, check_handler_id
 from .service.streams import EventStream, Heartbeat
 from .store.base import (
     AbstractWorkflowStore,
@@ -123,6 +124,20 @@ class WorkflowRouter(APIRouter):
         """
         self.service.add_workflow(name, workflow, additional_events or ())
 
+    def health_router(self, path: str = "/health") -> APIRouter:
+        """A router holding only the health route, for probes that carry no credentials.
+
+        Include it without the dependencies the workflow routes get::
+
+            app.include_router(workflows, prefix="/wf", dependencies=[Depends(auth)])
+            app.include_router(workflows.health_router())  # GET /health, open
+
+        It reports on this router's service and needs no lifespan of its own.
+        """
+        router = APIRouter(route_class=WorkflowRoute)
+        _add_health_route(router, self.service, path)
+        return router
+
     @asynccontextmanager
     async def _lifespan(self, app: Any) -> AsyncIterator[None]:
         state = getattr(app, "state", None)
@@ -173,6 +188,16 @@ def workflow_router(
     return router
 
 
+def _add_health_route(router: APIRouter, service: WorkflowService, path: str = "/health") -> None:
+    @router.get(path, response_model=HealthResponse, responses={503: {"model": HealthResponse}})
+    async def health() -> Response:
+        """Whether the service runs, its store answers and its background work keeps up."""
+        problem = await service.health_problem()
+        if problem is None:
+            return json_response({"status": "healthy"})
+        return json_response({"status": "unhealthy", "detail": problem}, 503)
+
+
 async def _anonymous() -> None:
     # async: FastAPI would run a plain function in a worker thread, per request.
     return None
@@ -185,7 +210,7 @@ def handler_json(handler: PersistentHandler) -> dict[str, Any]:
         "workflow_name": handler.workflow_name,
         "run_id": handler.run_id,
         "error": handler.error,
-        "result": handler.result,
+        "result": handler.result_envelope(),
         "result_unreadable": False,
         "status": handler.status,
         "started_at": handler.started_at.isoformat(),
@@ -209,19 +234,36 @@ def _flag(value: str | None, name: str, default: bool) -> bool:
     raise BadRequestError(f"Invalid {name}: {value!r} (expected true or false)")
 
 
+_MAX_SEQUENCE = 2**63 - 1
+"""Sequences are 64-bit integers in the database: a cursor past this cannot exist."""
+_INTEGER = re.compile(r"\s*(-?[0-9]+)\s*", re.ASCII)
+
+
+def _sequence(text: str) -> int | None:
+    """``text`` as a sequence cursor (ASCII digits, -1 or more, within 64 bits), else ``None``."""
+    match = _INTEGER.fullmatch(text)
+    if match is None:
+        return None
+    value = int(match.group(1))
+    return value if -1 <= value <= _MAX_SEQUENCE else None
+
+
 def _cursor_position(
     after_sequence: str | None, last_event_id: str | None, sse: bool
 ) -> int | Literal["now"]:
-    if sse and last_event_id is not None and last_event_id.strip().lstrip("-").isdigit():
-        return max(int(last_event_id.strip()), -1)
+    if sse and last_event_id is not None and _INTEGER.fullmatch(last_event_id):
+        position = _sequence(last_event_id)
+        if position is None and not last_event_id.strip().startswith("-"):
+            raise BadRequestError(f"Invalid Last-Event-ID: {last_event_id.strip()[:40]!r}")
+        return -1 if position is None else position
     if after_sequence is None or after_sequence == "now":
         return "now"
-    try:
-        position = int(after_sequence)
-    except ValueError:
-        raise BadRequestError(f"Invalid after_sequence: {after_sequence!r}") from None
-    if position < -1:
-        raise BadRequestError(f"Invalid after_sequence: {after_sequence!r} (must be -1 or more)")
+    position = _sequence(after_sequence)
+    if position is None:
+        raise BadRequestError(
+            f"Invalid after_sequence: {after_sequence[:40]!r} "
+            f"(expected now or an integer from -1 to {_MAX_SEQUENCE})"
+        )
     return position
 
 
@@ -238,13 +280,9 @@ def _status_filter(values: list[str] | None) -> list[Status] | None:
 def _check_handler_id(handler_id: Any) -> str | None:
     if handler_id is None:
         return None
-    if not isinstance(handler_id, str) or not 0 < len(handler_id) <= 255:
-        raise BadRequestError("Invalid handler_id: it must be a string of 1 to 255 characters")
-    if handler_id in (".", ".."):
-        raise BadRequestError("Invalid handler_id: '.' and '..' cannot appear in a URL path")
-    if "/" in handler_id or not handler_id.isprintable():
-        raise BadRequestError("Invalid handler_id: it must not contain '/' or control characters")
-    return handler_id
+    if not isinstance(handler_id, str):
+        raise BadRequestError("Invalid handler_id: it must be a string")
+    return check_handler_id(handler_id)
 
 
 def _fingerprint(name: str, body: Any) -> str:
@@ -284,15 +322,7 @@ class _Routes:
     def _workflow_routes(self) -> None:
         router, service = self.router, self.service
 
-        @router.get(
-            "/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}}
-        )
-        async def health() -> Response:
-            """Whether the service runs, its store answers and its background work keeps up."""
-            problem = await service.health_problem()
-            if problem is None:
-                return json_response({"status": "healthy"})
-            return json_response({"status": "unhealthy", "detail": problem}, 503)
+        _add_health_route(router, service)
 
         @router.get("/workflows", response_model=WorkflowsList)
         async def list_workflows() -> Response:
@@ -439,7 +469,7 @@ class _Routes:
             """Like ``GET /handlers/{id}`` with the result unwrapped to its value (legacy)."""
             handler = await service.get(handler_id, principal=_principal_id(principal))
             body = handler_json(handler)
-            body["result"] = _legacy_result(handler.result)
+            body["result"] = _legacy_result(handler.result_envelope())
             return json_response(body, _HANDLER_STATUS_CODE[handler.status])
 
     def _cancel_route(self) -> None:
@@ -569,8 +599,14 @@ def _redacted_graph(graph: dict[str, Any]) -> dict[str, Any]:
 
 
 def _context_field(value: Any) -> dict[str, Any] | None:
-    if value is None or isinstance(value, dict):
-        return value
+    if isinstance(value, str) and value:
+        # A context may come as the JSON text of one, as a start event may.
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            raise BadRequestError("Invalid context: not a JSON object") from None
+    if value is None or value == "" or isinstance(value, dict):
+        return value or None
     raise BadRequestError("Invalid context: it must be a JSON object")
 
 

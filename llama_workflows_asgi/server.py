@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import uvicorn
@@ -61,10 +61,15 @@ class WorkflowServer:
         """Serve ``workflow`` as ``name`` (see ``WorkflowRouter.add_workflow``)."""
         self.router.add_workflow(name, workflow, additional_events)
 
+    def get_workflows(self) -> dict[str, Workflow]:
+        """The registered workflows, by name, in registration order."""
+        return {entry.name: entry.workflow for entry in self.service.registry}
+
     async def serve(
         self,
         host: str = "localhost",
         port: int = 8000,
+        uvicorn_config: Mapping[str, Any] | None = None,
         *,
         log_level: str = "info",
         graceful_timeout: float = 10.0,
@@ -72,14 +77,16 @@ class WorkflowServer:
     ) -> None:
         """Serve until interrupted; on shutdown runs are checkpointed and released.
 
-        ``graceful_timeout`` bounds how long open event streams may delay shutdown.
+        ``uvicorn_config`` holds more ``uvicorn.Config`` arguments (``root_path``,
+        ``log_level``...), as the reference server takes them; keyword arguments
+        do the same. ``graceful_timeout`` bounds how long open event streams may
+        delay shutdown.
         """
-        config = uvicorn.Config(
-            self.app,
-            host=host,
-            port=port,
-            log_level=log_level,
-            timeout_graceful_shutdown=int(graceful_timeout),
+        settings: dict[str, Any] = {
+            "log_level": log_level,
+            "timeout_graceful_shutdown": int(graceful_timeout),
+            **(uvicorn_config or {}),
             **uvicorn_options,
-        )
+        }
+        config = uvicorn.Config(self.app, host=host, port=port, **settings)
         await uvicorn.Server(config).serve()

@@ -8,7 +8,9 @@ What it shows:
   user who started it, and users only ever see their own;
 * a host endpoint starting and reading runs through ``WorkflowServiceDep``;
 * the workflow router's lifespan (open the store, resume interrupted runs)
-  merged with the host's own.
+  merged with the host's own;
+* an open ``GET /health`` for probes (``router.health_router()``), while the
+  workflow routes need a key.
 
 Run it from the repository root::
 
@@ -182,7 +184,7 @@ def add_host_routes(app: FastAPI) -> None:
             raise HTTPException(404, str(exc)) from exc
         greeting = None
         if handler.result is not None:
-            greeting = handler.result["value"]["result"]["greeting"]
+            greeting = handler.result.result["greeting"]
         return GreetingStatus(handler_id=handler_id, status=handler.status, greeting=greeting)
 
     @app.get("/status", tags=["host"])
@@ -233,6 +235,8 @@ def create_app(
     app.include_router(
         router, prefix=prefix, tags=["workflows"], dependencies=[Depends(current_user)]
     )
+    # The same health route without the key, for a load balancer's probe: GET /health.
+    app.include_router(router.health_router(), tags=["host"])
     add_host_routes(app)
     return app
 

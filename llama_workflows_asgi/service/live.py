@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from workflows.runtime.types.plugin import (
     as_v2_runtime_compatibility_shim,
 )
 from workflows.runtime.types.results import StepWorkerFailed
+from workflows.runtime.types.step_id import StepId
 from workflows.runtime.types.ticks import (
     TickAddEvent,
     TickIdleRelease,
@@ -39,6 +39,7 @@ from workflows.runtime.types.ticks import (
     TickTimeout,
     WorkflowTick,
 )
+from workflows.workflow import Workflow
 
 from .. import codec
 from ..registry import RegisteredWorkflow
@@ -54,6 +55,7 @@ class Outcome:
     status: Status
     result: str | None = None
     error: str | None = None
+    event: StopEvent | None = None
 
 
 def outcome_of(event: StopEvent, payload: str) -> Outcome:
@@ -64,7 +66,7 @@ def outcome_of(event: StopEvent, payload: str) -> Outcome:
         return Outcome("failed", error=_storable(str(event.exception)))
     if isinstance(event, WorkflowTimedOutEvent):
         return Outcome("failed", error=f"Workflow timed out after {float(event.timeout)}s")
-    return Outcome("completed", result=payload)
+    return Outcome("completed", result=payload, event=event)
 
 
 def _may_fail_run(tick: WorkflowTick) -> bool:
@@ -272,7 +274,14 @@ class LiveRun:
         assert self.handler is not None
         self.delivered.add(inbox_id)
         self._inbox_by_event[id(event)] = inbox_id
-        self.handler.ctx.send_event(event, step)
+        if step is None or _accepts(self.workflow.workflow, step, event):
+            self.handler.ctx.send_event(event, step)
+            return
+        # The step takes the event through ctx.wait_for_event, not its signature:
+        # the engine's send_event refuses that, its control loop does not.
+        assert self._adapter is not None
+        tick = TickAddEvent(event=event, step_id=StepId.root(step))
+        self.track_task(asyncio.ensure_future(self._adapter.send_event(tick)))
 
     def drop_inbox_entry(self, inbox_id: int) -> None:
         """Consume an inbox entry that cannot be delivered (it is logged by the caller)."""
@@ -375,7 +384,7 @@ class LiveRun:
 
     def _finished_row(self, progress: RunProgress) -> PersistentHandler:
         """The handler row as the terminal write left it."""
-        result = None if progress.result is None else json.loads(progress.result)
+        result = None if self.outcome is None else self.outcome.event
         return self.row.model_copy(
             update={
                 "status": progress.status,
@@ -448,3 +457,12 @@ class LiveRun:
         for task in list(self._tasks):
             task.cancel()
         self._notify()
+
+
+def _accepts(workflow: Workflow, step: str, event: Event) -> bool:
+    """Whether ``step``'s signature takes ``event`` (the engine's own check)."""
+    try:
+        workflow._validate_valid_step_message(step, event)
+    except Exception:
+        return False
+    return True

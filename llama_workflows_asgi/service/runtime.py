@@ -58,6 +58,7 @@ class DurableRuntime(BaseRuntimeDecorator):
     def __init__(self) -> None:
         super().__init__(BasicRuntime())
         self._observers: dict[str, RunObserver] = {}
+        self._extra_types: dict[int, tuple[type[Any], ...]] = {}
 
     def observe(self, run_id: str, observer: RunObserver) -> None:
         """Report the run ``run_id`` (about to start) to ``observer``."""
@@ -67,9 +68,18 @@ class DurableRuntime(BaseRuntimeDecorator):
         """Stop reporting ``run_id``."""
         self._observers.pop(run_id, None)
 
+    def allow_types(self, workflow: Workflow, types: tuple[type[Any], ...]) -> None:
+        """Let ``workflow``'s serializer also resolve ``types`` (its additional events).
+
+        A checkpoint holds every event a run has seen or waits for, not only the
+        ones in step signatures; without this a run waiting on
+        ``ctx.wait_for_event`` could not be restored.
+        """
+        self._extra_types[id(workflow)] = tuple(dict.fromkeys(types))
+
     def get_serializer(self, workflow: Workflow) -> BaseSerializer:
         base = workflow.serializer or JsonSerializer(allowed_types=[])
-        return self._compose_serializer(workflow, base)
+        return self._compose_serializer(workflow, base, *self._extra_types.get(id(workflow), ()))
 
     def get_internal_adapter(self, workflow: Workflow) -> InternalRunAdapter:
         inner = self._decorated.get_internal_adapter(workflow)

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import secrets
 import string
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -18,7 +19,13 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from workflows import Context, Workflow
 from workflows.context.serializers import JsonSerializer
-from workflows.events import Event, StartEvent, WorkflowCancelledEvent, WorkflowFailedEvent
+from workflows.events import (
+    Event,
+    StartEvent,
+    StopEvent,
+    WorkflowCancelledEvent,
+    WorkflowFailedEvent,
+)
 
 from .. import codec
 from ..errors import (
@@ -54,6 +61,8 @@ logger = logging.getLogger(__name__)
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 _ID_SPACE = len(_ID_ALPHABET) ** 10
+_IN_USE = "Handler id '{}' is already in use"
+_HANDLER_ID = re.compile(r"[A-Za-z0-9._~:@-]{1,255}")
 
 
 def new_id() -> str:
@@ -138,6 +147,10 @@ class WorkflowService:
             ) from exc
         entry = self.registry.add(name, workflow, additional_events)
         entry.events.max_depth = self.config.max_json_depth
+        self.runtime.allow_types(workflow, (*entry.declared_events, *codec.FRAMEWORK_EVENTS))
+        for cls in (*entry.declared_events, workflow.stop_event_class):
+            if issubclass(cls, StopEvent):
+                self.store.result_classes.setdefault(codec.qualified_name(cls), cls)
         return entry
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -240,6 +253,10 @@ class WorkflowService:
         """
         entry = self.registry.get(workflow_name)
         self._require_running()
+        if handler_id is not None:
+            check_handler_id(handler_id)
+        if idempotency_key is not None and not idempotency_key.strip():
+            raise BadRequestError("Invalid Idempotency-Key: it must not be empty")
         key = None if idempotency_key is None else _scoped_key(principal, idempotency_key)
         if key is not None:
             replay = await self._replay(key, request_hash, principal)
@@ -330,7 +347,7 @@ class WorkflowService:
         try:
             Context.from_dict(entry.workflow, context, serializer=self._serializer(entry))
         except Exception as exc:
-            raise BadRequestError(f"Invalid context: {exc}") from exc
+            raise BadRequestError(f"Invalid context: {codec.readable_error(exc)}") from exc
         return context
 
     async def _previous_handler(
@@ -340,10 +357,14 @@ class WorkflowService:
         if not rows:
             return None
         previous = rows[0]
+        if previous.principal != principal:
+            # The same answer whatever that handler's state: nothing about
+            # another caller's handler may show.
+            raise ConflictError(_IN_USE.format(handler_id))
         if not previous.is_terminal or handler_id in self._runs:
             raise ConflictError(f"Handler '{handler_id}' is already running")
-        if previous.principal != principal or previous.workflow_name != entry.name:
-            raise ConflictError(f"Handler id '{handler_id}' is already in use")
+        if previous.workflow_name != entry.name:
+            raise ConflictError(_IN_USE.format(handler_id))
         return previous
 
     def _new_row(
@@ -392,7 +413,8 @@ class WorkflowService:
             return replay
         except HandlerExistsError as exc:
             self._unregister(live)
-            raise ConflictError(f"Handler '{row.handler_id}' is already running") from exc
+            taken = _IN_USE if self.scoped else "Handler '{}' is already running"
+            raise ConflictError(taken.format(row.handler_id)) from exc
         except BaseException:
             self._unregister(live)
             raise
@@ -427,7 +449,7 @@ class WorkflowService:
             ctx, start = self._resume_inputs(row, workflow)
             live = self._register(row, workflow, sequences.get(row.run_id, -1) + 1)
         except Exception as exc:
-            await self._give_up(row.handler_id, f"Cannot resume: {_describe(exc)}")
+            await self._give_up(row.handler_id, f"Cannot resume: {codec.readable_error(exc)}")
             return
         if await self._launch_or_fail(live, ctx, start):
             for entry in inbox:
@@ -499,7 +521,7 @@ class WorkflowService:
         except Exception as exc:
             live.abort()
             self._unregister(live)
-            await self._give_up(live.handler_id, f"Cannot resume: {_describe(exc)}")
+            await self._give_up(live.handler_id, f"Cannot resume: {codec.readable_error(exc)}")
             return False
         return True
 
@@ -740,6 +762,7 @@ class WorkflowService:
             raise ConflictError("Workflow already completed")
         entry = self.registry.get(row.workflow_name)
         decoded = event if isinstance(event, Event) else entry.events.decode(event)
+        _check_sendable(decoded)
         _check_step(entry, step, decoded)
         payload = codec.dumps(self._check_storable(entry, decoded, start=False))
         inbox_id = await self.store.enqueue_event(handler_id, row.run_id, payload, step, utcnow())
@@ -835,17 +858,41 @@ def _start_event_for(entry: RegisteredWorkflow, given: StartEvent | None) -> Sta
     return entry.events.decode_start(codec.envelope(given))
 
 
+def _check_sendable(event: Event) -> None:
+    if isinstance(event, StopEvent):
+        raise BadEventError(
+            f"A {type(event).__name__} cannot be sent into a run: a run's outcome is its own"
+        )
+    if isinstance(event, StartEvent):
+        raise BadEventError(
+            f"A {type(event).__name__} cannot be sent into a running run: it has already started"
+        )
+
+
+def check_handler_id(handler_id: str) -> str:
+    """``handler_id`` if a URL path segment carries it unescaped; else ``BadRequestError``.
+
+    That is 1 to 255 RFC 3986 unreserved characters, ``:`` and ``@``, and not
+    ``.`` or ``..`` (which a URL path resolves away).
+    """
+    if not _HANDLER_ID.fullmatch(handler_id) or handler_id in (".", ".."):
+        raise BadRequestError(
+            "Invalid handler_id: use 1 to 255 letters, digits and '-._~:@' (not '.' or '..' alone)"
+        )
+    return handler_id
+
+
 def _check_step(entry: RegisteredWorkflow, step: str | None, event: Event) -> None:
+    """Refuse a target step the workflow lacks.
+
+    Whether the step takes the event is not checked against its signature: a
+    step may wait for it with ``ctx.wait_for_event`` instead.
+    """
     if step is None:
         return
-    try:
-        entry.workflow._validate_valid_step_message(step, event)
-    except Exception as exc:
-        raise BadRequestError(str(exc)) from exc
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {codec.readable_error(exc)}"
+    steps = entry.workflow._get_steps()  # the engine's own table of steps, by name
+    if step not in steps:
+        raise BadEventError(f"Step {step} does not exist")
 
 
 def _scoped_key(principal: str | None, key: str) -> str:

@@ -6,7 +6,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .base import InboxEntry, PersistentHandler, StoredEvent
+from workflows.events import StopEvent
+
+from .base import RESULT_CLASSES, InboxEntry, PersistentHandler, StoredEvent
 
 
 def dump_json(value: Mapping[str, Any] | None) -> str | None:
@@ -30,18 +32,23 @@ def handler_values(handler: PersistentHandler) -> dict[str, Any]:
     """Column values for a handler row."""
     values = handler.model_dump(exclude={"ctx", "result", "start_event"})
     values["ctx"] = dump_json(handler.ctx)
-    values["result"] = dump_json(handler.result)
+    values["result"] = dump_json(handler.result_envelope())
     values["start_event"] = dump_json(handler.start_event)
     return values
 
 
-def handler_from_row(row: Mapping[Any, Any]) -> PersistentHandler:
-    """A handler from a row; a missing ``ctx`` column (not loaded) reads as ``None``."""
+def handler_from_row(
+    row: Mapping[Any, Any], result_classes: Mapping[str, type[StopEvent]] | None = None
+) -> PersistentHandler:
+    """A handler from a row; a missing ``ctx`` column (not loaded) reads as ``None``.
+
+    The result is rebuilt as one of ``result_classes`` when it names one.
+    """
     values = dict(row)
     values["ctx"] = load_json(values.get("ctx"))
     values["result"] = load_json(values["result"])
     values["start_event"] = load_json(values["start_event"])
-    return PersistentHandler.model_validate(values)
+    return PersistentHandler.model_validate(values, context={RESULT_CLASSES: result_classes or {}})
 
 
 def event_values(run_id: str, event: StoredEvent) -> dict[str, Any]:

@@ -19,15 +19,27 @@ All timestamps are timezone-aware UTC datetimes.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+)
+from workflows.events import StopEvent
 
+from .. import codec
 from ..errors import BadRequestError, ConflictError
 
 Status = Literal["running", "completed", "failed", "cancelled"]
@@ -74,10 +86,15 @@ class PersistentHandler(BaseModel):
     """One handler: the durable record of a workflow run.
 
     ``ctx`` is the run's latest checkpoint (a ``Context.to_dict()`` payload) and
-    ``result`` the terminal StopEvent as a wire envelope (``value``,
-    ``qualified_name``, ``type``, ``types``). The fields after ``completed_at``
-    are the server's bookkeeping: the start event, who started the run, the
-    ownership lease and idempotency data.
+    ``result`` the StopEvent the run completed with: an instance of the
+    workflow's own StopEvent class when the store knows it (see
+    ``AbstractWorkflowStore.result_classes``), a plain ``StopEvent`` otherwise.
+    It may be given as a StopEvent, as the wire envelope the store keeps
+    (``value``, ``qualified_name``, ``type``, ``types``), as the engine's
+    serializer format (``__is_pydantic``, ``value``, ``qualified_name``) or as
+    a legacy plain value (which becomes ``StopEvent(result=value)``). The
+    fields after ``completed_at`` are the server's bookkeeping: the start
+    event, who started the run, the ownership lease and idempotency data.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -87,7 +104,7 @@ class PersistentHandler(BaseModel):
     status: Status
     run_id: str | None = None
     ctx: dict[str, Any] | None = None
-    result: dict[str, Any] | None = None
+    result: StopEvent | None = None
     error: str | None = None
     started_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime | None = None
@@ -105,6 +122,88 @@ class PersistentHandler(BaseModel):
     def is_terminal(self) -> bool:
         """Whether the run has finished (completed, failed or cancelled)."""
         return self.status in TERMINAL_STATUSES
+
+    @field_validator("result", mode="before")
+    @classmethod
+    def _result_event(cls, data: Any, info: ValidationInfo) -> StopEvent | None:
+        classes = (info.context or {}).get(RESULT_CLASSES)
+        return result_event(data, classes)
+
+    @field_serializer("result")
+    def _dump_result(self, result: StopEvent | None) -> dict[str, Any] | None:
+        return self.result_envelope()
+
+    def with_stored_result(
+        self, stored: dict[str, Any] | None, classes: Mapping[str, type[StopEvent]]
+    ) -> PersistentHandler:
+        """A copy whose result is read from ``stored`` (a result as a store keeps it)."""
+        return self.model_copy(update={"result": result_event(stored, classes)})
+
+    def result_envelope(self) -> dict[str, Any] | None:
+        """The result as the wire envelope (what the store keeps and the API shows)."""
+        if self.result is None:
+            return None
+        stored = _STORED_ENVELOPES.get(id(self.result))
+        return codec.envelope(self.result) if stored is None else stored
+
+
+RESULT_CLASSES = "result_classes"
+"""Validation context key: StopEvent classes by qualified name, to rebuild results with."""
+
+_WIRE_KEYS = frozenset({"value", "qualified_name", "type", "types"})
+
+
+def _is_envelope(data: Any) -> bool:
+    if not isinstance(data, dict) or "value" not in data or not set(data) <= _WIRE_KEYS:
+        return False
+    return isinstance(data["value"], dict) and bool({"type", "qualified_name"} & set(data))
+
+
+def result_event(data: Any, classes: Mapping[str, type[StopEvent]] | None) -> StopEvent | None:
+    """A handler result as a StopEvent (see ``PersistentHandler``); never imports anything."""
+    if data is None or isinstance(data, StopEvent):
+        return data
+    marked = isinstance(data, dict) and data.get("__is_pydantic") is True
+    if not (marked or _is_envelope(data)):
+        return StopEvent(result=data)
+    value = data.get("value") if isinstance(data.get("value"), dict) else {}
+    cls = _result_class(data, classes or {})
+    event: StopEvent | None = None
+    if cls is not None:
+        with contextlib.suppress(ValidationError):
+            event = cls.model_validate(value)
+    if event is None:
+        # A class this process does not serve: its fields, as a plain result.
+        event = StopEvent(result=value)
+    if _is_envelope(data):
+        _remember_envelope(event, data)
+    return event
+
+
+_STORED_ENVELOPES: dict[int, dict[str, Any]] = {}
+"""Stored envelopes of results read back, by ``id`` of the event read.
+
+A result is shown exactly as it was stored (a class this process does not
+serve keeps its own name), without dumping it again; an entry lives as long as
+its event.
+"""
+
+
+def _remember_envelope(event: StopEvent, stored: dict[str, Any]) -> None:
+    _STORED_ENVELOPES[id(event)] = stored
+    weakref.finalize(event, _STORED_ENVELOPES.pop, id(event), None)
+
+
+def _result_class(
+    data: dict[str, Any], classes: Mapping[str, type[StopEvent]]
+) -> type[StopEvent] | None:
+    name = data.get("qualified_name")
+    if name == codec.qualified_name(StopEvent) or (not name and data.get("type") == "StopEvent"):
+        return StopEvent
+    found = classes.get(name) if isinstance(name, str) else None
+    if found is None and isinstance(data.get("type"), str) and not name:
+        found = next((c for c in classes.values() if c.__name__ == data["type"]), None)
+    return found
 
 
 @dataclass(frozen=True)
@@ -128,9 +227,10 @@ class HandlerCursor:
             moment = datetime.fromisoformat(started_at)
             if moment.tzinfo is None or not isinstance(handler_id, str):
                 raise ValueError(token)
-        except (ValueError, TypeError) as exc:
-            raise BadRequestError(f"Invalid cursor: {token!r}") from exc
-        return cls(moment.astimezone(timezone.utc), handler_id)
+            # A moment near the ends of the calendar may not exist in UTC.
+            return cls(moment.astimezone(timezone.utc), handler_id)
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            raise BadRequestError(f"Invalid cursor: {token[:80]!r}") from exc
 
 
 class HandlerQuery(BaseModel):
@@ -223,6 +323,18 @@ class AbstractWorkflowStore(ABC):
     """
 
     durable: bool = True
+
+    @property
+    def result_classes(self) -> dict[str, type[StopEvent]]:
+        """StopEvent subclasses results are rebuilt as, by qualified name.
+
+        The run service adds its workflows' stop classes; a result of a class
+        not listed reads back as a plain ``StopEvent`` holding its fields.
+        """
+        classes: dict[str, type[StopEvent]] | None = self.__dict__.get("_result_classes")
+        if classes is None:
+            classes = self.__dict__["_result_classes"] = {}
+        return classes
 
     # -- lifecycle -----------------------------------------------------------------
 

@@ -31,12 +31,15 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
     """Keeps everything in dictionaries; nothing survives the process.
 
     Once more than ``max_completed`` handlers have finished, the oldest finished
-    ones are dropped with their events (``None`` keeps them all).
+    ones are dropped with their events (``None`` keeps them all; a negative
+    number raises ``ValueError``).
     """
 
     durable = False
 
-    def __init__(self, *, max_completed: int | None = 1000) -> None:
+    def __init__(self, max_completed: int | None = 1000) -> None:
+        if max_completed is not None and max_completed < 0:
+            raise ValueError("max_completed must be 0 or more, or None to keep every handler")
         self.max_completed = max_completed
         self._handlers: dict[str, PersistentHandler] = {}
         self._events: dict[str, list[StoredEvent]] = {}
@@ -119,10 +122,11 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
             update["ctx"] = _decode(item.ctx)
         if item.reset_attempts:
             update["resume_attempts"] = 0
+        stored_result = None
         if item.status != "running":
+            stored_result = None if item.result is None else _decode(item.result)
             update.update(
                 status=item.status,
-                result=None if item.result is None else _decode(item.result),
                 error=item.error,
                 completed_at=item.updated_at,
                 idle_since=None,
@@ -130,7 +134,10 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
             self._clear_inbox(handler.handler_id)
         if item.status != "running" or item.release:
             update.update(owner_id=None, lease_expires_at=None)
-        self._handlers[handler.handler_id] = handler.model_copy(update=update)
+        updated = handler.model_copy(update=update)
+        if item.status != "running":
+            updated = updated.with_stored_result(stored_result, self.result_classes)
+        self._handlers[handler.handler_id] = updated
 
     async def finalize_handler(
         self,
@@ -383,7 +390,7 @@ def _with_sequence(event: StoredEvent, sequence: int) -> StoredEvent:
     )
 
 
-def _decode(text: str) -> dict[str, object]:
+def _decode(text: str) -> dict[str, Any]:
     value = json.loads(text)
     if not isinstance(value, dict):
         raise ValueError("stored JSON is not an object")

@@ -195,7 +195,7 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
 
     async def query(self, query: HandlerQuery) -> list[PersistentHandler]:
         rows = await self._read(lambda conn: _all_mappings(conn, listing(query)))
-        return [handler_from_row(row) for row in rows]
+        return [handler_from_row(row, self.result_classes) for row in rows]
 
     async def update(self, handler: PersistentHandler) -> None:
         await self._write(writes.upsert_handler, handler)
@@ -214,7 +214,7 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
     async def get_by_idempotency_key(self, key: str) -> PersistentHandler | None:
         stmt = select(handlers_table).where(handlers_table.c.idempotency_key == key)
         rows = await self._read(lambda conn: _all_mappings(conn, stmt))
-        return handler_from_row(rows[0]) if rows else None
+        return handler_from_row(rows[0], self.result_classes) if rows else None
 
     # -- progress ------------------------------------------------------------------
 

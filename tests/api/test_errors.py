@@ -299,7 +299,8 @@ async def test_refused_events_leave_the_run_untouched(
             for step in (5, [], {"name": "done"}, True)
         ),
         Bad("POST", path, 400, "nonexistent", json={"event": answer, "step": "nonexistent"}),
-        Bad("POST", path, 400, "ask", json={"event": answer, "step": "ask"}),
+        Bad("POST", path, 400, "cannot be sent", json={"event": {"type": "StopEvent"}}),
+        Bad("POST", path, 400, "already started", json={"event": {"type": "StartEvent"}}),
     ]
     await assert_refused(http, stored_rows, cases)
     still_waiting = await http.get(f"/handlers/{hitl}")
@@ -728,8 +729,8 @@ async def test_edge_case_bodies_get_definite_answers(http: httpx.AsyncClient) ->
 
     hitl = await waiting_hitl(http)
     stop = {"event": {"type": "StopEvent", "value": {"result": "from outside"}}}
-    assert (await http.post(f"/events/{hitl}", json=stop)).status_code == 200
-    # A StopEvent sent from outside is just an event nobody handles: the run goes on.
+    # A run's outcome is its own: a StopEvent from outside is refused, the run goes on.
+    assert_detail(await http.post(f"/events/{hitl}", json=stop), 400, "StopEvent", stop)
     assert (await http.get(f"/handlers/{hitl}")).status_code == 202
     doubly_encoded = {"event": json.dumps(json.dumps({"type": "AnswerEvent"}))}
     assert_detail(await http.post(f"/events/{hitl}", json=doubly_encoded), 400, "JSON object", "")

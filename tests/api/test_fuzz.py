@@ -25,8 +25,10 @@ Keeping it bounded (streams are the only requests that can last):
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import json
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,7 +37,8 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import (
@@ -251,3 +254,246 @@ def test_fuzzed_requests_keep_the_error_contract_and_leave_no_orphans(
 
     assert report.nonconforming == [], "\n\n".join(report.nonconforming)
     assert time.monotonic() - started < 60
+
+
+# -- hostile input, generated: query values, headers, cursors and bodies ------------------------
+
+HOSTILE_EXAMPLES = 250
+
+_header_text = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=30
+).map(str.strip)
+_boundaries = st.sampled_from(
+    [
+        *("9223372036854775807", "9223372036854775808", "99999999999999999999999", "-1", "-2"),
+        *("now", "1e3", "²", "³", "¹", "½", "0x10", "7 ", "1_0", "+3", "00", "١٢"),
+    ]
+)
+_numbers = st.one_of(
+    _boundaries,
+    st.integers(min_value=-(2**70), max_value=2**70).map(str),
+    st.integers(min_value=2**62, max_value=2**66).map(str),
+)
+_instants = st.one_of(
+    st.datetimes(timezones=st.timezones()).map(lambda moment: moment.isoformat()),
+    st.sampled_from(["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "nope"]),
+)
+_cursor_json = st.one_of(
+    st.tuples(_instants, st.text(max_size=10)).map(list),
+    st.lists(st.one_of(_instants, st.integers(), st.none()), max_size=3),
+    st.integers(1, 700).map(lambda depth: "[" * depth),
+)
+
+
+def _b64(value: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+_cursors = st.one_of(
+    # Mostly well-formed tokens holding odd instants, some anything at all.
+    st.tuples(_instants, st.text(max_size=10)).map(list).map(_b64),
+    st.tuples(_instants, st.text(max_size=10)).map(list).map(_b64),
+    _cursor_json.map(_b64),
+    st.text(max_size=40),
+)
+_query_values = st.one_of(_numbers, st.text(max_size=20), _cursors)
+_json_leaves = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=10)
+)
+_json_values = st.recursive(
+    _json_leaves,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+_class_names = st.sampled_from(
+    [
+        "StartEvent",
+        "StopEvent",
+        "AnswerEvent",
+        "MyStart",
+        "MyStop",
+        "workflows.events.StopEvent",
+        "workflows.events.StartEvent",
+        "tests.support.workflows.AnswerEvent",
+        "os.system",
+        "",
+    ]
+)
+_envelopes = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.one_of(_class_names, _json_values),
+        "qualified_name": st.one_of(_class_names, _json_values),
+        "value": _json_values,
+        "data": _json_values,
+        "__is_pydantic": st.one_of(st.just(True), _json_values),
+        "answer": st.text(max_size=5),
+    },
+)
+_deep = st.integers(10, 3000).map(lambda depth: "[" * depth + "]" * depth)
+_events = st.one_of(_envelopes, _envelopes.map(json.dumps), _json_values, _deep)
+_bodies = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "start_event": _events,
+            "event": _events,
+            "step": st.one_of(st.sampled_from(["ask", "done", "greet", "nope"]), _json_values),
+            "handler_id": st.one_of(st.text(max_size=12), _json_values),
+            "context": st.one_of(_json_values, _deep, st.just({"state": {}})),
+            "kwargs": _json_values,
+        },
+    ),
+    _json_values,
+)
+_ROUTES: list[tuple[str, str, list[str]]] = [
+    # method, path, the query parameters the route reads
+    ("GET", "/health", []),
+    ("GET", "/workflows", []),
+    ("GET", "/workflows/{name}/schema", []),
+    ("GET", "/workflows/{name}/events", []),
+    ("GET", "/workflows/{name}/representation", []),
+    ("POST", "/workflows/{name}/run-nowait", []),
+    ("POST", "/workflows/{name}/run", []),
+    ("GET", "/handlers", ["cursor", "limit", "order", "status", "workflow_name"]),
+    ("GET", "/handlers/{handler_id}", []),
+    ("GET", "/results/{handler_id}", []),
+    ("POST", "/handlers/{handler_id}/cancel", ["purge"]),
+    (
+        "GET",
+        "/events/{finished_id}",
+        ["after_sequence", "sse", "include_internal", "include_qualified_name"],
+    ),
+    ("POST", "/events/{handler_id}", []),
+]
+_QUERY_KEYS = sorted({key for _, _, keys in _ROUTES for key in keys})
+
+
+_last_event_ids = st.one_of(
+    _boundaries,
+    _numbers,
+    st.text(alphabet="0123456789²³¹-", min_size=1, max_size=4),  # isdigit() is not int()
+    _header_text,
+)
+_flags = st.one_of(st.sampled_from(["true", "false", "1", "0", "TRUE", ""]), st.text(max_size=4))
+_QUERY_STRATEGIES: dict[str, st.SearchStrategy[str]] = {
+    "after_sequence": st.one_of(_numbers, st.text(max_size=5)),
+    "cursor": st.one_of(_cursors, _cursor_json.map(json.dumps)),
+    "limit": _numbers,
+    "order": st.one_of(st.sampled_from(["asc", "desc"]), st.text(max_size=4)),
+    "status": st.one_of(st.sampled_from(["running", "completed", ""]), st.text(max_size=4)),
+    "sse": _flags,
+    "include_internal": _flags,
+    "include_qualified_name": _flags,
+    "purge": _flags,
+}
+# The routes reading cursors, sequences and bodies are drawn more often.
+_WEIGHTED_ROUTES = [
+    route for route in _ROUTES for _ in range(3 if route[2] or route[0] == "POST" else 1)
+]
+
+
+@dataclass(frozen=True)
+class HostileRequest:
+    method: str
+    path: str
+    params: dict[str, str]
+    headers: dict[str, bytes]
+    body: Any
+
+
+@st.composite
+def hostile_requests(draw: st.DrawFn) -> HostileRequest:
+    method, template, own_keys = draw(st.sampled_from(_WEIGHTED_ROUTES))
+    path = template.format(
+        name=draw(st.sampled_from(WORKFLOW_NAMES)),
+        handler_id=draw(st.sampled_from([*FINISHED_IDS, LIVE_ID])),
+        finished_id=draw(st.sampled_from(FINISHED_IDS)),
+    )
+    # Mostly the route's own parameters, sometimes any other.
+    keys = [key for key in own_keys if draw(st.integers(0, 3)) > 0]
+    keys += draw(st.lists(st.sampled_from(_QUERY_KEYS), max_size=1))
+    params = {key: draw(_QUERY_STRATEGIES.get(key, _query_values)) for key in keys}
+    headers: dict[str, bytes] = {}
+    if template.startswith("/events/") or draw(st.booleans()):
+        value = draw(_last_event_ids).strip()
+        # What a client can put in a header: latin-1 (so "²" arrives as the byte 0xB2).
+        headers["Last-Event-ID"] = value.encode("latin-1", errors="replace")
+    if draw(st.booleans()):
+        headers["Idempotency-Key"] = draw(_header_text).encode("latin-1")
+    body = draw(_bodies) if method == "POST" else None
+    return HostileRequest(method, path, params, headers, body)
+
+
+_KNOWN_CASES = [
+    # Each answered 500 with a traceback once.
+    HostileRequest("GET", "/events/done", {"after_sequence": "9223372036854775808"}, {}, None),
+    HostileRequest("GET", "/events/done", {}, {"Last-Event-ID": b"99999999999999999999999"}, None),
+    HostileRequest("GET", "/events/done", {}, {"Last-Event-ID": "²".encode("latin-1")}, None),
+    HostileRequest(
+        "GET", "/handlers", {"cursor": _b64(["0001-01-01T00:00:00+14:00", "x"])}, {}, None
+    ),
+    HostileRequest(
+        "POST", "/workflows/greet/run", {}, {}, {"start_event": "[" * 5000 + "]" * 5000}
+    ),
+]
+
+
+def _known_cases(test: Any) -> Any:
+    for case in _KNOWN_CASES:
+        test = example(request=case)(test)
+    return test
+
+
+def _send(session: requests.Session, url: str, request: HostileRequest) -> requests.Response:
+    data = None if request.body is None else json.dumps(request.body).encode()
+    headers = {**request.headers, "Content-Type": "application/json"} if data else request.headers
+    return session.request(
+        request.method,
+        url + request.path,
+        params=request.params,
+        headers=headers,
+        data=data,
+        timeout=REQUEST_TIMEOUT,
+    )
+
+
+def test_hostile_requests_never_get_a_5xx_nor_log_a_traceback(
+    fuzzed_server: ThreadedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    problems: list[str] = []
+    caplog.set_level(logging.INFO)
+
+    with requests.Session() as session:
+
+        @given(request=hostile_requests())
+        @_known_cases
+        @settings(
+            max_examples=HOSTILE_EXAMPLES,
+            derandomize=True,
+            deadline=None,
+            database=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        def check(request: HostileRequest) -> None:
+            try:
+                response = _send(session, fuzzed_server.url, request)
+            except requests.RequestException as exc:
+                problems.append(f"{request}\n  -> {exc!r}")
+                return
+            problem = problem_with(response)
+            if problem is not None:
+                problems.append(f"{request}\n  -> {problem}")
+
+        check()
+
+    assert problems == [], "\n\n".join(problems[:10])
+    tracebacks = [
+        record.getMessage()
+        for record in caplog.records
+        if record.exc_info is not None or "Traceback" in record.getMessage()
+    ]
+    assert tracebacks == []

@@ -195,6 +195,13 @@ async def test_every_workflow_route_requires_a_known_api_key(
     assert (await alice.get("/handlers")).json()["handlers"] == []
 
 
+@memory_only
+async def test_the_open_health_route_needs_no_key(host_url: str) -> None:
+    async with user_http(host_url, None) as anonymous:
+        assert (await anonymous.get("/health")).json() == {"status": "healthy"}
+        assert (await anonymous.get(f"{PREFIX}/health")).status_code == 401
+
+
 async def test_bob_cannot_reach_alices_handlers(
     alice_client: WorkflowClient, bob: httpx.AsyncClient, bob_client: WorkflowClient
 ) -> None:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from workflows.events import StartEvent
+from workflows.events import StartEvent, StopEvent
 
 from llama_workflows_asgi import (
     BadEventError,
@@ -26,7 +26,7 @@ from llama_workflows_asgi import (
 )
 from llama_workflows_asgi.store import AbstractWorkflowStore
 from tests.support.stores import StoreFactory
-from tests.support.workflows import AnswerEvent, CustomWorkflow, MyStart, make_workflows
+from tests.support.workflows import AnswerEvent, CustomWorkflow, MyStart, MyStop, make_workflows
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -107,8 +107,8 @@ async def test_host_code_runs_a_workflow_to_completion(service: WorkflowService)
     done = await service.run("greet", StartEvent(name="x"))
     assert done.status == "completed"
     assert done.result is not None
-    assert done.result["value"] == {"result": {"greeting": "Hello, x!"}}
-    assert done.result["type"] == "StopEvent"
+    assert done.result.result == {"greeting": "Hello, x!"}
+    assert type(done.result) is StopEvent
     assert done.error is None
     assert done.completed_at is not None
     assert done.owner_id is None
@@ -175,7 +175,7 @@ async def test_an_event_brings_a_released_run_back_and_it_finishes(
     done = await service.wait_for(handler.handler_id)
     assert done.status == "completed"
     assert done.result is not None
-    assert done.result["value"] == {"result": "got Ada"}
+    assert done.result.result == "got Ada"
     await assert_forgotten(service)
 
 
@@ -188,7 +188,7 @@ async def test_an_envelope_sent_to_a_released_run_is_decoded_and_delivered(
     await service.send_event(handler.handler_id, envelope)
     done = await service.wait_for(handler.handler_id)
     assert done.result is not None
-    assert done.result["value"] == {"result": "got Bo"}
+    assert done.result.result == "got Bo"
 
 
 # -- wait_for -------------------------------------------------------------------------
@@ -250,7 +250,7 @@ async def test_wait_for_a_run_adopted_from_a_dead_process_returns_the_stored_row
         await service.send_event("orphan-1", AnswerEvent(answer="Orphan"))
         done = await service.wait_for("orphan-1")
         assert done.result is not None
-        assert done.result["value"] == {"result": "got Orphan"}
+        assert done.result.result == "got Orphan"
         assert_same_row(done, await stored(service.store, "orphan-1"))
 
 
@@ -273,7 +273,7 @@ async def test_restarting_a_finished_handler_carries_its_state_store(
     service = new_service(make_store(), scoped=True)
     async with service.running_context():
         runs = [await service.run("counter", handler_id="c-1", principal="alice") for _ in range(3)]
-        assert [r.result["value"]["result"]["count"] for r in runs if r.result] == [1, 2, 3]
+        assert [r.result.result["count"] for r in runs if r.result] == [1, 2, 3]
         assert len({r.run_id for r in runs}) == 3
         assert len(await service.store.query(HandlerQuery())) == 1
 
@@ -288,7 +288,7 @@ async def test_restarting_a_finished_handler_carries_its_state_store(
 
         fourth = await service.run("counter", handler_id="c-1", principal="alice")
         assert fourth.result is not None
-        assert fourth.result["value"] == {"result": {"count": 4}}
+        assert fourth.result.result == {"count": 4}
         await assert_forgotten(service)
 
 
@@ -363,12 +363,12 @@ async def test_stop_releases_running_runs_and_a_new_service_resumes_them(
         done = await asyncio.wait_for(second.wait_for(slow.handler_id), 10)
         assert done.status == "completed"
         assert done.result is not None
-        assert done.result["value"] == {"result": "slept"}
+        assert done.result.result == "slept"
 
         await second.send_event(hitl.handler_id, AnswerEvent(answer="again"))
         answered = await asyncio.wait_for(second.wait_for(hitl.handler_id), 10)
         assert answered.result is not None
-        assert answered.result["value"] == {"result": "got again"}
+        assert answered.result.result == "got again"
         await assert_forgotten(second)
 
 
@@ -387,7 +387,7 @@ async def test_stop_does_not_fail_a_run_waiting_for_input(make_store: StoreFacto
         await second.send_event(handler.handler_id, AnswerEvent(answer="later"))
         done = await asyncio.wait_for(second.wait_for(handler.handler_id), 10)
         assert done.result is not None
-        assert done.result["value"] == {"result": "got later"}
+        assert done.result.result == "got later"
 
 
 async def test_host_code_may_pass_a_base_start_event_to_a_custom_start_class(
@@ -400,4 +400,4 @@ async def test_host_code_may_pass_a_base_start_event_to_a_custom_start_class(
         with pytest.raises(BadEventError, match="topic"):
             await service.start_run("custom", StartEvent(count=2))
     assert done.result is not None
-    assert done.result["value"] == {"answer": 84, "topic": "bees"}
+    assert done.result == MyStop(answer=84, topic="bees")

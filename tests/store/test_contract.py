@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from workflows.events import StopEvent
 
 from llama_workflows_asgi.errors import StoreUnavailableError
 from llama_workflows_asgi.store import (
@@ -75,7 +76,7 @@ async def test_round_trip_keeps_every_field_exactly(store: AbstractWorkflowStore
         "h-1",
         run_id="r-1",
         ctx=weird,
-        result={"value": {"answer": 42}, "type": "StopEvent"},
+        result=StopEvent(result={"answer": 42, "text": weird["text"]}),
         error="boom \U0001f4a5",
         started_at=datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=timezone(timedelta(hours=2))),
         updated_at=at(1.000001),
@@ -209,7 +210,9 @@ async def test_update_inserts_and_replaces_rows(store: AbstractWorkflowStore) ->
     h = handler("h", principal="p")
     await store.update(h)
     assert await get(store, "h") == h
-    changed = h.model_copy(update={"status": "completed", "result": {"v": 1}, "ctx": {"c": 2}})
+    changed = h.model_copy(
+        update={"status": "completed", "result": StopEvent(result={"v": 1}), "ctx": {"c": 2}}
+    )
     await store.update(changed)
     assert await get(store, "h") == changed
 
@@ -391,11 +394,16 @@ async def test_save_progress_finishes_a_run(store: AbstractWorkflowStore) -> Non
     h = handler("h", owner_id="o", lease_expires_at=LEASE, idle_since=at(1))
     await store.create_handler(h)
     await store.enqueue_event("h", h.run_id or "", "{}", None, at(1))
-    done = progress(h, status="completed", result='{"value":{"x":1}}', events=[event(0)])
+    stored = (
+        '{"value":{"result":{"x":1}},"qualified_name":"workflows.events.StopEvent",'
+        '"type":"StopEvent","types":null}'
+    )
+    done = progress(h, status="completed", result=stored, events=[event(0)])
     assert await store.save_progress([done]) == set()
     got = await get(store, "h")
     assert got is not None
-    assert (got.status, got.result, got.error) == ("completed", {"value": {"x": 1}}, None)
+    assert (got.status, got.result, got.error) == ("completed", StopEvent(result={"x": 1}), None)
+    assert got.result_envelope() == json.loads(stored)  # shown exactly as stored
     assert (got.completed_at, got.updated_at) == (at(100), at(100))
     assert (got.owner_id, got.lease_expires_at, got.idle_since) == (None, None, None)
     assert await store.read_inbox(["h"]) == []

@@ -8,6 +8,8 @@ Configured by environment variables:
   so tests can tell which process did what and when.
 * ``WF_IDLE_TIMEOUT``, ``WF_LEASE_TTL``, ``WF_POLL_INTERVAL``: service tunables.
 * ``WF_SKIP_WORKFLOWS``: comma-separated workflow names not to register.
+* The documented waiting patterns (``tests.support.workflows.pattern_workflows``)
+  are served as ``pattern_<name>``.
 * ``WF_SQLITE_MAX_PAGES``: cap the SQLite file at this many pages, so it fills
   up (SQLite then fails writes with "database or disk is full").
 
@@ -28,7 +30,7 @@ from workflows import Context, Workflow, step
 from workflows.events import Event, StartEvent, StopEvent
 
 from llama_workflows_asgi import ServiceConfig, SqlAlchemyWorkflowStore, WorkflowServer
-from tests.support.workflows import AnswerEvent, AskEvent, FaultyWorkflow
+from tests.support.workflows import AnswerEvent, AskEvent, FaultyWorkflow, pattern_workflows
 
 PROCESS = os.environ.get("WF_PROCESS", str(os.getpid()))
 
@@ -172,6 +174,8 @@ def create_app() -> WorkflowServer:
     for name, workflow in workflows.items():
         if name not in skipped:
             server.add_workflow(name, workflow)
+    for name, (workflow, additional) in pattern_workflows().items():
+        server.add_workflow(f"pattern_{name}", workflow, additional)
     return server
 
 

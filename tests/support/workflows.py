@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from pydantic import create_model
+from pydantic import BaseModel, Field, create_model
 from workflows import Context, Workflow, step
 from workflows.events import (
     Event,
@@ -94,6 +94,61 @@ class CounterWorkflow(Workflow):
             state["count"] = int(state.get("count", 0)) + 1
             value = state["count"]
         return StopEvent(result={"count": value})
+
+
+class QuestionEvent(InputRequiredEvent):
+    """Streamed while a step waits: declared nowhere (not in any step signature)."""
+
+    prompt: str
+
+
+class DecisionEvent(Event):
+    """Awaited with ``ctx.wait_for_event``: callers may send it once it is an additional event."""
+
+    approved: bool
+    note: str = ""
+
+
+class ReviewState(BaseModel):
+    """A typed state model."""
+
+    asked: int = 0
+    notes: list[str] = Field(default_factory=list)
+
+
+class ReviewDone(StopEvent):
+    approved: bool
+    notes: list[str]
+
+
+class WaiterWorkflow(Workflow):
+    """The documented ``ctx.wait_for_event`` pattern, with a typed state and a custom stop.
+
+    Register with ``additional_events=[DecisionEvent]``.
+    """
+
+    @step
+    async def review(self, ctx: Context[ReviewState], ev: StartEvent) -> ReviewDone:
+        async with ctx.store.edit_state() as state:
+            state.asked += 1
+        decision = await ctx.wait_for_event(
+            DecisionEvent,
+            waiter_event=QuestionEvent(prompt=f"approve {ev.get('item', 'it')}?"),
+            waiter_id="decision",
+            timeout=None,
+        )
+        async with ctx.store.edit_state() as state:
+            state.notes.append(decision.note)
+            notes = list(state.notes)
+        return ReviewDone(approved=decision.approved, notes=notes)
+
+
+def pattern_workflows() -> dict[str, tuple[Workflow, list[type[Event]]]]:
+    """The documented waiting patterns, by name, with the additional events each needs."""
+    return {
+        "hitl": (HitlWorkflow(timeout=None), []),
+        "waiter": (WaiterWorkflow(timeout=None), [DecisionEvent]),
+    }
 
 
 def make_workflows() -> dict[str, Workflow]:
