@@ -243,9 +243,19 @@ class PostgresLiveness(Liveness):
         if not candidates or not self.held:
             return set()
         async with self._lock:
-            conn = await self._connection()
-            result = await conn.execute(_PROBE, {"keys": list(candidates)})
-            return {candidates[key] for key, free in result.all() if free}
+            try:
+                rows = await self._probe_keys(list(candidates))
+            except Exception:
+                # A broken connection (our tokens, if any, are re-taken by the
+                # watcher): one retry on a fresh one.
+                await self._drop_connection()
+                rows = await self._probe_keys(list(candidates))
+        return {candidates[key] for key, free in rows if free}
+
+    async def _probe_keys(self, keys: list[int]) -> list[Any]:
+        conn = await self._connection()
+        result = await asyncio.wait_for(conn.execute(_PROBE, {"keys": keys}), self.check_timeout)
+        return list(result.all())
 
     async def release(self, owner_id: str | None = None) -> None:
         owners = list(self._owners) if owner_id is None else [owner_id]
