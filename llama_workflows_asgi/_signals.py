@@ -72,3 +72,27 @@ def _pass_on(sig: int, frame: FrameType | None, old: Any) -> None:
         # The process had no handler: do what the signal does by default.
         signal.signal(sig, signal.SIG_DFL)
         signal.raise_signal(sig)
+
+
+@contextlib.contextmanager
+def absorbed_stop_signals() -> Iterator[None]:
+    """Swallow the SIGINT/SIGTERM a server re-raises once its graceful shutdown is done.
+
+    Uvicorn re-raises the signal that stopped it, with the handlers it found
+    restored; under ``asyncio.run`` that turns a clean Ctrl+C into a
+    ``KeyboardInterrupt`` traceback. Inside this block the handlers it finds
+    (and restores) are no-ops, so ``serve()`` simply returns.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _ignore) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _ignore(sig: int, frame: FrameType | None) -> None:
+    return None

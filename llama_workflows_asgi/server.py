@@ -11,6 +11,7 @@ from starlette.middleware import Middleware
 from workflows import Workflow
 from workflows.events import Event
 
+from ._signals import absorbed_stop_signals
 from .router import WorkflowRouter, workflow_router
 from .service.service import WorkflowService
 from .store.base import AbstractWorkflowStore
@@ -66,9 +67,11 @@ class WorkflowServer:
         graceful_timeout: float = 10.0,
         **uvicorn_options: Any,
     ) -> None:
-        """Serve until interrupted; on shutdown runs are checkpointed and released.
+        """Serve until SIGINT or SIGTERM, then stop gracefully and return.
 
-        ``graceful_timeout`` bounds how long open event streams may delay shutdown.
+        On the signal, open event streams end at once and runs are checkpointed
+        and released (within ``stop_timeout``); ``graceful_timeout`` bounds how
+        long other open requests may delay the exit.
         """
         config = uvicorn.Config(
             self.app,
@@ -78,4 +81,5 @@ class WorkflowServer:
             timeout_graceful_shutdown=int(graceful_timeout),
             **uvicorn_options,
         )
-        await uvicorn.Server(config).serve()
+        with absorbed_stop_signals():
+            await uvicorn.Server(config).serve()
