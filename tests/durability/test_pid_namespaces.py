@@ -97,7 +97,9 @@ async def test_pid_1_replicas_never_take_each_other_for_dead_and_adopt_a_killed_
 
     # Both are pid 1 on one host name: only their tokens differ.
     a_owner, b_owner = owned["a0"], owned["b0"]
-    assert a_owner is not None and b_owner is not None and a_owner != b_owner
+    assert a_owner is not None
+    assert b_owner is not None
+    assert a_owner != b_owner
     assert a_owner.split(":")[:2] == b_owner.split(":")[:2]
     assert a_owner.split(":")[1] == "1"
     assert {owned[f"a{i}"] for i in range(4)} == {a_owner}

@@ -70,9 +70,7 @@ async def test_a_file_token_is_dropped_by_the_kernel_when_its_process_is_killed(
 ) -> None:
     database = tmp_path / "handlers.db"
     owner = Owner.for_this_process().id
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(database), owner], stdout=subprocess.PIPE
-    )
+    holder = _start_holder(database, owner)
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == b"held"
@@ -87,6 +85,11 @@ async def test_a_file_token_is_dropped_by_the_kernel_when_its_process_is_killed(
     finally:
         holder.kill()
         holder.wait(10)
+
+
+def _start_holder(database: Path, owner: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-c", _HOLDER, str(database), owner]
+    return subprocess.Popen(command, stdout=subprocess.PIPE)
 
 
 async def test_a_lost_liveness_connection_is_reported_and_the_token_taken_again(
