@@ -394,7 +394,12 @@ async def test_begin_stop_refuses_new_work_ends_streams_and_waits_and_releases_r
     with pytest.raises(StoreUnavailableError):
         await waiting  # a caller waiting for the run is answered, not left hanging
     await asyncio.wait_for(read, 5)  # the stream ended by itself
-    await asyncio.wait_for(_until_drained(service), CONFIG.stop_timeout)
+
+    async def drained() -> bool:
+        await asyncio.sleep(0.01)
+        return service.drained
+
+    await eventually(drained, "the runs are released", timeout=CONFIG.stop_timeout)
     if store.durable:
         row = await stored(store, slow.handler_id)
         assert (row.status, row.owner_id, row.error) == ("running", None, None)
@@ -404,11 +409,6 @@ async def test_begin_stop_refuses_new_work_ends_streams_and_waits_and_releases_r
 async def _drain_stream(stream: Any) -> None:
     async for _ in stream:
         pass
-
-
-async def _until_drained(service: WorkflowService) -> None:
-    while not service.drained:
-        await asyncio.sleep(0.01)
 
 
 async def test_stop_does_not_fail_a_run_waiting_for_input(make_store: StoreFactory) -> None:
