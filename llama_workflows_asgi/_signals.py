@@ -43,8 +43,13 @@ def chained_stop_signals(begin: Callable[[], None], settled: Callable[[], bool])
     loop = asyncio.get_running_loop()
     previous: dict[int, Any] = {}
     seen: list[int] = []
+    active = [True]
 
     def handler(sig: int, frame: FrameType | None) -> None:
+        if not active[0]:
+            # Left in a chain by a later handler after this block ended.
+            _pass_on(sig, frame, previous[sig])
+            return
         first = not seen
         seen.append(sig)
         loop.call_soon_threadsafe(begin)
@@ -60,6 +65,7 @@ def chained_stop_signals(begin: Callable[[], None], settled: Callable[[], bool])
     try:
         yield
     finally:
+        active[0] = False
         for sig, old in previous.items():
             if signal.getsignal(sig) is handler:
                 signal.signal(sig, old)
