@@ -208,7 +208,7 @@ class PostgresLiveness(Liveness):
         *,
         connect_args: dict[str, Any] | None = None,
         check_interval: float = 1.0,
-        check_timeout: float = 2.0,
+        check_timeout: float = 5.0,
     ) -> None:
         self.url = url
         self.check_interval = check_interval
@@ -246,9 +246,10 @@ class PostgresLiveness(Liveness):
             try:
                 rows = await self._probe_keys(list(candidates))
             except Exception:
-                # A broken connection (our tokens, if any, are re-taken by the
-                # watcher): one retry on a fresh one.
-                await self._drop_connection()
+                if self._owners:
+                    # The connection holds our tokens: the watcher judges it.
+                    raise
+                await self._drop_connection()  # a prober's own: one retry on a fresh one
                 rows = await self._probe_keys(list(candidates))
         return {candidates[key] for key, free in rows if free}
 
