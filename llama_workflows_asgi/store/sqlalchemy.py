@@ -28,6 +28,7 @@ from . import migrate as migrations
 from ._batch import BatchFunction, GroupCommitWriter
 from ._engines import DEFAULT_URL, Engines, create_engines, is_memory_sqlite, normalize_url
 from ._errors import unavailable
+from ._liveness_pg import PostgresLiveness
 from ._queries import chunks, listing
 from ._rows import event_from_row, handler_from_row, inbox_from_row
 from .base import (
@@ -39,7 +40,7 @@ from .base import (
     Status,
     StoredEvent,
 )
-from .liveness import FileLockLiveness, Liveness, LocalLiveness, PostgresLiveness
+from .liveness import FileLockLiveness, Liveness, LocalLiveness
 from .schema import events_table, handlers_table, inbox_table
 
 T = TypeVar("T")

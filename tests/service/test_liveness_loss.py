@@ -9,7 +9,7 @@ import pytest
 from workflows.events import StartEvent
 
 from llama_workflows_asgi import ServiceConfig, SqlAlchemyWorkflowStore, WorkflowService
-from llama_workflows_asgi.store.liveness import PostgresLiveness
+from llama_workflows_asgi.store._liveness_pg import PostgresLiveness
 from tests.support.postgres import PostgresServer
 from tests.support.workflows import make_workflows
 

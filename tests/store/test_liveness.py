@@ -13,7 +13,8 @@ from sqlalchemy import make_url
 
 from llama_workflows_asgi.service.ownership import Owner
 from llama_workflows_asgi.store import AbstractWorkflowStore, SqlAlchemyWorkflowStore
-from llama_workflows_asgi.store.liveness import FileLockLiveness, PostgresLiveness
+from llama_workflows_asgi.store._liveness_pg import PostgresLiveness
+from llama_workflows_asgi.store.liveness import FileLockLiveness
 from tests.store.conftest import make_store
 from tests.support.postgres import PostgresServer
 
