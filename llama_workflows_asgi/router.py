@@ -20,6 +20,7 @@ from workflows.representation import get_workflow_representation
 
 from . import codec
 from ._http import WorkflowRoute, error_response, json_body_doc, json_response, read_json_body
+from ._signals import chained_stop_signals
 from .dashboard import add_dashboard_routes
 from .errors import BadRequestError, StoreUnavailableError
 from .models import (
@@ -99,9 +100,10 @@ class WorkflowRouter(APIRouter):
     """An ``APIRouter`` serving workflows, with the run service behind it.
 
     Include it with ``app.include_router(router, prefix=..., dependencies=[...])``;
-    its lifespan (open the store, resume interrupted runs, release them on
-    shutdown) is merged into the host's. A host that mounts instead of including
-    enters ``router.lifespan_context(app)`` in its own lifespan.
+    its lifespan (open the store, resume interrupted runs, stop gracefully on
+    SIGINT or SIGTERM, release runs on shutdown) is merged into the host's. A
+    host that mounts instead of including enters ``router.lifespan_context(app)``
+    in its own lifespan.
     """
 
     def __init__(self, service: WorkflowService, **kwargs: Any) -> None:
@@ -143,8 +145,12 @@ class WorkflowRouter(APIRouter):
         state = getattr(app, "state", None)
         if state is not None:
             state.workflow_service = self.service
-        async with self.service.running_context():
-            yield
+        service = self.service
+        async with service.running_context():
+            # SIGINT/SIGTERM begin the graceful stop before the server waits
+            # for open streams to close (see ``_signals``).
+            with chained_stop_signals(service.begin_stop, lambda: service.drained):
+                yield
 
 
 def workflow_router(

@@ -11,6 +11,7 @@ from starlette.middleware import Middleware
 from workflows import Workflow
 from workflows.events import Event
 
+from ._signals import absorbed_stop_signals
 from .router import WorkflowRouter, workflow_router
 from .service.service import WorkflowService
 from .store.base import AbstractWorkflowStore
@@ -75,12 +76,13 @@ class WorkflowServer:
         graceful_timeout: float = 10.0,
         **uvicorn_options: Any,
     ) -> None:
-        """Serve until interrupted; on shutdown runs are checkpointed and released.
+        """Serve until SIGINT or SIGTERM, then stop gracefully and return.
 
         ``uvicorn_config`` holds more ``uvicorn.Config`` arguments (``root_path``,
         ``log_level``...), as the reference server takes them; keyword arguments
-        do the same. ``graceful_timeout`` bounds how long open event streams may
-        delay shutdown.
+        do the same. On the signal, open event streams end at once and runs are
+        checkpointed and released (within ``stop_timeout``); ``graceful_timeout``
+        bounds how long other open requests may delay the exit.
         """
         settings: dict[str, Any] = {
             "log_level": log_level,
@@ -89,4 +91,5 @@ class WorkflowServer:
             **uvicorn_options,
         }
         config = uvicorn.Config(self.app, host=host, port=port, **settings)
-        await uvicorn.Server(config).serve()
+        with absorbed_stop_signals():
+            await uvicorn.Server(config).serve()

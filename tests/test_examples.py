@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import select
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +27,7 @@ from tests.support.example_programs import (
     SEED_URL,
     ExampleServer,
     run_example_client,
+    start_example_client,
 )
 
 pytestmark = pytest.mark.timeout(90)
@@ -147,6 +150,64 @@ async def test_ctrl_c_mid_run_then_restart_finishes_only_the_remaining_items(
     assert final.status == "completed"
     assert final.result is not None
     assert final.result.value == {"processed": expected}
+
+
+UNCLEAN = ("Traceback", "Task was destroyed", "graceful shutdown exceeded", "could not write")
+
+
+def read_line(client: subprocess.Popen[str], timeout: float) -> str:
+    """The client's next line of output (fails if none comes within ``timeout``)."""
+    assert client.stdout is not None
+    ready, _, _ = select.select([client.stdout], [], [], timeout)
+    if not ready:
+        pytest.fail(f"the client printed nothing for {timeout}s")
+    return client.stdout.readline().rstrip("\n")
+
+
+def test_readme_story_ctrl_c_mid_run_then_restart_and_the_client_follows_it(
+    tmp_path: Path,
+) -> None:
+    first = ExampleServer(DURABLE_SERVER, tmp_path, "first")
+    second = ExampleServer(DURABLE_SERVER, tmp_path, "second")
+    with running(first):
+        client = start_example_client("durable_workflow_client.py", tmp_path)
+        try:
+            output = [read_line(client, 20) for _ in range(3)]  # the id, two items
+            # Ctrl+C while the third item is being worked on, the stream open.
+            stopped_in = first.interrupt()
+            output.append(read_line(client, 10))
+            with running(second):
+                rest, _ = client.communicate(timeout=30)
+                second.interrupt()
+        finally:
+            client.kill()
+    output += rest.splitlines()
+
+    assert stopped_in < 5.0 + 1.0, f"Ctrl+C took {stopped_in:.2f}s (stop_timeout is 5 s)"
+    for server in (first, second):
+        log = server.log()
+        assert "Application shutdown complete" in log, log
+        assert not [bad for bad in UNCLEAN if bad in log], log
+    assert client.returncode == 0, "\n".join(output)
+    processed = [f"processed:{item}" for item in ["alpha", "beta", "gamma", "delta"]]
+    assert re.fullmatch(r"handler_id: [A-Za-z0-9]{10}", output[0]), output
+    # Every item once, in order, the restart in between; nothing failed.
+    assert output[1:] == [
+        *(
+            f"  [ProgressEvent] {{'item': '{item}', 'index': {i}, 'total': 4}}"
+            for i, item in enumerate(processed[:2], start=1)
+        ),
+        "  ... server unavailable, reconnecting",
+        *(
+            f"  [ProgressEvent] {{'item': '{item}', 'index': {i}, 'total': 4}}"
+            for i, item in enumerate(processed[2:], start=3)
+        ),
+        f"  [ProcessOutput] {{'processed': {processed!r}}}",
+        "Status: completed",
+        f"Result: value={{'processed': {processed!r}}} qualified_name='__main__.ProcessOutput' "
+        "type='ProcessOutput' types=['StopEvent']",
+    ], "\n".join(output)
+    print(f"Ctrl+C to exit: {stopped_in:.2f}s")
 
 
 async def test_quick_start_greeting_server(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 import asyncio
 
+import httpx
 from llama_agents.client import WorkflowClient
 from workflows.events import StartEvent
 
@@ -16,12 +17,41 @@ async def main() -> None:
     )
     print(f"handler_id: {handler.handler_id}")
 
-    async for event in client.get_workflow_events(handler.handler_id):
-        print(f"  [{event.type}] {event.value}")
+    # Follow the run until its final event, across server restarts:
+    # reconnect from the last event seen whenever the stream is cut.
+    last_sequence = -1
+    finished = cut = False
+    while not finished:
+        stream = client.get_workflow_events(
+            handler.handler_id, after_sequence=last_sequence
+        )
+        try:
+            async for event in stream:
+                print(f"  [{event.type}] {event.value}")
+                finished = "StopEvent" in (event.types or [])
+                cut = False
+        except (ConnectionError, httpx.HTTPError):
+            pass  # the server is away
+        last_sequence = stream.last_sequence
+        if not finished:
+            if not cut:
+                print("  ... server unavailable, reconnecting")
+            cut = True
+            await wait_until_serving(client)
 
     result = await client.get_handler(handler.handler_id)
     print(f"Status: {result.status}")
     print(f"Result: {result.result}")
+
+
+async def wait_until_serving(client: WorkflowClient) -> None:
+    while True:
+        await asyncio.sleep(0.5)
+        try:
+            await client.is_healthy()
+            return
+        except httpx.HTTPError:
+            pass
 
 
 if __name__ == "__main__":

@@ -20,8 +20,10 @@ class ServiceConfig:
 
     Attributes:
         lease_ttl: Seconds a process's ownership of a run lasts without renewal.
-            A killed process's runs are adopted by another within about this
-            long (immediately by a process restarted on the same host).
+            A process that is gone but whose death cannot be proven (its
+            database session still open on a server that has not noticed, a
+            store without liveness tokens) has its runs adopted after about this
+            long; a provably dead one at the next ownership round.
         poll_interval: Seconds between ownership rounds: lease renewal, adopting
             runs nobody owns, picking up events and cancels sent to other processes.
         stream_poll_interval: Seconds between event-log reads while streaming a
@@ -34,11 +36,14 @@ class ServiceConfig:
         claim_batch_size: Runs claimed per statement when adopting.
         checkpoint_delay: Extra seconds the writer waits to gather more work into
             each group commit (0: write as soon as the previous write ends).
-        stop_timeout: Seconds a run gets to stop cooperatively on shutdown.
-        adopt_local_dead_owners: Adopt at once the runs of a process on this host
-            that is gone, instead of waiting for its leases to expire. Turn off
-            when host names do not identify one process namespace (several
-            containers sharing a host name).
+        stop_timeout: Seconds a graceful stop (SIGINT, SIGTERM, lifespan end)
+            has to stop every local run and write its checkpoint and release;
+            the process exits about a second after that at most.
+        adopt_local_dead_owners: Adopt at once the runs of owners proven dead:
+            their liveness token (a PostgreSQL session advisory lock, an
+            ``flock`` beside the SQLite file) is free. Safe whatever the host
+            names and process ids (containers may all be pid 1 on one host
+            name). Off: only expired leases free another process's runs.
         accept_context_api: Accept a serialized context in run requests (off by
             default: it lets callers inject arbitrary run state).
         max_page_size: Largest page of handlers one listing returns.

@@ -1,9 +1,10 @@
 """Who owns a run: process identities recorded on handler rows.
 
-An owner id is ``host:pid:token``. Leases expire on their own, but a process
-restarted on the same host should not wait for that: an owner on this host
-whose process is gone (or whose pid is ours under another token, as after a
-container restart) is known dead at once.
+An owner id is ``host:pid:Ltoken``. Host and pid are there for people reading
+the rows; they prove nothing (two containers can both be pid 1 on one host
+name). Whether an owner is alive is told by its liveness token, which the
+store's ``liveness`` holds for this process and probes for others (see
+``store.liveness``); the ``L`` marks ids whose token can be probed.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import Iterable
 from dataclasses import dataclass
+
+from ..store.liveness import LIVENESS_MARK
 
 
 @dataclass(frozen=True)
@@ -26,31 +28,9 @@ class Owner:
     @classmethod
     def for_this_process(cls) -> Owner:
         """A fresh identity: this host and pid, and a token unique to this start."""
-        return cls(socket.gethostname(), os.getpid(), secrets.token_hex(6))
+        return cls(socket.gethostname(), os.getpid(), LIVENESS_MARK + secrets.token_hex(6))
 
     @property
     def id(self) -> str:
         """The string stored on the rows this process owns."""
         return f"{self.host}:{self.pid}:{self.token}"
-
-    def dead_among(self, owner_ids: Iterable[str]) -> list[str]:
-        """The owners in ``owner_ids`` that are provably gone (same host, no such process)."""
-        return [owner_id for owner_id in owner_ids if self._is_dead(owner_id)]
-
-    def _is_dead(self, owner_id: str) -> bool:
-        host, _, rest = owner_id.partition(":")
-        pid_text = rest.partition(":")[0]
-        if host != self.host or not pid_text.isdigit() or owner_id == self.id:
-            return False
-        pid = int(pid_text)
-        return pid == self.pid or not _process_exists(pid)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, under another user
-    return True

@@ -10,6 +10,7 @@ import logging
 import re
 import secrets
 import string
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -110,6 +111,9 @@ class WorkflowService:
         self.runtime = DurableRuntime()
         self.owner = Owner.for_this_process()
         self.running = False
+        self.draining = False
+        self._stopping: asyncio.Event | None = None
+        self._drain: asyncio.Task[None] | None = None
         self._runs: dict[str, LiveRun] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._writer = ProgressWriter(
@@ -156,39 +160,104 @@ class WorkflowService:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store, then begin writing progress and adopting interrupted runs."""
+        """Open the store, take this process's liveness token, write progress, adopt runs."""
         if self.running:
             return
         await self.store.start()
+        await self.store.liveness.acquire(self.owner.id, self._on_liveness)
         await self.runtime.launch()
+        self.draining = False
+        self._stopping = asyncio.Event()
+        self._drain = None
         self._writer.start()
         self._supervisor.start()
         self.retention.start()
         self.running = True
 
+    def begin_stop(self) -> None:
+        """Begin a graceful stop now; :meth:`stop` completes it.
+
+        New runs and events are refused (``StoreUnavailableError``: 503 with
+        ``Retry-After``), open streams and waits end, and every local run is
+        stopped, checkpointed and released within ``stop_timeout``, to be
+        resumed by the next owner. The router's lifespan calls this on SIGINT or
+        SIGTERM, before the server waits for open connections; a host with its
+        own signal handling calls it there. Idempotent.
+        """
+        if not self.running or self._drain is not None:
+            return
+        self.draining = True
+        assert self._stopping is not None
+        self._stopping.set()
+        self._drain = asyncio.ensure_future(self._release_all(time.monotonic()))
+
+    @property
+    def drained(self) -> bool:
+        """Whether a graceful stop that began has released every local run."""
+        return self._drain is not None and self._drain.done()
+
     async def stop(self) -> None:
         """Stop gracefully: checkpoint and release every local run, never failing one."""
         if not self.running:
             return
+        self.begin_stop()
+        assert self._drain is not None
+        await asyncio.shield(self._drain)
         self.running = False
         await self.retention.stop()
-        await self._supervisor.stop()
-        runs = list(self._runs.values())
-        await asyncio.gather(*(run.stop_engine(self.config.stop_timeout) for run in runs))
-        try:
-            await asyncio.wait_for(self._writer.drain(), self.config.stop_timeout * 2)
-            await self.store.release_handlers(self.owner.id, None)
-        except (asyncio.TimeoutError, StoreUnavailableError) as exc:
-            logger.warning(
-                "shutdown could not write everything (%s); runs resume from their last checkpoint",
-                exc,
-            )
         await self._writer.stop()
         for task in list(self._background):
             task.cancel()
         self._runs.clear()
+        await self.store.liveness.release(self.owner.id)
         await self.store.close()
         await self.runtime.destroy()
+
+    async def _release_all(self, began: float) -> None:
+        """Stop every local run and write its checkpoint and release by ``stop_timeout``."""
+        timeout = self.config.stop_timeout
+        deadline = began + timeout
+        await self._supervisor.stop()
+        runs = list(self._runs.values())
+        # Engines stop at once on release; the reserve is for the final write.
+        engine_budget = max(0.0, timeout - min(1.0, timeout / 2))
+        await asyncio.gather(*(run.stop_engine(engine_budget) for run in runs))
+        try:
+            remaining = max(deadline - time.monotonic(), 0.05)
+            await asyncio.wait_for(self._write_release(), remaining)
+        except asyncio.TimeoutError:
+            logger.warning(
+                "shutdown could not write everything within stop_timeout (%ss); "
+                "runs resume from their last written checkpoint",
+                timeout,
+            )
+        except StoreUnavailableError as exc:
+            logger.warning(
+                "shutdown could not write everything (store unavailable: %s); "
+                "runs resume from their last written checkpoint",
+                exc,
+            )
+
+    async def _write_release(self) -> None:
+        await self._writer.drain()
+        await self.store.release_handlers(self.owner.id, None)
+
+    def _on_liveness(self, held: bool) -> None:
+        """The liveness token was lost (others may adopt our runs now) or is held again."""
+        if held or not self.running:
+            return
+        for run in list(self._runs.values()):
+            if not run.releasing and not run.finished.is_set():
+                # At once: another process may be resuming this run already.
+                self._spawn(run.stop_engine(0))
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if a graceful stop begins."""
+        if self._stopping is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     @asynccontextmanager
     async def running_context(self) -> AsyncIterator[WorkflowService]:
@@ -418,6 +487,11 @@ class WorkflowService:
         except BaseException:
             self._unregister(live)
             raise
+        if self.draining:
+            # Accepted and written, but stopping began meanwhile: the next owner runs it.
+            self._unregister(live)
+            await self.store.release_handlers(self.owner.id, [row.handler_id])
+            return row.model_copy(update={"ctx": None, "owner_id": None, "lease_expires_at": None})
         await self._launch_or_fail(live, row.ctx, event)
         return row.model_copy(update={"ctx": None})
 
@@ -430,6 +504,8 @@ class WorkflowService:
         sequences = await self.store.last_sequences(run_ids)
         inbox = await self.store.read_inbox([r.handler_id for r in rows])
         for row in rows:
+            if self.draining:
+                return  # claimed rows are released with everything else we own
             if row.handler_id in self._runs:
                 continue  # still running here: the claim only refreshed our own lease
             problem = self._unresumable(row)
@@ -642,6 +718,7 @@ class WorkflowService:
         cannot be written for now (it is kept, and written once the store is back).
         """
         while True:
+            self._refuse_if_stopping()
             live = self._runs.get(handler_id)
             if live is not None:
                 await self._wait_written(live)
@@ -651,7 +728,7 @@ class WorkflowService:
             row = await self.get(handler_id, principal=principal)
             if row.is_terminal:
                 return row
-            await asyncio.sleep(self.config.stream_poll_interval)
+            await self._pause(self.config.stream_poll_interval)
 
     async def _wait_written(self, live: LiveRun) -> None:
         while not live.finished.is_set():
@@ -682,6 +759,7 @@ class WorkflowService:
         ``"now"`` starts after the last written event. Returns ``None`` when the
         run has finished and nothing is left after the cursor.
         """
+        self._refuse_if_stopping()
         row = await self.get(handler_id, principal=principal)
         if row.run_id is None:
             raise HandlerNotFoundError(handler_id)
@@ -718,17 +796,19 @@ class WorkflowService:
     async def _next_events(
         self, handler_id: str, run_id: str, cursor: int, timeout: float
     ) -> list[StoredEvent] | None:
+        if self.draining:
+            return None  # the stream ends; its client reconnects from its last event
         live = self._runs.get(handler_id)
         if live is not None and live.run_id == run_id:
             if live.durable_sequence <= cursor:
                 await live.wait_changed(timeout)
-            return await self._events_after(handler_id, run_id, cursor)
+            return None if self.draining else await self._events_after(handler_id, run_id, cursor)
         events = await self.store.read_events(run_id, after_sequence=cursor)
         if events:
             return events
         if not await self._still_streamable(handler_id, run_id, cursor):
             return None
-        await asyncio.sleep(min(timeout, self.config.stream_poll_interval))
+        await self._pause(min(timeout, self.config.stream_poll_interval))
         return []
 
     async def _still_streamable(self, handler_id: str, run_id: str, cursor: int) -> bool:
@@ -819,6 +899,17 @@ class WorkflowService:
     def _require_running(self) -> None:
         if not self.running:
             raise StoreUnavailableError("The workflow service is not running", retry_after=5)
+        self._refuse_if_stopping()
+        if not self.store.liveness.held:
+            raise StoreUnavailableError(
+                "The server lost its database session and cannot own runs right now", retry_after=1
+            )
+
+    def _refuse_if_stopping(self) -> None:
+        if self.draining:
+            raise StoreUnavailableError(
+                "The server is shutting down; its runs continue after it", retry_after=1
+            )
 
     # -- retrying failed runs -------------------------------------------------------------
 

@@ -129,9 +129,13 @@ class Supervisor:
             return await self._adopt(handler_ids)
 
     async def _adopt(self, handler_ids: Sequence[str] | None) -> int:
-        dead: list[str] = []
+        liveness = self._store.liveness
+        if not liveness.held:
+            return 0  # others may take us for dead: own nothing until the token is back
+        dead: set[str] = set()
         if self._config.adopt_local_dead_owners:
-            dead = self._owner.dead_among(await self._store.list_owners())
+            others = await self._store.list_owners() - {self._owner.id}
+            dead = await liveness.probe(others) if others else set()
         claimed = 0
         while True:
             now = utcnow()
@@ -139,7 +143,7 @@ class Supervisor:
                 self._owner.id,
                 now=now,
                 lease_until=now + timedelta(seconds=self._config.lease_ttl),
-                dead_owners=dead,
+                dead_owners=sorted(dead),
                 handler_ids=handler_ids,
                 limit=self._config.claim_batch_size,
             )

@@ -11,7 +11,8 @@ execution needs:
 * ``enqueue_event`` / ``read_inbox`` record events sent to a run, so an event
   acknowledged to a caller survives a crash before the run consumed it;
 * ``claim_handlers`` / ``renew_leases`` / ``release_handlers`` implement the
-  ownership lease that lets several processes share one database.
+  ownership lease that lets several processes share one database, and
+  ``liveness`` the tokens that prove an owner dead before its lease expires.
 
 All timestamps are timezone-aware UTC datetimes.
 """
@@ -41,6 +42,7 @@ from workflows.events import StopEvent
 
 from .. import codec
 from ..errors import BadRequestError, ConflictError
+from .liveness import Liveness, UnprovenLiveness
 
 Status = Literal["running", "completed", "failed", "cancelled"]
 """A handler's status. Everything but ``running`` is terminal."""
@@ -336,6 +338,14 @@ class AbstractWorkflowStore(ABC):
             classes = self.__dict__["_result_classes"] = {}
         return classes
 
+    @property
+    def liveness(self) -> Liveness:
+        """The owners' liveness tokens (see ``store.liveness``).
+
+        The default proves no owner dead: their runs wait for their leases.
+        """
+        return _UNPROVEN
+
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:  # noqa: B027 - optional hook
@@ -505,6 +515,9 @@ class AbstractWorkflowStore(ABC):
     @abstractmethod
     async def list_owners(self) -> set[str]:
         """The owner ids currently recorded on running handlers."""
+
+
+_UNPROVEN = UnprovenLiveness()
 
 
 class HandlerExistsError(ConflictError):

@@ -25,6 +25,7 @@ from .base import (
     finished_statuses,
     prune_cutoff,
 )
+from .liveness import Liveness, LocalLiveness
 
 
 class MemoryWorkflowStore(AbstractWorkflowStore):
@@ -45,6 +46,12 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
         self._events: dict[str, list[StoredEvent]] = {}
         self._inbox: dict[int, InboxEntry] = {}
         self._inbox_ids = itertools.count(1)
+        self._liveness = LocalLiveness()
+
+    @property
+    def liveness(self) -> Liveness:
+        """In-process tokens: an owner of this store is alive while its service runs."""
+        return self._liveness
 
     # -- seed interface ------------------------------------------------------------
 

@@ -27,8 +27,9 @@ from . import _prune as pruning
 from . import _writes as writes
 from . import migrate as migrations
 from ._batch import BatchFunction, GroupCommitWriter
-from ._engines import DEFAULT_URL, Engines, create_engines, normalize_url
+from ._engines import DEFAULT_URL, Engines, create_engines, is_memory_sqlite, normalize_url
 from ._errors import unavailable
+from ._liveness_pg import PostgresLiveness
 from ._queries import chunks, listing
 from ._rows import dump_json, event_from_row, handler_from_row, inbox_from_row
 from .base import (
@@ -45,6 +46,7 @@ from .base import (
     finished_statuses,
     prune_cutoff,
 )
+from .liveness import FileLockLiveness, Liveness, LocalLiveness
 from .schema import events_table, handlers_table, inbox_table
 
 T = TypeVar("T")
@@ -97,6 +99,7 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         self._engines: Engines | None = None
         self._writer: GroupCommitWriter | None = None
         self._starting = asyncio.Lock()
+        self._liveness = _liveness_for(self.url, self._engine_options)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url.render_as_string(hide_password=True)!r})"
@@ -112,6 +115,11 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
     def read_engine(self) -> AsyncEngine:
         """The engine reads go through (the write engine on PostgreSQL)."""
         return self._require().read
+
+    @property
+    def liveness(self) -> Liveness:
+        """Advisory locks on PostgreSQL, ``flock`` files beside a SQLite file."""
+        return self._liveness
 
     @property
     def commits(self) -> int:
@@ -137,7 +145,8 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
             self._writer = GroupCommitWriter(engines.transaction)
 
     async def close(self) -> None:
-        """Finish queued writes and dispose the engines this store created."""
+        """Finish queued writes, drop liveness tokens, dispose the engines this store created."""
+        await self._liveness.release()
         writer, engines = self._writer, self._engines
         self._writer = self._engines = None
         if writer is not None:
@@ -354,6 +363,14 @@ class SqliteWorkflowStore(SqlAlchemyWorkflowStore):
 
     def __init__(self, db_path: str | os.PathLike[str] = "handlers.db", **kwargs: Any) -> None:
         super().__init__(URL.create("sqlite+aiosqlite", database=os.fspath(db_path)), **kwargs)
+
+
+def _liveness_for(url: URL, engine_options: Mapping[str, Any]) -> Liveness:
+    if url.get_backend_name() == "postgresql":
+        return PostgresLiveness(url, connect_args=engine_options.get("connect_args"))
+    if is_memory_sqlite(url) or url.database is None:
+        return LocalLiveness()
+    return FileLockLiveness(url.database)
 
 
 async def _mapped(awaitable: Awaitable[T]) -> T:

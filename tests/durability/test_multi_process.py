@@ -86,7 +86,7 @@ async def wait_all_completed(
 async def test_killed_process_runs_are_adopted_within_the_lease_timeout(
     make_server: Callable[..., ServerProcess], journal_path: Path
 ) -> None:
-    # Host-local fast adoption off: only lease expiry can free the killed process's runs.
+    # Adoption of owners proven dead (liveness token free) off: only lease expiry frees them.
     a = make_server("A", WF_LOCAL_ADOPTION="0")
     b = make_server("B", WF_LOCAL_ADOPTION="0")
     with server_processes(a, b):

@@ -22,6 +22,7 @@ from llama_workflows_asgi import (
     MemoryWorkflowStore,
     PersistentHandler,
     ServiceConfig,
+    StoreUnavailableError,
     WorkflowService,
 )
 from llama_workflows_asgi.store import AbstractWorkflowStore
@@ -370,6 +371,44 @@ async def test_stop_releases_running_runs_and_a_new_service_resumes_them(
         assert answered.result is not None
         assert answered.result.result == "got again"
         await assert_forgotten(second)
+
+
+async def test_begin_stop_refuses_new_work_ends_streams_and_waits_and_releases_runs(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    service = new_service(store)
+    await service.start()
+    slow = await service.start_run("slow", StartEvent(seconds=30))
+    await eventually(lambda: _has_started(service, slow.handler_id), "the slow step started")
+    stream = await service.open_stream(slow.handler_id, after=-1, heartbeat_interval=None)
+    assert stream is not None
+    waiting = asyncio.ensure_future(service.wait_for(slow.handler_id))
+    read = asyncio.ensure_future(_drain_stream(stream))
+    await asyncio.sleep(0.05)
+
+    service.begin_stop()
+    with pytest.raises(StoreUnavailableError) as refused:
+        await service.start_run("greet")
+    assert refused.value.retry_after == 1
+    with pytest.raises(StoreUnavailableError):
+        await waiting  # a caller waiting for the run is answered, not left hanging
+    await asyncio.wait_for(read, 5)  # the stream ended by itself
+
+    async def drained() -> bool:
+        await asyncio.sleep(0.01)
+        return service.drained
+
+    await eventually(drained, "the runs are released", timeout=CONFIG.stop_timeout)
+    if store.durable:
+        row = await stored(store, slow.handler_id)
+        assert (row.status, row.owner_id, row.error) == ("running", None, None)
+    await service.stop()
+
+
+async def _drain_stream(stream: Any) -> None:
+    async for _ in stream:
+        pass
 
 
 async def test_stop_does_not_fail_a_run_waiting_for_input(make_store: StoreFactory) -> None:

@@ -71,7 +71,7 @@ async def test_retry_resumes_at_the_failed_step(
     # Steps 1 and 2 ran once; step 3 ran again with the state it had saved.
     assert workflow.journal == ["s1", "s2", "s3", "s3", "s4", "s5"]
     assert done.result is not None
-    assert done.result["value"]["result"] == {"n": 5, "attempts": 2}
+    assert done.result.result == {"n": 5, "attempts": 2}
 
 
 async def test_a_follower_sees_the_retry_continue_the_log(

@@ -152,7 +152,7 @@ async def test_unsaveable_input_from_host_code_is_refused_before_anything_is_wri
     done = await service.wait_for(handler.handler_id)
 
     assert done.result is not None
-    assert done.result["value"] == {"result": "got fine"}
+    assert done.result.result == "got fine"
     listed = await service.list_handlers(HandlerQuery())
     assert [h.handler_id for h in listed.handlers] == [handler.handler_id]
 

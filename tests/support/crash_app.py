@@ -96,7 +96,7 @@ class TickerInput(StartEvent):
 
 
 class TickerWorkflow(Workflow):
-    """A chain of ``steps`` short steps, each journaled with start and end times."""
+    """A chain of ``steps`` short steps, each journaled with start and end (or interruption)."""
 
     @step
     async def begin(self, ev: TickerInput, ctx: Context) -> Tick:
@@ -109,7 +109,11 @@ class TickerWorkflow(Workflow):
     async def tick(self, ev: Tick, ctx: Context) -> Tick | StopEvent:
         name = await ctx.store.get("name")
         journal(name, "start", str(ev.n))
-        await asyncio.sleep(float(await ctx.store.get("delay")))
+        try:
+            await asyncio.sleep(float(await ctx.store.get("delay")))
+        except asyncio.CancelledError:
+            journal(name, "stop", str(ev.n))  # interrupted (stop, release): it ends here
+            raise
         journal(name, "stop", str(ev.n))
         if ev.n + 1 >= int(await ctx.store.get("steps")):
             return StopEvent(result={"name": name, "ticks": ev.n + 1})

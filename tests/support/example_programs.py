@@ -123,3 +123,15 @@ def run_example_client(script: str, cwd: Path, timeout: float = 30.0) -> str:
     )
     assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
+
+
+def start_example_client(script: str, cwd: Path) -> subprocess.Popen[str]:
+    """Start a client program; its stdout is a pipe read line by line as it prints."""
+    return subprocess.Popen(
+        [sys.executable, str(EXAMPLES / script)],
+        cwd=cwd,
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )

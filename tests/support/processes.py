@@ -36,6 +36,8 @@ class ServerProcess:
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     ready_at: float = 0.0
+    wrapper: list[str] = field(default_factory=list)
+    """A command the server runs under (``unshare ...``): SIGKILL then goes to it."""
 
     @property
     def url(self) -> str:
@@ -46,6 +48,7 @@ class ServerProcess:
         env = {**os.environ, **self.env, "WF_PROCESS": self.name, "PYTHONPATH": str(ROOT)}
         log = open(self.log_dir / f"{self.name}.log", "ab")  # noqa: SIM115 - owned by the child
         command = [
+            *self.wrapper,
             sys.executable,
             "-m",
             "uvicorn",
