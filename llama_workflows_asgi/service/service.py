@@ -275,12 +275,17 @@ class WorkflowService:
     async def health_problem(self) -> str | None:
         """What keeps the service from working, or ``None`` when it is healthy.
 
-        Unhealthy: not started, the store does not answer, progress has waited
-        unwritten longer than ``max_unwritten_age``, or no ownership round has
-        completed for half a lease (leases may lapse and runs move elsewhere).
+        Unhealthy: not started or stopping, the liveness token is lost, the
+        store does not answer, progress has waited unwritten longer than
+        ``max_unwritten_age``, or no ownership round has completed for half a
+        lease (leases may lapse and runs move elsewhere).
         """
         if not self.running:
             return "The workflow service is not running"
+        if self.draining:
+            return "The workflow service is stopping"
+        if not self.store.liveness.held:
+            return "The server lost its database session and cannot own runs right now"
         try:
             await self.store.ping()
         except StoreUnavailableError as exc:
