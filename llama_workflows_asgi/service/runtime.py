@@ -23,10 +23,17 @@ from workflows.runtime.runtime_decorators import (
     BaseInternalRunAdapterDecorator,
     BaseRuntimeDecorator,
 )
-from workflows.runtime.types.named_task import NamedTask, PendingStart, all_tasks
+from workflows.runtime.types.named_task import (
+    NamedTask,
+    PendingStart,
+    PendingWorker,
+    all_tasks,
+)
 from workflows.runtime.types.named_task import pick_highest_priority as _pick_first
 from workflows.runtime.types.plugin import InternalRunAdapter, WaitForNextTaskResult
 from workflows.runtime.types.ticks import WorkflowTick
+
+from ..telemetry import step_coroutine
 
 
 class RunObserver(Protocol):
@@ -110,7 +117,7 @@ class _ObservedAdapter(BaseInternalRunAdapterDecorator):
         # Same contract as the engine's default, but every task started here is
         # reported, so stopping a run can cancel its steps: cancelling the
         # control loop alone leaves a step that is mid-await running.
-        started = [p.start(asyncio.create_task(p.coro)) for p in pending]
+        started = [p.start(asyncio.create_task(_traced(p))) for p in pending]
         for named in started:
             self._observer.track_task(named.task)
         candidates = running + started
@@ -119,6 +126,13 @@ class _ObservedAdapter(BaseInternalRunAdapterDecorator):
             return WaitForNextTaskResult(None, started)
         done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         return WaitForNextTaskResult(_pick_first(candidates, done) if done else None, started)
+
+
+def _traced(pending: PendingStart) -> Any:
+    """A pending task's coroutine; a step execution's is traced (when tracing runs)."""
+    if isinstance(pending, PendingWorker):
+        return step_coroutine(pending.step_id.name, pending.worker_id, pending.coro)
+    return pending.coro
 
 
 class ObservedStateStore:

@@ -38,6 +38,7 @@ from ..store.base import (
     StoredEvent,
     utcnow,
 )
+from ..telemetry import Telemetry
 from .config import ServiceConfig
 from .live import LiveRun
 from .ownership import Owner
@@ -95,6 +96,7 @@ class WorkflowService:
         self.scoped = scoped
         self.registry = WorkflowRegistry()
         self.runtime = DurableRuntime()
+        self.telemetry = Telemetry()
         self.owner = Owner.for_this_process()
         self.running = False
         self._runs: dict[str, LiveRun] = {}
@@ -114,6 +116,9 @@ class WorkflowService:
             on_lost=self._lose,
             deliver=self._deliver_entry,
             resume=self._resume_batch,
+        )
+        self.telemetry.watch(
+            lambda: list(self._runs.values()), lambda: self._writer.unwritten_since
         )
 
     # -- registration --------------------------------------------------------------------
@@ -317,6 +322,7 @@ class WorkflowService:
         # Registered before the row exists so an ownership round never takes
         # the freshly written row for an orphan.
         live = self._register(row, entry, next_sequence=0)
+        live.telemetry = self.telemetry.accepted(row)  # records the trace context in the row
         try:
             await self.store.create_handler(row, replaces_run_id=replaces)
         except IdempotencyKeyExistsError:
@@ -354,6 +360,7 @@ class WorkflowService:
             live = self._register(
                 row, self.registry.get(row.workflow_name), sequences.get(row.run_id, -1) + 1
             )
+            live.telemetry = self.telemetry.resumed(row, previous_owner=None)
             ctx, start = self._resume_inputs(row, live.workflow)
             if await self._launch_or_fail(live, ctx, start):
                 for entry in inbox:
@@ -416,6 +423,8 @@ class WorkflowService:
         if live.idle_timer is not None:
             live.idle_timer.cancel()  # it would keep the finished run alive until it fires
         self.runtime.forget(live.run_id)
+        if live.handler is not None:  # it ran here (not a refused or failed start)
+            live.telemetry.ended(*_ending(live))
 
     async def _launch_or_fail(
         self, live: LiveRun, ctx: dict[str, Any] | None, start: StartEvent | None
@@ -424,8 +433,10 @@ class WorkflowService:
             self._launch(live, ctx, start)
         except Exception as exc:
             live.abort()
+            reason = f"Cannot resume: {type(exc).__name__}: {exc}"
+            live.telemetry.ended("failed", reason)
             self._unregister(live)
-            await self._give_up(live.handler_id, f"Cannot resume: {type(exc).__name__}: {exc}")
+            await self._give_up(live.handler_id, reason)
             return False
         return True
 
@@ -437,7 +448,8 @@ class WorkflowService:
             else Context.from_dict(workflow, ctx, serializer=self._serializer(live.workflow))
         )
         self.runtime.observe(live.run_id, live)
-        handler = workflow.run(ctx=context, start_event=start, run_id=live.run_id)
+        with live.telemetry.executing():  # steps inherit its tags and span
+            handler = workflow.run(ctx=context, start_event=start, run_id=live.run_id)
         live.attach(handler, self.runtime.get_external_adapter(live.run_id))
         self._spawn(self._watch(live))
 
@@ -742,6 +754,13 @@ def _check_step(entry: RegisteredWorkflow, step: str | None, event: Event) -> No
         entry.workflow._validate_valid_step_message(step, event)
     except Exception as exc:
         raise BadRequestError(str(exc)) from exc
+
+
+def _ending(live: LiveRun) -> tuple[str, str | None]:
+    """How a run stopped executing here: its written outcome, released, or lost."""
+    if live.final is not None:
+        return live.final.status, live.final.error
+    return ("released" if live.releasing else "lost"), None
 
 
 def _scoped_key(principal: str | None, key: str) -> str:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
+from .. import telemetry
 from ..errors import StoreUnavailableError
 from ..store.base import AbstractWorkflowStore, RunProgress, utcnow
 from .live import LiveRun
@@ -44,12 +46,24 @@ class ProgressWriter:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self.last_error: BaseException | None = None
+        # Monotonic times of the oldest mark not yet taken by a round, and of
+        # the oldest mark in the round being written (the backlog's age).
+        self._marked_since: float | None = None
+        self._writing_since: float | None = None
 
     def mark(self, run: LiveRun) -> None:
         """Schedule ``run``'s progress for the next round."""
         self._dirty[run] = None
+        if self._marked_since is None:
+            self._marked_since = time.monotonic()
         self._idle.clear()
         self._wake.set()
+
+    @property
+    def unwritten_since(self) -> float | None:
+        """Monotonic time of the oldest progress not yet written, ``None`` if all is."""
+        times = [t for t in (self._writing_since, self._marked_since) if t is not None]
+        return min(times, default=None)
 
     def start(self) -> None:
         """Start the writing task."""
@@ -87,6 +101,13 @@ class ProgressWriter:
 
     async def _round(self) -> bool:
         runs, self._dirty = list(self._dirty), {}
+        self._writing_since, self._marked_since = self._marked_since, None
+        try:
+            return await self._write(runs)
+        finally:
+            self._writing_since = None
+
+    async def _write(self, runs: list[LiveRun]) -> bool:
         now = utcnow()
         batch: list[tuple[LiveRun, RunProgress]] = []
         for run in runs:
@@ -95,11 +116,14 @@ class ProgressWriter:
                 batch.append((run, progress))
         if not batch:
             return True
+        began = time.monotonic()
         try:
             lost = await self._store.save_progress([p for _, p in batch])
         except Exception as exc:
+            telemetry.failed_batch()
             self._keep(batch, exc)
             return False
+        telemetry.batch_written(len(batch), time.monotonic() - began)
         self.last_error = None
         for run, progress in batch:
             if run.handler_id in lost:
@@ -116,5 +140,8 @@ class ProgressWriter:
         elif self.last_error is None:
             logger.warning("store unavailable, progress kept in memory: %s", exc)
         self.last_error = exc
+        since = self._writing_since
         for run, progress in batch:
             run.requeue(progress)
+        if since is not None:  # requeued progress keeps its age
+            self._marked_since = min(since, self._marked_since or since)
