@@ -360,7 +360,7 @@ class WorkflowService:
             live = self._register(
                 row, self.registry.get(row.workflow_name), sequences.get(row.run_id, -1) + 1
             )
-            live.telemetry = self.telemetry.resumed(row, previous_owner=None)
+            live.telemetry = self.telemetry.resumed(row, previous_owner=row.previous_owner_id)
             ctx, start = self._resume_inputs(row, live.workflow)
             if await self._launch_or_fail(live, ctx, start):
                 for entry in inbox:

@@ -69,6 +69,8 @@ async def test_a_resumed_run_links_to_its_trace_and_its_steps_keep_the_tags(
         handler_id, run_id = started.json()["handler_id"], started.json()["run_id"]
         begins = lambda: [line for line in read_journal(journal) if line.action == "begin"]  # noqa: E731
         await wait_until(lambda: len(begins()) == 2, "the second item")
+        assert first.process is not None
+        first_pid = first.process.pid
         first.kill()
 
         await asyncio.to_thread(second.start)
@@ -100,6 +102,8 @@ async def test_a_resumed_run_links_to_its_trace_and_its_steps_keep_the_tags(
     (event,) = resumed["events"]
     assert event["name"] == "workflow.adopted"
     assert event["attributes"]["workflow.resume.attempt"] == 1
+    # Owner ids are host:pid:token: the run was taken from the killed process.
+    assert event["attributes"]["workflow.previous_owner"].split(":")[1] == str(first_pid)
     original = stored_trace_context(db, handler_id)["traceparent"].split("-")
     assert original[1] == trace_id
     (link,) = resumed["links"]
