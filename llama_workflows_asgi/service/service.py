@@ -357,10 +357,12 @@ class WorkflowService:
                 await self._give_up(row.handler_id, problem)
                 continue
             assert row.run_id is not None
+            previous_owner = row.previous_owner_id
+            row = row.model_copy(update={"previous_owner_id": None})  # claim bookkeeping only
             live = self._register(
                 row, self.registry.get(row.workflow_name), sequences.get(row.run_id, -1) + 1
             )
-            live.telemetry = self.telemetry.resumed(row, previous_owner=row.previous_owner_id)
+            live.telemetry = self.telemetry.resumed(row, previous_owner=previous_owner)
             ctx, start = self._resume_inputs(row, live.workflow)
             if await self._launch_or_fail(live, ctx, start):
                 for entry in inbox:
