@@ -356,9 +356,9 @@ class WorkflowService:
             if problem is not None:
                 await self._give_up(row.handler_id, problem)
                 continue
-            assert row.run_id is not None
             previous_owner = row.previous_owner_id
             row = row.model_copy(update={"previous_owner_id": None})  # claim bookkeeping only
+            assert row.run_id is not None
             live = self._register(
                 row, self.registry.get(row.workflow_name), sequences.get(row.run_id, -1) + 1
             )
