@@ -392,7 +392,8 @@ class WorkflowService:
         return row.ctx, start
 
     async def _give_up(self, handler_id: str, reason: str) -> None:
-        logger.error("handler %s failed: %s", handler_id, reason)
+        fields = {"handler_id": handler_id, "run_state": "failed", "error": reason}
+        logger.error("handler %s failed: %s", handler_id, reason, extra=fields)
         failure = WorkflowFailedEvent(step_name="", exception=RuntimeError(reason))
         await self.store.finalize_handler(
             handler_id, status="failed", error=reason, event=_stored(failure), at=utcnow()

@@ -69,6 +69,8 @@ class Telemetry:
 
     def __init__(self) -> None:
         self._backend = _load_backend()
+        self._live_runs: Callable[[], Sequence[RunSource]] = list
+        self._unwritten_since: Callable[[], float | None] = lambda: None
 
     @property
     def enabled(self) -> bool:
@@ -81,8 +83,17 @@ class Telemetry:
         unwritten_since: Callable[[], float | None],
     ) -> None:
         """Report the service's live and waiting runs and its writer's backlog as gauges."""
+        self._live_runs, self._unwritten_since = live_runs, unwritten_since
         if self._backend is not None:
-            self._backend.watch(self, live_runs, unwritten_since)
+            self._backend.watch(self)
+
+    def live_runs(self) -> Sequence[RunSource]:
+        """The runs the watched service holds in memory."""
+        return self._live_runs()
+
+    def unwritten_since(self) -> float | None:
+        """Monotonic time of the watched writer's oldest unwritten progress."""
+        return self._unwritten_since()
 
     def accepted(self, row: PersistentHandler) -> RunTelemetry:
         """A new run was accepted (its row not yet written).

@@ -12,10 +12,10 @@ import asyncio
 import functools
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -54,16 +54,14 @@ def _run_attributes(row: PersistentHandler) -> dict[str, str]:
     }
 
 
-class _Watched:
-    """The gauge sources of one run service."""
+class GaugeSource(Protocol):
+    """What one run service reports to the gauges."""
 
-    def __init__(
-        self,
-        live_runs: Callable[[], Sequence[RunSource]],
-        unwritten_since: Callable[[], float | None],
-    ) -> None:
-        self.live_runs = live_runs
-        self.unwritten_since = unwritten_since
+    def live_runs(self) -> Sequence[RunSource]:
+        """The runs in memory."""
+
+    def unwritten_since(self) -> float | None:
+        """Monotonic time of the oldest progress not yet written."""
 
 
 class OtelBackend:
@@ -74,7 +72,7 @@ class OtelBackend:
         self.tracer = trace.get_tracer(_SCOPE, version)
         meter = metrics.get_meter(_SCOPE, version)
         # Weak: a stopped and dropped service stops being reported.
-        self._watched: weakref.WeakKeyDictionary[object, _Watched] = weakref.WeakKeyDictionary()
+        self._watched: weakref.WeakSet[GaugeSource] = weakref.WeakSet()
         self._create_instruments(meter)
 
     def _create_instruments(self, meter: metrics.Meter) -> None:
@@ -140,21 +138,16 @@ class OtelBackend:
 
     # -- gauges -------------------------------------------------------------------------
 
-    def watch(
-        self,
-        owner: object,
-        live_runs: Callable[[], Sequence[RunSource]],
-        unwritten_since: Callable[[], float | None],
-    ) -> None:
-        """Report ``owner``'s runs and writer backlog in the gauges while it lives."""
-        self._watched[owner] = _Watched(live_runs, unwritten_since)
+    def watch(self, source: GaugeSource) -> None:
+        """Report ``source``'s runs and writer backlog in the gauges while it lives."""
+        self._watched.add(source)
 
-    def _sources(self) -> list[_Watched]:
+    def _sources(self) -> list[GaugeSource]:
         # Collection may run on the metric reader's thread while the event
-        # loop changes the dictionaries: retry the snapshot.
+        # loop changes the collections: retry the snapshot.
         for _ in range(5):
             try:
-                return list(self._watched.values())
+                return list(self._watched)
             except RuntimeError:
                 continue
         return []

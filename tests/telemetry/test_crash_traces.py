@@ -111,6 +111,8 @@ async def test_a_resumed_run_links_to_its_trace_and_its_steps_keep_the_tags(
     steps = [s for s in spans if s["name"] == "step process_items" and s["process"] == "second"]
     assert [s["parent_span_id"] for s in steps] == [resumed["span_id"]]
 
+    assert f"run {run_id} adopted" in second.log(), "an adoption is logged as a warning"
+
     # Every step execution, before and after the crash, ran with the run's tags.
     tags = [(line.process, line.detail) for line in read_journal(journal) if line.action == "tags"]
     assert {process for process, _ in tags} == {"first", "second"}

@@ -111,7 +111,7 @@ async def test_a_failed_run_and_its_step_are_error_spans(host: Host, sdk: Sdk) -
 async def test_a_released_run_resumes_in_a_new_span_linked_to_the_first(
     host: Host, sdk: Sdk, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="llama_workflows_asgi.runs")
+    caplog.set_level(logging.INFO, logger="llama_workflows_asgi")
     name = host.names["asking"]
     handler = (await host.http.post(f"/workflows/{name}/run-nowait", json={})).json()
     handler_id, run_id = handler["handler_id"], handler["run_id"]
@@ -173,3 +173,6 @@ async def test_a_released_run_resumes_in_a_new_span_linked_to_the_first(
         for r in caplog.records
         if getattr(r, "handler_id", None) == handler_id
     )
+    # Nothing else at INFO: no line per event or step.
+    ours = [r for r in caplog.records if r.name.startswith("llama_workflows_asgi")]
+    assert {r.name for r in ours} == {"llama_workflows_asgi.runs"}
