@@ -113,7 +113,7 @@ class Telemetry:
     def _announce_start(self, run: RunTelemetry) -> None:
         if self._backend is not None:
             self._backend.run_started(run.workflow_name)
-        _logs.state(run.row, "started")
+        _logs.state(run, "started")
 
     def resumed(self, row: PersistentHandler, *, previous_owner: str | None) -> RunTelemetry:
         """A run was claimed here to resume from its checkpoint.
@@ -142,7 +142,6 @@ class RunTelemetry:
         announce: Callable[[RunTelemetry], None] | None = None,
     ) -> None:
         assert row.run_id is not None
-        self.row = row.model_copy(update={"ctx": None})
         self.handler_id = row.handler_id
         self.run_id = row.run_id
         self.workflow_name = row.workflow_name
@@ -187,7 +186,7 @@ class RunTelemetry:
         if self.backend is not None:
             seconds = time.monotonic() - self._began
             self.backend.end_run(self.span, self.workflow_name, status, error, seconds)
-        _logs.ended(self.row, status, error)
+        _logs.ended(self, status, error)
 
 
 def step_coroutine(

@@ -8,13 +8,27 @@ log shipper can index them. Nothing is logged per event or per step at INFO.
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from ..store.base import PersistentHandler
 
 logger = logging.getLogger("llama_workflows_asgi.runs")
 
 
-def _fields(row: PersistentHandler, state: str) -> dict[str, object]:
+class RunIdentity(Protocol):
+    """What names a run in a log line (a handler row, or a run's telemetry)."""
+
+    @property
+    def handler_id(self) -> str: ...
+
+    @property
+    def run_id(self) -> str | None: ...
+
+    @property
+    def workflow_name(self) -> str: ...
+
+
+def _fields(row: RunIdentity, state: str) -> dict[str, object]:
     return {
         "handler_id": row.handler_id,
         "run_id": row.run_id,
@@ -23,7 +37,7 @@ def _fields(row: PersistentHandler, state: str) -> dict[str, object]:
     }
 
 
-def state(row: PersistentHandler, name: str, level: int = logging.INFO, **extra: object) -> None:
+def state(row: RunIdentity, name: str, level: int = logging.INFO, **extra: object) -> None:
     """Log that the run of ``row`` entered state ``name``."""
     if not logger.isEnabledFor(level):
         return
@@ -53,7 +67,7 @@ def resumed(row: PersistentHandler, *, adopted: bool, previous_owner: str | None
     )
 
 
-def ended(row: PersistentHandler, status: str, error: str | None) -> None:
+def ended(row: RunIdentity, status: str, error: str | None) -> None:
     """Log how the run stopped executing here."""
     level = logging.WARNING if status == "lost" else logging.INFO
     state(row, status, level, error=error)
