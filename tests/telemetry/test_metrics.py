@@ -13,7 +13,12 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, NumberDataPoint
 from workflows import Workflow, step
 from workflows.events import StartEvent, StopEvent
 
-from llama_workflows_asgi import MemoryWorkflowStore, ServiceConfig, WorkflowService
+from llama_workflows_asgi import (
+    MemoryWorkflowStore,
+    ServiceConfig,
+    StoreUnavailableError,
+    WorkflowService,
+)
 from llama_workflows_asgi.store.base import RunProgress
 from tests.telemetry.conftest import Host, Sdk
 
@@ -156,15 +161,21 @@ class GatedWorkflow(Workflow):
 
 
 class HeldStore(MemoryWorkflowStore):
-    """A memory store whose writes wait while ``held`` is cleared (a slow database)."""
+    """A memory store whose writes wait while ``open`` is cleared (a slow database),
+    or fail as unavailable while ``failing`` is set."""
 
     def __init__(self) -> None:
         super().__init__()
         self.open = asyncio.Event()
         self.open.set()
+        self.failing = False
+        self.failed_at: list[float] = []
 
     async def save_progress(self, batch: Sequence[RunProgress]) -> set[str]:
         await self.open.wait()
+        if self.failing:
+            self.failed_at.append(time.monotonic())
+            raise StoreUnavailableError("the database is away")
         return await super().save_progress(batch)
 
 
@@ -212,3 +223,23 @@ async def test_gauges_report_live_runs_open_streams_and_the_unwritten_backlog(
 async def _drain(stream: Any) -> None:
     async for _ in stream:
         pass
+
+
+async def test_failed_writes_are_counted_and_keep_the_backlog_age(
+    gated: tuple[WorkflowService, HeldStore, str], sdk: Sdk
+) -> None:
+    service, store, name = gated
+    gate = uuid.uuid4().hex
+    _GATES[gate] = asyncio.Event()
+    failures_before = total(points(sdk, "workflow.writer.commit.failures"))
+    await service.start_run(name, StartEvent(gate=gate))  # type: ignore[call-arg]
+    store.failing = True
+    _GATES[gate].set()
+    await eventually(lambda: len(store.failed_at) >= 2, "two failed writes")
+    # The backlog dates from before the first failed write, not from its retry.
+    since = service._writer.unwritten_since
+    assert since is not None
+    assert since < store.failed_at[0]
+    assert total(points(sdk, "workflow.writer.commit.failures")) >= failures_before + 2
+    store.failing = False
+    await eventually(lambda: service._writer.unwritten_since is None, "the backlog is written")
