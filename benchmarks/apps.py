@@ -8,7 +8,12 @@
   store, no durability; the anchor every other target is compared with);
 * ``BENCH_DATABASE``: the SQLite file or PostgreSQL URL;
 * ``BENCH_HEAP=1``: trace Python allocations and serve ``GET /__bench/heap``
-  (memory held by live Python objects, which the resident size does not show).
+  (memory held by live Python objects, which the resident size does not show);
+* ``BENCH_OTEL``: configure the OpenTelemetry SDK as a host would, to measure
+  the cost of the package's spans and metrics: ``sampled`` keeps one trace in
+  ten (``ParentBased(TraceIdRatioBased(0.1))``), ``all`` keeps every trace;
+  spans go through a batch processor to an exporter that drops them, metrics
+  to an in-memory reader. Unset: the API alone, with no SDK (its no-op).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from benchmarks.workloads import workflows
 
 def create_app() -> Any:
     target = os.environ["BENCH_TARGET"]
+    if os.environ.get("BENCH_OTEL"):
+        _configure_otel(os.environ["BENCH_OTEL"])
     if target == "reference":
         return _reference_app(os.environ["BENCH_DATABASE"])
     if target == "handwritten":
@@ -53,6 +60,27 @@ async def _heap() -> dict[str, float]:
     gc.collect()
     current, peak = tracemalloc.get_traced_memory()
     return {"current_mb": current / 2**20, "peak_mb": peak / 2**20}
+
+
+def _configure_otel(mode: str) -> None:
+    from collections.abc import Sequence
+
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
+
+    class Drop(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    sampler = ALWAYS_ON if mode == "all" else ParentBased(TraceIdRatioBased(0.1))
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
 
 
 def _url(target: str, database: str) -> str:

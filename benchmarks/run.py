@@ -57,6 +57,10 @@ class Result:
     p99_ms: float = 0.0
     events_per_s: float = 0.0
     peak_rss_mb: float = 0.0
+    # Server CPU (user + system) per completed run, warm-up included: unlike
+    # throughput, it barely moves when other work shares the machine.
+    cpu_ms_per_run: float = 0.0
+    completed: int = 0
 
 
 class Server:
@@ -91,6 +95,10 @@ class Server:
         line = next(line for line in status.splitlines() if line.startswith("VmHWM"))
         return int(line.split()[1]) / 1024
 
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -116,6 +124,7 @@ async def closed_loop(
             )
             done = time.perf_counter()
             ok = response.status == 200 and _result(response) == EXPECTED[workload]
+            result.completed += 1
             if now >= measure_from:
                 latencies.append(done - now)
                 result.errors += not ok
@@ -170,12 +179,14 @@ async def measure(target: str, workload: str, args: argparse.Namespace, database
     server = Server(target, database, args.code)
     try:
         await server.ready()
+        cpu = server.cpu_seconds()
         if workload == "stream":
             result = await stream_events(server.url, args.stream_runs)
         else:
             result = await closed_loop(
                 server.url, workload, args.clients, args.duration, args.warmup
             )
+            result.cpu_ms_per_run = (server.cpu_seconds() - cpu) * 1000 / max(result.completed, 1)
         result.peak_rss_mb = server.peak_rss_mb()
     finally:
         server.stop()
@@ -184,7 +195,7 @@ async def measure(target: str, workload: str, args: argparse.Namespace, database
 
 
 _COLUMNS = (("server", 12), ("workload", 8), ("runs/s", 9), ("p50 ms", 8), ("p99 ms", 8))
-_COLUMNS += (("events/s", 10), ("peak MB", 8), ("errors", 6))
+_COLUMNS += (("events/s", 10), ("peak MB", 8), ("errors", 6), ("cpu ms/run", 10))
 
 
 def print_table(results: list[Result]) -> None:
@@ -208,6 +219,7 @@ def print_table(results: list[Result]) -> None:
             f"{r.events_per_s:,.0f}" if streaming else "-",
             f"{r.peak_rss_mb:.0f}",
             str(r.errors),
+            "-" if streaming else f"{r.cpu_ms_per_run:.2f}",
         ]
         print(
             " ".join(

@@ -44,6 +44,7 @@ from workflows.workflow import Workflow
 from .. import codec
 from ..registry import RegisteredWorkflow
 from ..store.base import PersistentHandler, RunProgress, Status, StoredEvent, utcnow
+from ..telemetry import RunTelemetry
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ class LiveRun:
         self.tail: deque[StoredEvent] = deque(maxlen=tail_size)
         self._changed = asyncio.Event()
         self.finished = asyncio.Event()
+        self.telemetry = RunTelemetry(row)  # the service replaces it with a reporting one
 
     # -- wiring ----------------------------------------------------------------------
 

@@ -23,10 +23,17 @@ from workflows.runtime.runtime_decorators import (
     BaseInternalRunAdapterDecorator,
     BaseRuntimeDecorator,
 )
-from workflows.runtime.types.named_task import NamedTask, PendingStart, all_tasks
+from workflows.runtime.types.named_task import (
+    NamedTask,
+    PendingStart,
+    PendingWorker,
+    all_tasks,
+)
 from workflows.runtime.types.named_task import pick_highest_priority as _pick_first
 from workflows.runtime.types.plugin import InternalRunAdapter, WaitForNextTaskResult
 from workflows.runtime.types.ticks import WorkflowTick
+
+from ..telemetry import step_coroutine
 
 
 class RunObserver(Protocol):
@@ -123,7 +130,7 @@ class _ObservedAdapter(BaseInternalRunAdapterDecorator):
         # Same contract as the engine's default, but every task started here is
         # reported, so stopping a run can cancel its steps: cancelling the
         # control loop alone leaves a step that is mid-await running.
-        started = [p.start(_start_contained(p.coro, self._observer)) for p in pending]
+        started = [p.start(_start_contained(_traced(p), self._observer)) for p in pending]
         for named in started:
             self._observer.track_task(named.task)
         candidates = running + started
@@ -161,6 +168,13 @@ async def _contained(coro: Coroutine[Any, Any, Any], observer: RunObserver) -> A
     except (KeyboardInterrupt, SystemExit) as exc:
         observer.observe_interrupt(exc)
         raise asyncio.CancelledError from exc
+
+
+def _traced(pending: PendingStart) -> Any:
+    """A pending task's coroutine; a step execution's is traced (when tracing runs)."""
+    if isinstance(pending, PendingWorker):
+        return step_coroutine(pending.step_id.name, pending.worker_id, pending.coro)
+    return pending.coro
 
 
 class ObservedStateStore:

@@ -48,6 +48,7 @@ from ..store.base import (
     StoredEvent,
     utcnow,
 )
+from ..telemetry import Telemetry
 from .config import ServiceConfig
 from .live import LiveRun
 from .ownership import Owner
@@ -109,6 +110,7 @@ class WorkflowService:
         self.scoped = scoped
         self.registry = WorkflowRegistry()
         self.runtime = DurableRuntime()
+        self.telemetry = Telemetry()
         self.owner = Owner.for_this_process()
         self.running = False
         self.draining = False
@@ -133,6 +135,9 @@ class WorkflowService:
             resume=self._resume_batch,
         )
         self.retention = RetentionTask(store, self.config)
+        self.telemetry.watch(
+            lambda: list(self._runs.values()), lambda: self._writer.unwritten_since
+        )
 
     # -- registration --------------------------------------------------------------------
 
@@ -476,6 +481,7 @@ class WorkflowService:
         # Registered before the row exists so an ownership round never takes
         # the freshly written row for an orphan.
         live = self._register(row, entry, next_sequence=0)
+        live.telemetry = self.telemetry.accepted(row)  # records the trace context in the row
         try:
             await self.store.create_handler(row, replaces_run_id=replaces)
         except IdempotencyKeyExistsError:
@@ -524,11 +530,14 @@ class WorkflowService:
         self, row: PersistentHandler, sequences: dict[str, int], inbox: list[InboxEntry]
     ) -> None:
         """Resume one claimed row; one that cannot be resumed fails alone."""
+        previous_owner = row.previous_owner_id
+        row = row.model_copy(update={"previous_owner_id": None})  # claim bookkeeping only
         assert row.run_id is not None
         try:
             workflow = self.registry.get(row.workflow_name)
             ctx, start = self._resume_inputs(row, workflow)
             live = self._register(row, workflow, sequences.get(row.run_id, -1) + 1)
+            live.telemetry = self.telemetry.resumed(row, previous_owner=previous_owner)
         except Exception as exc:
             await self._give_up(row.handler_id, f"Cannot resume: {codec.readable_error(exc)}")
             return
@@ -560,7 +569,8 @@ class WorkflowService:
         return row.ctx, start
 
     async def _give_up(self, handler_id: str, reason: str) -> None:
-        logger.error("handler %s failed: %s", handler_id, reason)
+        fields = {"handler_id": handler_id, "run_state": "failed", "error": reason}
+        logger.error("handler %s failed: %s", handler_id, reason, extra=fields)
         failure = WorkflowFailedEvent(step_name="", exception=RuntimeError(reason))
         await self.store.finalize_handler(
             handler_id, status="failed", error=reason, event=_stored(failure), at=utcnow()
@@ -593,6 +603,8 @@ class WorkflowService:
         if live.idle_timer is not None:
             live.idle_timer.cancel()  # it would keep the finished run alive until it fires
         self.runtime.forget(live.run_id)
+        if live.handler is not None:  # it ran here (not a refused or failed start)
+            live.telemetry.ended(*_ending(live))
 
     async def _launch_or_fail(
         self, live: LiveRun, ctx: dict[str, Any] | None, start: StartEvent | None
@@ -601,8 +613,10 @@ class WorkflowService:
             self._launch(live, ctx, start)
         except Exception as exc:
             live.abort()
+            reason = f"Cannot resume: {codec.readable_error(exc)}"
+            live.telemetry.ended("failed", reason)
             self._unregister(live)
-            await self._give_up(live.handler_id, f"Cannot resume: {codec.readable_error(exc)}")
+            await self._give_up(live.handler_id, reason)
             return False
         return True
 
@@ -614,7 +628,8 @@ class WorkflowService:
             else Context.from_dict(workflow, ctx, serializer=self._serializer(live.workflow))
         )
         self.runtime.observe(live.run_id, live)
-        handler = workflow.run(ctx=context, start_event=start, run_id=live.run_id)
+        with live.telemetry.executing():  # steps inherit its tags and span
+            handler = workflow.run(ctx=context, start_event=start, run_id=live.run_id)
         live.attach(handler, self.runtime.get_external_adapter(live.run_id))
         self._spawn(self._watch(live))
 
@@ -989,6 +1004,13 @@ def _check_step(entry: RegisteredWorkflow, step: str | None, event: Event) -> No
     steps = entry.workflow._get_steps()  # the engine's own table of steps, by name
     if step not in steps:
         raise BadEventError(f"Step {step} does not exist")
+
+
+def _ending(live: LiveRun) -> tuple[str, str | None]:
+    """How a run stopped executing here: its written outcome, released, or lost."""
+    if live.final is not None:
+        return live.final.status, live.final.error
+    return ("released" if live.releasing else "lost"), None
 
 
 def _scoped_key(principal: str | None, key: str) -> str:

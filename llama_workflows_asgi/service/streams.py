@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from .. import telemetry
 from ..store.base import StoredEvent
 
 
@@ -37,6 +38,11 @@ class EventStream:
 
     async def __aiter__(self) -> AsyncIterator[list[StoredEvent] | Heartbeat]:
         """Batches of events as they are written (one batch per read), or heartbeats."""
+        with telemetry.stream_open():
+            async for item in self._read():
+                yield item
+
+    async def _read(self) -> AsyncIterator[list[StoredEvent] | Heartbeat]:
         batch: list[StoredEvent] | None = self.first
         quiet_since = time.monotonic()
         while batch is not None:

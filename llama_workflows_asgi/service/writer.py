@@ -10,7 +10,7 @@ from datetime import datetime
 
 from workflows.events import WorkflowFailedEvent
 
-from .. import codec
+from .. import codec, telemetry
 from ..errors import StoreUnavailableError
 from ..store.base import AbstractWorkflowStore, RunProgress, StoredEvent, utcnow
 from .guard import start_guarded
@@ -54,16 +54,25 @@ class ProgressWriter:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self.last_error: BaseException | None = None
-        self._unwritten_since: float | None = None
+        # Monotonic times of the oldest mark not yet taken by a round, and of
+        # the oldest mark in the round being written (the backlog's age).
+        self._marked_since: float | None = None
+        self._writing_since: float | None = None
         self._unwritten_runs = 0
 
     def mark(self, run: LiveRun) -> None:
         """Schedule ``run``'s progress for the next round."""
         self._dirty[run] = None
-        if self._unwritten_since is None:
-            self._unwritten_since = time.monotonic()
+        if self._marked_since is None:
+            self._marked_since = time.monotonic()
         self._idle.clear()
         self._wake.set()
+
+    @property
+    def unwritten_since(self) -> float | None:
+        """Monotonic time of the oldest progress not yet written, ``None`` if all is."""
+        times = [t for t in (self._writing_since, self._marked_since) if t is not None]
+        return min(times, default=None)
 
     def start(self) -> None:
         """Start the writing task."""
@@ -72,9 +81,8 @@ class ProgressWriter:
 
     def stalled_for(self) -> float:
         """Seconds the oldest unwritten progress has been waiting (0 when all is written)."""
-        if self._unwritten_since is None:
-            return 0.0
-        return time.monotonic() - self._unwritten_since
+        since = self.unwritten_since
+        return 0.0 if since is None else time.monotonic() - since
 
     @property
     def unwritten_runs(self) -> int:
@@ -103,12 +111,9 @@ class ProgressWriter:
             self._wake.clear()
             if self._delay:
                 await asyncio.sleep(self._delay)
-            started = time.monotonic()
             written = await self._round()
             backoff = 0.0 if written else min(max(backoff * 2, 0.05), _MAX_BACKOFF)
             if written:
-                # What was marked during the round is younger than the round.
-                self._unwritten_since = started if self._dirty else None
                 self._unwritten_runs = 0
             if backoff:
                 await asyncio.sleep(backoff)
@@ -118,15 +123,17 @@ class ProgressWriter:
 
     async def _round(self) -> bool:
         runs, self._dirty = list(self._dirty), {}
-        now = utcnow()
-        batch: list[tuple[LiveRun, RunProgress]] = []
-        for run in runs:
-            progress = self._collect(run, now)
-            if progress is not None:
-                batch.append((run, progress))
-        if not batch:
-            return True
-        return await self._write(batch)
+        self._writing_since, self._marked_since = self._marked_since, None
+        try:
+            now = utcnow()
+            batch: list[tuple[LiveRun, RunProgress]] = []
+            for run in runs:
+                progress = self._collect(run, now)
+                if progress is not None:
+                    batch.append((run, progress))
+            return await self._write(batch) if batch else True
+        finally:
+            self._writing_since = None
 
     def _collect(self, run: LiveRun, now: datetime) -> RunProgress | None:
         try:
@@ -142,12 +149,15 @@ class ProgressWriter:
             return None
 
     async def _write(self, batch: list[tuple[LiveRun, RunProgress]]) -> bool:
+        began = time.monotonic()
         try:
             lost = await self._store.save_progress([p for _, p in batch])
         except StoreUnavailableError as exc:
+            telemetry.failed_batch()
             self._keep(batch, exc)
             return False
         except Exception as exc:
+            telemetry.failed_batch()
             if len(batch) == 1:
                 await self._reject(*batch[0], exc)
                 return True
@@ -155,6 +165,7 @@ class ProgressWriter:
             # so only the culprit fails.
             written = [await self._write([item]) for item in batch]
             return all(written)
+        telemetry.batch_written(len(batch), time.monotonic() - began)
         self.last_error = None
         self._publish(batch, lost)
         return True
@@ -198,5 +209,8 @@ class ProgressWriter:
             logger.warning("store unavailable, progress kept in memory: %s", exc)
         self.last_error = exc
         self._unwritten_runs = len(batch)
+        since = self._writing_since
         for run, progress in batch:
             run.requeue(progress)
+        if since is not None:  # requeued progress keeps its age
+            self._marked_since = min(since, self._marked_since or since)

@@ -30,7 +30,7 @@ def load_json(text: str | None) -> dict[str, Any] | None:
 
 def handler_values(handler: PersistentHandler) -> dict[str, Any]:
     """Column values for a handler row."""
-    values = handler.model_dump(exclude={"ctx", "result", "start_event"})
+    values = handler.model_dump(exclude={"ctx", "result", "start_event", "previous_owner_id"})
     values["ctx"] = dump_json(handler.ctx)
     values["result"] = dump_json(handler.result_envelope())
     values["start_event"] = dump_json(handler.start_event)

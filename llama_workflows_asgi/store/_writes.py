@@ -419,29 +419,37 @@ class Claim:
 async def _claim_handlers(conn: AsyncConnection, op: Claim) -> list[PersistentHandler]:
     candidate = handlers.alias("candidate")
     pick = (
-        select(candidate.c.handler_id)
+        select(candidate.c.handler_id, candidate.c.owner_id)
         .where(claimable(candidate, now=op.now, dead_owners=op.dead_owners))
         .order_by(candidate.c.started_at, candidate.c.handler_id)
         .limit(op.limit)
-        # Rows another process is claiming right now are skipped, not waited for.
+        # Rows another process is claiming right now are skipped, not waited for;
+        # the picked ones stay locked until this transaction ends.
         .with_for_update(skip_locked=True, of=candidate)
     )
     if op.handler_ids is not None:
         pick = pick.where(candidate.c.handler_id.in_(op.handler_ids))
-    # A materialized CTE, not `IN (subquery)`: PostgreSQL may rescan an IN
-    # subquery once per row of a nested loop, and each rescan of a LIMIT ...
-    # SKIP LOCKED picks *new* rows, so more than `limit` would be claimed.
-    picked = pick.cte("picked").prefix_with("MATERIALIZED", dialect="postgresql")
+    # Picked first, then updated by id: the previous owners are reported (an
+    # UPDATE's RETURNING only sees new values), and exactly the locked rows
+    # are taken.
+    previous = {row.handler_id: row.owner_id for row in await conn.execute(pick)}
+    if not previous:
+        return []
     stmt = (
         update(handlers)
-        .where(c.handler_id == picked.c.handler_id)
+        .where(c.handler_id.in_(list(previous)))
         .where(claimable(handlers, now=op.now, dead_owners=op.dead_owners))
         .values(owner_id=op.owner_id, lease_expires_at=op.lease_until)
         # Taking a run from an owner that did not release it is a resume attempt.
         .values(resume_attempts=c.resume_attempts + case((c.owner_id.is_(None), 0), else_=1))
         .returning(*handlers.c)
     )
-    claimed = [handler_from_row(row) for row in (await conn.execute(stmt)).mappings()]
+    claimed = [
+        handler_from_row(row).model_copy(
+            update={"previous_owner_id": previous.get(row["handler_id"])}
+        )
+        for row in (await conn.execute(stmt)).mappings()
+    ]
     return sorted(claimed, key=lambda h: (h.started_at, h.handler_id))
 
 

@@ -97,6 +97,9 @@ class PersistentHandler(BaseModel):
     a legacy plain value (which becomes ``StopEvent(result=value)``). The
     fields after ``completed_at`` are the server's bookkeeping: the start
     event, who started the run, the ownership lease and idempotency data.
+    ``previous_owner_id`` is not stored: it is set on the rows
+    ``claim_handlers`` returns, naming who owned the run before the claim
+    (``None`` if nobody did).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -119,6 +122,7 @@ class PersistentHandler(BaseModel):
     resume_attempts: int = 0
     idempotency_key: str | None = None
     request_hash: str | None = None
+    previous_owner_id: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -501,7 +505,7 @@ class AbstractWorkflowStore(ABC):
         is not idle (released while waiting for input) unless its inbox holds an
         event. With ``handler_ids`` only those are considered. Claiming from an
         owner that did not release the run counts a resume attempt. Returns the
-        claimed rows with their checkpoints.
+        claimed rows with their checkpoints and ``previous_owner_id``.
         """
 
     @abstractmethod

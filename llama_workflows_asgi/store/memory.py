@@ -278,7 +278,7 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
                 }
             )
             self._handlers[handler.handler_id] = updated
-            claimed.append(updated.model_copy())
+            claimed.append(updated.model_copy(update={"previous_owner_id": handler.owner_id}))
         return claimed
 
     async def renew_leases(self, owner_id: str, lease_until: datetime) -> set[str]:

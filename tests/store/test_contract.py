@@ -588,6 +588,14 @@ async def test_claim_rules(store: AbstractWorkflowStore) -> None:
     ]
     attempts = {h.handler_id: h.resume_attempts for h in claimed}
     assert attempts == {"dead": 1, "expired": 1, "idle-mail": 0, "no-lease": 1, "unowned": 0}
+    previous = {h.handler_id: h.previous_owner_id for h in claimed}
+    assert previous == {
+        "dead": "dead-1",
+        "expired": "o1",
+        "idle-mail": None,
+        "no-lease": "o1",
+        "unowned": None,
+    }
     assert all(h.owner_id == "me" and h.lease_expires_at == lease for h in claimed)
     stored = await get(store, "expired")
     assert stored is not None

@@ -12,6 +12,9 @@ Configured by environment variables:
   are served as ``pattern_<name>``.
 * ``WF_SQLITE_MAX_PAGES``: cap the SQLite file at this many pages, so it fills
   up (SQLite then fails writes with "database or disk is full").
+* ``WF_SPAN_FILE``: export every OpenTelemetry span to this file (JSON lines),
+  instrument the app with the FastAPI instrumentation, and journal the
+  LlamaIndex instrumentation tags each processing step runs with.
 
 Run with ``python -m uvicorn --factory tests.support.crash_app:create_asgi_app``.
 """
@@ -23,6 +26,7 @@ import os
 import time
 from typing import Any
 
+from llama_index_instrumentation.dispatcher import active_instrument_tags
 from pydantic import BaseModel, Field
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -63,6 +67,11 @@ class ProcessingState(BaseModel):
     processed: list[str] = Field(default_factory=list)
 
 
+def _step_tags() -> str:
+    tags = active_instrument_tags.get()
+    return f"{tags.get('llamaindex.handler_id')},{tags.get('llamaindex.run_id')}"
+
+
 class ProcessingWorkflow(Workflow):
     """The seed's durable processing workflow, journaling each item it works on."""
 
@@ -75,6 +84,8 @@ class ProcessingWorkflow(Workflow):
             result = f"processed:{item}"
             if result in processed:
                 continue
+            if os.environ.get("WF_SPAN_FILE"):
+                journal(run_id, "tags", _step_tags())
             journal(run_id, "begin", item)
             await asyncio.sleep(ev.delay)
             journal(run_id, "end", item)
@@ -185,4 +196,14 @@ def create_app() -> WorkflowServer:
 
 def create_asgi_app() -> Any:
     """The ASGI app (``uvicorn --factory tests.support.crash_app:create_asgi_app``)."""
+    span_file = os.environ.get("WF_SPAN_FILE")
+    if span_file:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        from tests.support.span_file import export_spans_to
+
+        provider = export_spans_to(span_file)
+        app = create_app().app
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+        return app
     return create_app().app

@@ -1,0 +1,330 @@
+"""Spans and metrics through the OpenTelemetry API (imported only when it is installed).
+
+The library uses the API's global tracer and meter providers: the host
+configures the SDK (exporters, sampling, views); until it does, every call
+here is the API's no-op. Instruments are created once per process and shared
+by every run service in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+import weakref
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, Protocol
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from workflows.runtime.types.results import StepWorkerFailed
+from workflows.runtime.types.ticks import TickStepResult
+
+from ..store.base import PersistentHandler
+
+if TYPE_CHECKING:
+    from . import RunSource, RunTelemetry
+
+_SCOPE = "llama_workflows_asgi"
+# The stored trace context is the library's own record, always W3C whatever
+# propagators the host configured for its requests.
+_W3C = TraceContextTextMapPropagator()
+_SECONDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800]
+_COMMIT_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
+_BATCH_SIZES = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000]
+_MAX_ERROR = 1024
+
+
+def _version() -> str:
+    try:
+        return metadata.version("llama_workflows_asgi")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a checkout
+        return "0"
+
+
+def _run_attributes(row: PersistentHandler) -> dict[str, str]:
+    return {
+        "workflow.name": row.workflow_name,
+        "workflow.handler_id": row.handler_id,
+        "workflow.run_id": row.run_id or "",
+    }
+
+
+class GaugeSource(Protocol):
+    """What one run service reports to the gauges."""
+
+    def live_runs(self) -> Sequence[RunSource]:
+        """The runs in memory."""
+
+    def unwritten_since(self) -> float | None:
+        """Monotonic time of the oldest progress not yet written."""
+
+
+class OtelBackend:
+    """The process's tracer and instruments."""
+
+    def __init__(self) -> None:
+        version = _version()
+        self.tracer = trace.get_tracer(_SCOPE, version)
+        meter = metrics.get_meter(_SCOPE, version)
+        # Weak: a stopped and dropped service stops being reported.
+        self._watched: weakref.WeakSet[GaugeSource] = weakref.WeakSet()
+        self._create_instruments(meter)
+
+    def _create_instruments(self, meter: metrics.Meter) -> None:
+        self.started = meter.create_counter(
+            "workflow.run.started", "{run}", "Runs accepted, by workflow"
+        )
+        self.finished = meter.create_counter(
+            "workflow.run.finished", "{run}", "Runs that stopped executing here, by status"
+        )
+        self.run_duration = meter.create_histogram(
+            "workflow.run.duration",
+            "s",
+            "Time a run executed in this process, from acceptance or resume to its outcome",
+            explicit_bucket_boundaries_advisory=_SECONDS,
+        )
+        self.step_duration = meter.create_histogram(
+            "workflow.step.duration",
+            "s",
+            "Time of one step execution",
+            explicit_bucket_boundaries_advisory=_SECONDS,
+        )
+        self.resumes = meter.create_counter(
+            "workflow.run.resumes", "{run}", "Runs resumed from their checkpoint"
+        )
+        self.adoptions = meter.create_counter(
+            "workflow.lease.adoptions",
+            "{run}",
+            "Runs taken from an owner that did not release them",
+        )
+        self.batch_size = meter.create_histogram(
+            "workflow.writer.batch.size",
+            "{run}",
+            "Runs written by one group commit",
+            explicit_bucket_boundaries_advisory=_BATCH_SIZES,
+        )
+        self.commit_duration = meter.create_histogram(
+            "workflow.writer.commit.duration",
+            "s",
+            "Latency of one group commit",
+            explicit_bucket_boundaries_advisory=_COMMIT_SECONDS,
+        )
+        self.commit_failures = meter.create_counter(
+            "workflow.writer.commit.failures", "{commit}", "Group commits that failed and retry"
+        )
+        self.open_streams = meter.create_up_down_counter(
+            "workflow.stream.open", "{stream}", "Event streams being read"
+        )
+        meter.create_observable_gauge(
+            "workflow.run.live", [self._observe_live], "{run}", "Runs executing in this process"
+        )
+        meter.create_observable_gauge(
+            "workflow.run.waiting",
+            [self._observe_waiting],
+            "{run}",
+            "Runs in this process waiting for an event",
+        )
+        meter.create_observable_gauge(
+            "workflow.writer.unwritten.age",
+            [self._observe_unwritten],
+            "s",
+            "Age of the oldest progress not yet written to the store",
+        )
+
+    # -- gauges -------------------------------------------------------------------------
+
+    def watch(self, source: GaugeSource) -> None:
+        """Report ``source``'s runs and writer backlog in the gauges while it lives."""
+        self._watched.add(source)
+
+    def _sources(self) -> list[GaugeSource]:
+        # Collection may run on the metric reader's thread while the event
+        # loop changes the collections: retry the snapshot.
+        for _ in range(5):
+            try:
+                return list(self._watched)
+            except RuntimeError:
+                continue
+        return []
+
+    def _runs(self) -> list[RunSource]:
+        runs: list[RunSource] = []
+        for source in self._sources():
+            for _ in range(5):
+                try:
+                    runs.extend(source.live_runs())
+                    break
+                except RuntimeError:
+                    continue
+        return runs
+
+    def _observe_live(self, _: CallbackOptions) -> Iterable[Observation]:
+        return _by_workflow(r for r in self._runs() if r.idle_since is None)
+
+    def _observe_waiting(self, _: CallbackOptions) -> Iterable[Observation]:
+        return _by_workflow(r for r in self._runs() if r.idle_since is not None)
+
+    def _observe_unwritten(self, _: CallbackOptions) -> Iterable[Observation]:
+        now = time.monotonic()
+        oldest = [s.unwritten_since() for s in self._sources()]
+        ages = [now - since for since in oldest if since is not None]
+        return [Observation(max(ages, default=0.0))]
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def start_run(self, row: PersistentHandler, link: dict[str, str] | None) -> Span:
+        """The span of a run executing here: a child of the current span."""
+        links = []
+        if link:
+            origin = trace.get_current_span(_W3C.extract(link)).get_span_context()
+            if origin.is_valid:
+                links.append(Link(origin, {"workflow.link": "resumed_from"}))
+        return self.tracer.start_span(
+            f"workflow {row.workflow_name}",
+            kind=SpanKind.INTERNAL,
+            attributes=_run_attributes(row),
+            links=links,
+        )
+
+    def carrier(self, span: Span) -> dict[str, str]:
+        """``span``'s W3C trace context (``traceparent``, ``tracestate``)."""
+        carrier: dict[str, str] = {}
+        _W3C.inject(carrier, trace.set_span_in_context(span))
+        return carrier
+
+    def current(self, span: Span) -> AbstractContextManager[Span]:
+        """Make ``span`` current (without ending it)."""
+        return trace.use_span(span, end_on_exit=False)
+
+    def run_started(self, workflow_name: str) -> None:
+        """Count an accepted run."""
+        self.started.add(1, {"workflow.name": workflow_name})
+
+    def resumed(
+        self, span: Span, row: PersistentHandler, *, adopted: bool, previous_owner: str | None
+    ) -> None:
+        """Mark ``span`` as a resume (an adoption when taken from a live-less owner)."""
+        attributes: dict[str, str | int | bool] = {
+            "workflow.resume.attempt": row.resume_attempts,
+            "workflow.resume.adopted": adopted,
+        }
+        if previous_owner is not None:
+            attributes["workflow.previous_owner"] = previous_owner
+        span.add_event("workflow.adopted" if adopted else "workflow.resumed", attributes)
+        labels: dict[str, str | bool] = {
+            "workflow.name": row.workflow_name,
+            "workflow.resume.adopted": adopted,
+        }
+        self.resumes.add(1, labels)
+        if adopted:
+            self.adoptions.add(1, {"workflow.name": row.workflow_name})
+
+    def end_run(
+        self, span: Span, workflow_name: str, status: str, error: str | None, seconds: float
+    ) -> None:
+        """End the run's span and record its outcome."""
+        span.set_attribute("workflow.status", status)
+        if status == "failed":
+            span.set_attribute("error.type", "workflow_failed")
+            if error:
+                span.set_attribute("workflow.error", error[:_MAX_ERROR])
+            span.set_status(Status(StatusCode.ERROR, (error or "failed")[:_MAX_ERROR]))
+        span.end()
+        labels = {"workflow.name": workflow_name, "workflow.status": status}
+        self.finished.add(1, labels)
+        self.run_duration.record(seconds, labels)
+
+    # -- steps --------------------------------------------------------------------------
+
+    def step(
+        self, run: RunTelemetry, step_name: str, worker_id: int, coro: Coroutine[Any, Any, Any]
+    ) -> Coroutine[Any, Any, Any]:
+        """``coro`` executed inside a span of its own, a child of the run's span."""
+        attributes: dict[str, str | int] = {
+            "workflow.name": run.workflow_name,
+            "workflow.handler_id": run.handler_id,
+            "workflow.run_id": run.run_id,
+            "workflow.step.name": step_name,
+            "workflow.step.worker": worker_id,
+        }
+        return self._traced_step(attributes, coro)
+
+    async def _traced_step(
+        self, attributes: dict[str, str | int], coro: Coroutine[Any, Any, Any]
+    ) -> Any:
+        began = time.monotonic()
+        labels: dict[str, Any] = {
+            "workflow.name": attributes["workflow.name"],
+            "workflow.step.name": attributes["workflow.step.name"],
+        }
+        name = f"step {attributes['workflow.step.name']}"
+        with self.tracer.start_as_current_span(
+            name, attributes=attributes, record_exception=False, set_status_on_exception=False
+        ) as span:
+            try:
+                result = await coro
+            except asyncio.CancelledError:
+                span.set_attribute("workflow.step.cancelled", True)
+                raise
+            except BaseException as exc:
+                _fail(span, labels, exc)
+                raise
+            else:
+                failure = _failure_of(result)
+                if failure is not None:
+                    _fail(span, labels, failure)
+                return result
+            finally:
+                self.step_duration.record(time.monotonic() - began, labels)
+
+    # -- writer and streams ---------------------------------------------------------------
+
+    def batch_written(self, size: int, seconds: float) -> None:
+        """Record one group commit."""
+        self.batch_size.record(size)
+        self.commit_duration.record(seconds)
+
+    def failed_batch(self) -> None:
+        """Count a group commit that failed."""
+        self.commit_failures.add(1)
+
+    def streams(self, delta: int) -> None:
+        """An event stream opened (+1) or closed (-1)."""
+        self.open_streams.add(delta)
+
+
+def _by_workflow(runs: Iterator[RunSource]) -> list[Observation]:
+    counts: dict[str, int] = {}
+    for run in runs:
+        name = run.row.workflow_name
+        counts[name] = counts.get(name, 0) + 1
+    return [Observation(n, {"workflow.name": name}) for name, n in counts.items()]
+
+
+def _failure_of(result: Any) -> BaseException | None:
+    """The exception of a step execution the engine caught (and may retry)."""
+    if not isinstance(result, TickStepResult):
+        return None
+    for item in result.result:
+        if isinstance(item, StepWorkerFailed):
+            exc: BaseException = item.exception
+            return exc
+    return None
+
+
+def _fail(span: Span, labels: dict[str, Any], exc: BaseException) -> None:
+    span.record_exception(exc)
+    span.set_attribute("error.type", type(exc).__qualname__)
+    span.set_status(Status(StatusCode.ERROR, str(exc)[:_MAX_ERROR]))
+    labels["error.type"] = type(exc).__qualname__
+
+
+@functools.cache
+def backend() -> OtelBackend:
+    """The process's backend (created on first use)."""
+    return OtelBackend()
