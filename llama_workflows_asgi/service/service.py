@@ -289,12 +289,12 @@ class WorkflowService:
             return "The workflow service is not running"
         if self.draining:
             return "The workflow service is stopping"
-        if not self.store.liveness.held:
-            return "The server lost its database session and cannot own runs right now"
         try:
             await self.store.ping()
         except StoreUnavailableError as exc:
             return f"The store is unreachable: {exc}"
+        if not self.store.liveness.held:
+            return "The server lost its database session and cannot own runs right now"
         waited = self._writer.stalled_for()
         if waited > self.config.max_unwritten_age:
             error = self._writer.last_error

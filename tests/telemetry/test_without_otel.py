@@ -80,7 +80,7 @@ SCRIPT = textwrap.dedent(
         loaded = sorted(m for m in sys.modules if m.split(".")[0] == "opentelemetry")
         print(json.dumps({
             "status": done.status,
-            "tags": done.result["value"]["result"]["tags"],
+            "tags": done.result.result["tags"],
             "handler_id": done.handler_id,
             "run_id": done.run_id,
             "enabled": service.telemetry.enabled,
