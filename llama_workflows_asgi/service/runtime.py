@@ -130,7 +130,7 @@ class _ObservedAdapter(BaseInternalRunAdapterDecorator):
         # Same contract as the engine's default, but every task started here is
         # reported, so stopping a run can cancel its steps: cancelling the
         # control loop alone leaves a step that is mid-await running.
-        started = [p.start(_start_contained(_traced(p), self._observer)) for p in pending]
+        started = [p.start(_start_contained(p.coro, _traced(p), self._observer)) for p in pending]
         for named in started:
             self._observer.track_task(named.task)
         candidates = running + started
@@ -141,10 +141,19 @@ class _ObservedAdapter(BaseInternalRunAdapterDecorator):
         return WaitForNextTaskResult(_pick_first(candidates, done) if done else None, started)
 
 
-def _start_contained(coro: Coroutine[Any, Any, Any], observer: RunObserver) -> asyncio.Task[Any]:
+def _start_contained(
+    inner: Coroutine[Any, Any, Any], coro: Coroutine[Any, Any, Any], observer: RunObserver
+) -> asyncio.Task[Any]:
+    """A task awaiting ``coro`` (``inner``, or a wrapper of it) under ``_contained``."""
     task = asyncio.create_task(_contained(coro, observer))
-    # A task cancelled before it ran never awaited ``coro``: close it quietly.
-    task.add_done_callback(lambda _: coro.close())
+
+    def close(_: asyncio.Task[Any]) -> None:
+        # A task cancelled before it ran never awaited them: close them quietly
+        # (closing a finished coroutine does nothing).
+        coro.close()
+        inner.close()
+
+    task.add_done_callback(close)
     return task
 
 

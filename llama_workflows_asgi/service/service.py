@@ -222,6 +222,7 @@ class WorkflowService:
         """Stop every local run and write its checkpoint and release by ``stop_timeout``."""
         timeout = self.config.stop_timeout
         deadline = began + timeout
+        await self.retention.stop()  # its deletes would compete with the final writes
         await self._supervisor.stop()
         runs = list(self._runs.values())
         # Engines stop at once on release; the reserve is for the final write.
@@ -514,9 +515,13 @@ class WorkflowService:
         run_ids = [r.run_id for r in rows if r.run_id is not None]
         sequences = await self.store.last_sequences(run_ids)
         inbox = await self.store.read_inbox([r.handler_id for r in rows])
-        for row in rows:
+        for index, row in enumerate(rows):
             if self.draining:
-                return  # claimed rows are released with everything else we own
+                # Stopping began: the final release may already be written,
+                # so what this claim took goes back to the pool now.
+                left = [r.handler_id for r in rows[index:] if r.handler_id not in self._runs]
+                await self.store.release_handlers(self.owner.id, left)
+                return
             if row.handler_id in self._runs:
                 continue  # still running here: the claim only refreshed our own lease
             problem = self._unresumable(row)
@@ -533,12 +538,15 @@ class WorkflowService:
         previous_owner = row.previous_owner_id
         row = row.model_copy(update={"previous_owner_id": None})  # claim bookkeeping only
         assert row.run_id is not None
+        live: LiveRun | None = None
         try:
             workflow = self.registry.get(row.workflow_name)
             ctx, start = self._resume_inputs(row, workflow)
             live = self._register(row, workflow, sequences.get(row.run_id, -1) + 1)
             live.telemetry = self.telemetry.resumed(row, previous_owner=previous_owner)
         except Exception as exc:
+            if live is not None:
+                self._unregister(live)
             await self._give_up(row.handler_id, f"Cannot resume: {codec.readable_error(exc)}")
             return
         if await self._launch_or_fail(live, ctx, start):
@@ -754,6 +762,7 @@ class WorkflowService:
         while not live.finished.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(live.finished.wait(), self.config.poll_interval)
+            self._refuse_if_stopping()  # a release that cannot be written must not hold it
             error = self._writer.last_error
             if not live.finished.is_set() and live.outcome is not None and error is not None:
                 raise StoreUnavailableError(
@@ -879,7 +888,8 @@ class WorkflowService:
             return
         if live is not None:
             await live.finished.wait()
-        await self._supervisor.adopt([handler_id])
+        if not self.draining:  # else the row is left unowned, for the next owner
+            await self._supervisor.adopt([handler_id])
 
     async def cancel(
         self, handler_id: str, *, purge: bool = False, principal: str | None = None
@@ -949,7 +959,8 @@ class WorkflowService:
                 f"Cannot retry: workflow '{row.workflow_name}' is not registered on this server"
             )
         reopened = await reopen_failed(self.store, handler_id, principal_in=self._scope(principal))
-        await self._supervisor.adopt([handler_id])
+        if not self.draining:  # else the row is left unowned, for the next owner
+            await self._supervisor.adopt([handler_id])
         return reopened
 
 

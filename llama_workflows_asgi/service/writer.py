@@ -123,6 +123,7 @@ class ProgressWriter:
 
     async def _round(self) -> bool:
         runs, self._dirty = list(self._dirty), {}
+        self._unwritten_runs = 0
         self._writing_since, self._marked_since = self._marked_since, None
         try:
             now = utcnow()
@@ -208,7 +209,7 @@ class ProgressWriter:
         if self.last_error is None:
             logger.warning("store unavailable, progress kept in memory: %s", exc)
         self.last_error = exc
-        self._unwritten_runs = len(batch)
+        self._unwritten_runs += len(batch)  # a split batch keeps run by run
         since = self._writing_since
         for run, progress in batch:
             run.requeue(progress)

@@ -118,10 +118,10 @@ class Telemetry:
     def resumed(self, row: PersistentHandler, *, previous_owner: str | None) -> RunTelemetry:
         """A run was claimed here to resume from its checkpoint.
 
-        ``row.resume_attempts`` above zero means it was taken from an owner that
-        did not release it (an adoption after a crash or a lapsed lease).
+        A ``previous_owner`` means it was taken from an owner that did not
+        release it (an adoption after a crash or a lapsed lease).
         """
-        adopted = row.resume_attempts > 0
+        adopted = previous_owner is not None
         run = RunTelemetry(row, self._backend)
         if self._backend is not None:
             carrier = (row.start_event or {}).get(TRACE_CONTEXT_KEY)

@@ -440,3 +440,38 @@ async def test_host_code_may_pass_a_base_start_event_to_a_custom_start_class(
             await service.start_run("custom", StartEvent(count=2))
     assert done.result is not None
     assert done.result == MyStop(answer=84, topic="bees")
+
+
+class _UnreachableWrites(MemoryWorkflowStore):
+    """A store whose writes fail as if its database were away, once told to."""
+
+    down = False
+
+    async def save_progress(self, batch: Any) -> set[str]:
+        if self.down:
+            raise StoreUnavailableError("the database is away")
+        return await super().save_progress(batch)
+
+    async def release_handlers(self, owner_id: str, handler_ids: Any) -> None:
+        if self.down:
+            raise StoreUnavailableError("the database is away")
+        await super().release_handlers(owner_id, handler_ids)
+
+
+async def test_a_waiting_caller_is_answered_when_stopping_cannot_write_the_release() -> None:
+    store = _UnreachableWrites()
+    service = new_service(store)
+    await service.start()
+    slow = await service.start_run("slow", StartEvent(seconds=30))
+    await eventually(lambda: _has_started(service, slow.handler_id), "the slow step started")
+    waiting = asyncio.ensure_future(service.wait_for(slow.handler_id))
+    await asyncio.sleep(0)  # let it start waiting for the run
+    assert not waiting.done()
+    store.down = True
+
+    service.begin_stop()
+    with pytest.raises(StoreUnavailableError):
+        # Answered within stop_timeout, though the release is never written.
+        await asyncio.wait_for(waiting, CONFIG.stop_timeout + CONFIG.poll_interval * 10)
+    store.down = False
+    await service.stop()
