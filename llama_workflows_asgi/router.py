@@ -6,7 +6,6 @@ router, binds it to its service and runs the service in the router's lifespan.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,15 +18,10 @@ from . import api
 from ._http import WorkflowRoute, error_response
 from ._signals import chained_stop_signals
 from .api import health
-from .api.deps import EdgeLimits, RouterBinding
+from .api.deps import DEFAULT_MAX_BODY_SIZE, DEFAULT_SSE_HEARTBEAT, EdgeLimits, RouterBinding
 from .api.wire import handler_json
 from .dashboard import add_dashboard_routes
 from .service import AbstractWorkflowStore, ServiceConfig, WorkflowService
-
-logger = logging.getLogger(__name__)
-
-DEFAULT_MAX_BODY_SIZE = 1024 * 1024
-"""Largest request body accepted by default (1 MiB)."""
 
 
 class WorkflowRouter(APIRouter):
@@ -46,9 +40,7 @@ class WorkflowRouter(APIRouter):
         super().__init__(route_class=WorkflowRoute, lifespan=self._lifespan, **kwargs)
         self.service = service
         self.binding = binding or RouterBinding(
-            service,
-            EdgeLimits(DEFAULT_MAX_BODY_SIZE, service.config.max_json_depth, 25.0),
-            _anonymous,
+            service, EdgeLimits(service.config.max_json_depth), _anonymous
         )
         """The dependencies that hand this router's service to its routes."""
 
@@ -102,7 +94,7 @@ def workflow_router(
     principal: Callable[..., Any] | None = None,
     config: ServiceConfig | None = None,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
-    sse_heartbeat_interval: float | None = 25.0,
+    sse_heartbeat_interval: float | None = DEFAULT_SSE_HEARTBEAT,
     dashboard: bool = False,
     **router_kwargs: Any,
 ) -> WorkflowRouter:
@@ -123,7 +115,7 @@ def workflow_router(
         router_kwargs: Passed to ``APIRouter`` (``prefix``, ``tags``, ``dependencies``...).
     """
     service = WorkflowService(store, config=config, scoped=principal is not None)
-    limits = EdgeLimits(max_body_size, service.config.max_json_depth, sse_heartbeat_interval)
+    limits = EdgeLimits(service.config.max_json_depth, max_body_size, sse_heartbeat_interval)
     binding = RouterBinding(service, limits, principal or _anonymous)
     router = WorkflowRouter(service, binding, **router_kwargs)
     for name, workflow in (workflows or {}).items():

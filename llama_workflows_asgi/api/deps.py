@@ -23,14 +23,20 @@ from ..service import WorkflowService
 
 _STATE_KEY = "workflow_route_context"
 
+DEFAULT_MAX_BODY_SIZE = 1024 * 1024
+"""Largest request body accepted by default (1 MiB)."""
+
+DEFAULT_SSE_HEARTBEAT = 25.0
+"""Seconds of silence before an SSE stream sends a ``: heartbeat`` comment, by default."""
+
 
 @dataclass(frozen=True)
 class EdgeLimits:
     """What the HTTP edge of one router accepts and how it streams."""
 
-    max_body_size: int
     max_json_depth: int
-    heartbeat_interval: float | None
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    heartbeat_interval: float | None = DEFAULT_SSE_HEARTBEAT
 
 
 @dataclass(frozen=True)
