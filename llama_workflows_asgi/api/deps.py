@@ -14,7 +14,7 @@ request, which ``ServiceDep``, ``PrincipalDep`` and ``LimitsDep`` hand over.
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Query, Request
 from fastapi.params import Depends as DependsParam
@@ -117,10 +117,9 @@ class _Unbound:
 _UNBOUND: Any = _Unbound()
 
 
-def route_context(request: Request) -> RouteContext:
-    """The context the route's bound dependency left on the request."""
+def _part(request: Request, name: str, unbound: Any) -> Any:
     context = getattr(request.state, _STATE_KEY, None)
-    return context if isinstance(context, RouteContext) else _UNBOUND
+    return getattr(context, name) if isinstance(context, RouteContext) else unbound
 
 
 # async: FastAPI would run a plain function in a worker thread, per request.
@@ -128,26 +127,22 @@ def route_context(request: Request) -> RouteContext:
 
 async def route_service(request: Request) -> WorkflowService:
     """The run service of the router serving this request."""
-    context = route_context(request)
-    return context.service if isinstance(context, RouteContext) else _UNBOUND
+    return cast("WorkflowService", _part(request, "service", _UNBOUND))
 
 
 async def route_principal(request: Request) -> str | None:
     """The caller, as the host's principal dependency named it (``None`` when unscoped)."""
-    context = route_context(request)
-    return context.principal if isinstance(context, RouteContext) else None
+    return cast("str | None", _part(request, "principal", None))
 
 
 async def route_limits(request: Request) -> EdgeLimits:
     """The body, depth and heartbeat limits of the router serving this request."""
-    context = route_context(request)
-    return context.limits if isinstance(context, RouteContext) else _UNBOUND
+    return cast("EdgeLimits", _part(request, "limits", _UNBOUND))
 
 
 async def page_limit(request: Request) -> int | None:
     """The ``limit`` query parameter of ``GET /handlers``, checked against the page size."""
-    context = route_context(request)
-    return context.page_limit if isinstance(context, RouteContext) else None
+    return cast("int | None", _part(request, "page_limit", None))
 
 
 ServiceDep = Annotated[WorkflowService, Depends(route_service)]

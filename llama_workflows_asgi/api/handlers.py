@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel
 
 from .._http import json_response
 from ..models import CancelResponse, HandlerData, HandlersList, LegacyHandlerData
 from . import params
 from .deps import PageLimitDep, PrincipalDep, RouterBinding, ServiceDep
-from .responses import BAD_INPUT, CONFLICT, HANDLER_CODES, LEGACY_CODES, NOT_FOUND, UNAVAILABLE
+from .responses import (
+    BAD_INPUT,
+    CONFLICT,
+    HANDLER_CODES,
+    LEGACY_CODES,
+    NOT_FOUND,
+    UNAVAILABLE,
+    Responses,
+)
 from .wire import HANDLER_STATUS_CODE, handler_by_state, handler_json, legacy_result
 
 Repeated = Annotated[list[str] | None, Query()]
+_CANCEL_CODES: Responses = {**NOT_FOUND, **BAD_INPUT, **CONFLICT}
+_RETRY_CODES: Responses = {**NOT_FOUND, **CONFLICT, **UNAVAILABLE}
 
 
 async def list_handlers(
@@ -71,9 +83,16 @@ async def retry_handler(handler_id: str, service: ServiceDep, principal: Princip
     return json_response(handler_json(handler))
 
 
+_SCOPED_ROUTES: tuple[tuple[str, str, Callable[..., Any], type[BaseModel], Responses], ...] = (
+    ("GET", "/handlers/{handler_id}", get_handler, HandlerData, HANDLER_CODES),
+    ("GET", "/results/{handler_id}", get_result, LegacyHandlerData, LEGACY_CODES),
+    ("POST", "/handlers/{handler_id}/cancel", cancel_handler, CancelResponse, _CANCEL_CODES),
+    ("POST", "/handlers/{handler_id}/retry", retry_handler, HandlerData, _RETRY_CODES),
+)
+
+
 def register(router: APIRouter, binding: RouterBinding) -> None:
     """Add the handler routes, each scoped to the caller."""
-    caller = binding.caller
     router.add_api_route(
         "/handlers",
         list_handlers,
@@ -82,36 +101,13 @@ def register(router: APIRouter, binding: RouterBinding) -> None:
         responses=BAD_INPUT,
         dependencies=binding.listing,
     )
-    router.add_api_route(
-        "/handlers/{handler_id}",
-        get_handler,
-        methods=["GET"],
-        response_model=HandlerData,
-        responses=HANDLER_CODES,
-        dependencies=caller,
-    )
-    router.add_api_route(
-        "/results/{handler_id}",
-        get_result,
-        methods=["GET"],
-        response_model=LegacyHandlerData,
-        responses=LEGACY_CODES,
-        deprecated=True,
-        dependencies=caller,
-    )
-    router.add_api_route(
-        "/handlers/{handler_id}/cancel",
-        cancel_handler,
-        methods=["POST"],
-        response_model=CancelResponse,
-        responses={**NOT_FOUND, **BAD_INPUT, **CONFLICT},
-        dependencies=caller,
-    )
-    router.add_api_route(
-        "/handlers/{handler_id}/retry",
-        retry_handler,
-        methods=["POST"],
-        response_model=HandlerData,
-        responses={**NOT_FOUND, **CONFLICT, **UNAVAILABLE},
-        dependencies=caller,
-    )
+    for method, path, endpoint, model, responses in _SCOPED_ROUTES:
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=[method],
+            response_model=model,
+            responses=responses,
+            deprecated=True if endpoint is get_result else None,
+            dependencies=binding.caller,
+        )

@@ -16,6 +16,10 @@ from .wire import handler_response
 
 IdempotencyKey = Annotated[str | None, Header(max_length=255)]
 
+# Starting a run stays in the route functions, not in a dependency: FastAPI
+# still calls a route's other dependencies after one failed validation (a
+# missing principal header), and a run must never start then.
+
 
 async def run_workflow_nowait(
     name: str,
