@@ -3,9 +3,13 @@
 The route functions are plain module-level functions, shared by every router
 (an application, or a test process, may hold many). What differs per router
 (its service, the host's principal dependency, its limits) is bound once, in
-``RouterBinding``, as dependencies attached to each route at registration. They
-run before the route's own parameters and leave a ``RouteContext`` on the
-request, which ``ServiceDep``, ``PrincipalDep`` and ``LimitsDep`` hand over.
+``RouterBinding``, as dependencies attached to each route at registration
+(``dependencies=binding.caller``). FastAPI solves them before the dependencies
+in the route's signature; they leave a ``RouteContext`` on the request, whose
+parts ``ServiceDep``, ``PrincipalDep``, ``LimitsDep`` and ``PageLimitDep`` hand
+to the route. (``request.app.state``, which ``dependencies.get_workflow_service``
+reads, holds one service per app and only once the lifespan ran: it cannot tell
+two routers of one app apart.)
 """
 
 # No ``from __future__ import annotations``: the bound dependencies name the
