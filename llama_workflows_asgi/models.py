@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .store.base import Status
+from .service import Status
 
 
 class EventEnvelopeWithMetadata(BaseModel):

@@ -11,6 +11,7 @@ from rich.table import Table
 from workflows.events import WorkflowCancelledEvent
 
 from .. import codec
+from ..api.params import decode_cursor, encode_cursor
 from ..errors import BadRequestError, ConflictError, HandlerNotFoundError
 from ..service.retry import reopen_failed
 from ..store.base import (
@@ -90,7 +91,7 @@ def list_runs(
             return await _page(store, query, after, older, newer, limit)
 
     rows, next_cursor = run(fetch)
-    token = None if next_cursor is None else next_cursor.encode()
+    token = None if next_cursor is None else encode_cursor(next_cursor)
     if as_json:
         print_json({"handlers": [handler_dict(h) for h in rows], "next_cursor": token})
         return
@@ -112,7 +113,7 @@ def list_runs(
 
 def _cursor(token: str) -> HandlerCursor:
     try:
-        return HandlerCursor.decode(token)
+        return decode_cursor(token)
     except BadRequestError as error:
         raise typer.BadParameter(str(error), param_hint="--cursor") from None
 

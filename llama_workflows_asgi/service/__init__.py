@@ -1,6 +1,29 @@
-"""The run service: durable execution of workflow runs."""
+"""The run service: durable execution of workflow runs.
 
+Besides the service, this names the values its methods take and return (rows,
+events, listing positions), so that callers above it need not reach into the store.
+"""
+
+from ..store.base import (
+    AbstractWorkflowStore,
+    HandlerCursor,
+    PersistentHandler,
+    Status,
+    StoredEvent,
+)
 from .config import ServiceConfig
 from .service import HandlerPage, WorkflowService
+from .streams import EventStream, Heartbeat
 
-__all__ = ["HandlerPage", "ServiceConfig", "WorkflowService"]
+__all__ = [
+    "AbstractWorkflowStore",
+    "EventStream",
+    "HandlerCursor",
+    "HandlerPage",
+    "Heartbeat",
+    "PersistentHandler",
+    "ServiceConfig",
+    "Status",
+    "StoredEvent",
+    "WorkflowService",
+]

@@ -45,9 +45,11 @@ from ..store.base import (
     IdempotencyKeyExistsError,
     InboxEntry,
     PersistentHandler,
+    Status,
     StoredEvent,
     utcnow,
 )
+from ..store.memory import MemoryWorkflowStore
 from ..telemetry import Telemetry
 from .config import ServiceConfig
 from .live import LiveRun
@@ -100,11 +102,12 @@ class WorkflowService:
 
     def __init__(
         self,
-        store: AbstractWorkflowStore,
+        store: AbstractWorkflowStore | None = None,
         *,
         config: ServiceConfig | None = None,
         scoped: bool = False,
     ) -> None:
+        store = store or MemoryWorkflowStore()  # a process-local store when none is given
         self.store = store
         self.config = config or ServiceConfig()
         self.scoped = scoped
@@ -738,6 +741,31 @@ class WorkflowService:
             return HandlerPage(rows, None)
         last = rows[size - 1]
         return HandlerPage(rows[:size], HandlerCursor(last.started_at, last.handler_id))
+
+    async def list_page(
+        self,
+        *,
+        statuses: Sequence[Status] | None = None,
+        workflow_names: Sequence[str] | None = None,
+        handler_ids: Sequence[str] | None = None,
+        descending: bool = False,
+        after: HandlerCursor | None = None,
+        limit: int | None = None,
+        principal: str | None = None,
+    ) -> HandlerPage:
+        """A page of handlers matching the filters (``None``: no filter), after ``after``.
+
+        ``after`` is the ``next_cursor`` of the previous page, passed back as it came.
+        """
+        query = HandlerQuery(
+            status_in=None if statuses is None else list(statuses),
+            workflow_name_in=None if workflow_names is None else list(workflow_names),
+            handler_id_in=None if handler_ids is None else list(handler_ids),
+            descending=descending,
+            after=after,
+            limit=limit,
+        )
+        return await self.list_handlers(query, principal=principal)
 
     async def wait_for(self, handler_id: str, *, principal: str | None = None) -> PersistentHandler:
         """Wait until the handler is finished and its outcome written; return it.

@@ -19,9 +19,7 @@ All timestamps are timezone-aware UTC datetimes.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
@@ -41,7 +39,7 @@ from pydantic import (
 from workflows.events import StopEvent
 
 from .. import codec
-from ..errors import BadRequestError, ConflictError
+from ..errors import ConflictError
 from .liveness import Liveness, UnprovenLiveness
 
 Status = Literal["running", "completed", "failed", "cancelled"]
@@ -214,29 +212,14 @@ def _result_class(
 
 @dataclass(frozen=True)
 class HandlerCursor:
-    """A keyset position in the handler listing: the last row of a page."""
+    """A keyset position in the handler listing: the last row of a page.
+
+    Callers hand it out as an opaque token; the HTTP edge owns that encoding
+    (``api.params.encode_cursor``).
+    """
 
     started_at: datetime
     handler_id: str
-
-    def encode(self) -> str:
-        """An opaque, URL-safe token for this position."""
-        raw = json.dumps([self.started_at.isoformat(), self.handler_id], separators=(",", ":"))
-        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, token: str) -> HandlerCursor:
-        """Parse a token made by :meth:`encode`; raises ``BadRequestError`` otherwise."""
-        try:
-            padded = token + "=" * (-len(token) % 4)
-            started_at, handler_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-            moment = datetime.fromisoformat(started_at)
-            if moment.tzinfo is None or not isinstance(handler_id, str):
-                raise ValueError(token)
-            # A moment near the ends of the calendar may not exist in UTC.
-            return cls(moment.astimezone(timezone.utc), handler_id)
-        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-            raise BadRequestError(f"Invalid cursor: {token[:80]!r}") from exc
 
 
 class HandlerQuery(BaseModel):

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import text
 from workflows.events import StopEvent
 
+from llama_workflows_asgi.api.params import decode_cursor, encode_cursor
 from llama_workflows_asgi.errors import StoreUnavailableError
 from llama_workflows_asgi.store import (
     AbstractWorkflowStore,
@@ -324,7 +325,7 @@ async def test_keyset_pagination_walks_every_row_once(
         seen += [h.handler_id for h in page]
         last = page[-1]
         # Through the opaque token, as clients send it back.
-        after = HandlerCursor.decode(HandlerCursor(last.started_at, last.handler_id).encode())
+        after = decode_cursor(encode_cursor(HandlerCursor(last.started_at, last.handler_id)))
     assert seen == (ASCENDING[::-1] if descending else ASCENDING)
 
 

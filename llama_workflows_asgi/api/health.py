@@ -1,0 +1,29 @@
+"""``GET /health``: whether the router's service runs and keeps up."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from .._http import json_response
+from ..models import HealthResponse
+from .deps import RouterBinding, ServiceDep
+
+
+async def health(service: ServiceDep) -> Response:
+    """Whether the service runs, its store answers and its background work keeps up."""
+    problem = await service.health_problem()
+    if problem is None:
+        return json_response({"status": "healthy"})
+    return json_response({"status": "unhealthy", "detail": problem}, 503)
+
+
+def register(router: APIRouter, binding: RouterBinding, path: str = "/health") -> None:
+    """Add the health route; it asks for no principal (probes carry no credentials)."""
+    router.add_api_route(
+        path,
+        health,
+        methods=["GET"],
+        response_model=HealthResponse,
+        responses={503: {"model": HealthResponse}},
+        dependencies=binding.open,
+    )

@@ -1,0 +1,91 @@
+"""``POST /workflows/{name}/run`` and ``/run-nowait``: starting runs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response
+
+from .._http import json_body_doc, read_json_body
+from ..models import HandlerData, RunRequest
+from ..service import PersistentHandler
+from . import params
+from .deps import LimitsDep, PrincipalDep, RouterBinding, ServiceDep
+from .responses import BAD_INPUT, CONFLICT, NOT_FOUND, UNAVAILABLE, Responses
+from .wire import handler_response
+
+IdempotencyKey = Annotated[str | None, Header(max_length=255)]
+
+# Starting a run stays in the route functions, not in a dependency: FastAPI
+# still calls a route's other dependencies after one failed validation (a
+# missing principal header), and a run must never start then.
+
+
+async def run_workflow_nowait(
+    name: str,
+    request: Request,
+    service: ServiceDep,
+    principal: PrincipalDep,
+    limits: LimitsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Start a run and answer at once with its (running) handler."""
+    handler = await _start(name, request, service, principal, limits, idempotency_key)
+    return handler_response(handler)
+
+
+async def run_workflow(
+    name: str,
+    request: Request,
+    service: ServiceDep,
+    principal: PrincipalDep,
+    limits: LimitsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Start a run and answer when it has finished (500 with the handler if it failed)."""
+    handler = await _start(name, request, service, principal, limits, idempotency_key)
+    done = await service.wait_for(handler.handler_id, principal=principal)
+    return handler_response(done, 200 if done.status == "completed" else 500)
+
+
+async def _start(
+    name: str,
+    request: Request,
+    service: ServiceDep,
+    principal: str | None,
+    limits: LimitsDep,
+    idempotency_key: str | None,
+) -> PersistentHandler:
+    entry = service.registry.get(name)
+    body = await read_json_body(request, limits.max_body_size, limits.max_json_depth)
+    fields = params.json_object(body)
+    return await service.start_run(
+        name,
+        params.start_event(entry, fields),
+        handler_id=params.body_handler_id(fields.get("handler_id")),
+        principal=principal,
+        context=params.context_field(fields.get("context")),
+        idempotency_key=idempotency_key,
+        request_hash=params.fingerprint(name, fields),
+    )
+
+
+def register(router: APIRouter, binding: RouterBinding) -> None:
+    """Add the two routes that start runs."""
+    errors: Responses = {**NOT_FOUND, **BAD_INPUT, **CONFLICT, **UNAVAILABLE}
+    failed: Responses = {
+        500: {"model": HandlerData, "description": "The run failed or was cancelled"}
+    }
+    for path, endpoint, responses in (
+        ("/workflows/{name}/run-nowait", run_workflow_nowait, errors),
+        ("/workflows/{name}/run", run_workflow, {**errors, **failed}),
+    ):
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            response_model=HandlerData,
+            responses=responses,
+            openapi_extra=json_body_doc(RunRequest),
+            dependencies=binding.caller,
+        )
