@@ -68,10 +68,12 @@ class WorkflowRouter(APIRouter):
             app.include_router(workflows, prefix="/wf", dependencies=[Depends(auth)])
             app.include_router(workflows.health_router())  # GET /health, open
 
-        It reports on this router's service and needs no lifespan of its own.
+        It reports on this router's service and needs no lifespan of its own;
+        when unhealthy, its ``detail`` names the problem without the underlying
+        error's text (the routes behind your auth give that).
         """
         router = APIRouter(route_class=WorkflowRoute)
-        health.register(router, self.binding, path)
+        health.register(router, self.binding, path, public=True)
         return router
 
     @asynccontextmanager

@@ -17,11 +17,25 @@ async def health(service: ServiceDep) -> Response:
     return json_response({"status": "unhealthy", "detail": problem}, 503)
 
 
-def register(router: APIRouter, binding: RouterBinding, path: str = "/health") -> None:
-    """Add the health route; it asks for no principal (probes carry no credentials)."""
+async def open_health(service: ServiceDep) -> Response:
+    """Like ``health``, naming only what is wrong, not why (no driver text, no hosts)."""
+    problem = await service.health_problem()
+    if problem is None:
+        return json_response({"status": "healthy"})
+    return json_response({"status": "unhealthy", "detail": problem.split(":", 1)[0]}, 503)
+
+
+def register(
+    router: APIRouter, binding: RouterBinding, path: str = "/health", *, public: bool = False
+) -> None:
+    """Add the health route; it asks for no principal (probes carry no credentials).
+
+    A ``public`` route (served outside the host's auth) says what is wrong
+    without the underlying error's text, which may name database hosts.
+    """
     router.add_api_route(
         path,
-        health,
+        open_health if public else health,
         methods=["GET"],
         response_model=HealthResponse,
         responses={503: {"model": HealthResponse}},
