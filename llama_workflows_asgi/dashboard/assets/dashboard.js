@@ -561,6 +561,8 @@ class RunPage {
     this.inputsFor = null;
     this.graph = null;
     this.source = null;
+    this.fetches = 0; // handler reads so far
+    this.finalAt = 0; // the first read that follows a final event (0: none)
     this.el = {
       header: h("div", { class: "run-head" }),
       meta: h("dl", { class: "meta" }),
@@ -603,15 +605,24 @@ class RunPage {
   }
 
   async loadHandler() {
+    const asked = ++this.fetches;
     try {
       const page = await api(handlersUrl({ handlerId: this.handlerId, limit: 1 }));
       const handler = page.handlers.find((x) => x.handler_id === this.handlerId);
       setLive(`Live · ${formatTime(new Date().toISOString())}`);
+      if (handler) this.followRetry(handler, asked);
       if (handler) this.setHandler(handler);
       else this.renderNotFound();
     } catch (error) {
       setLive(`Offline: ${error.message}`, false);
     }
+  }
+
+  // The stream stopped at a final event of an earlier attempt, and a handler
+  // read after it says the run goes on: follow it from the last event shown.
+  followRetry(handler, asked) {
+    if (!this.finalAt || asked < this.finalAt || handler.status !== "running") return;
+    this.openStream(Math.max(-1, ...this.sequences));
   }
 
   setHandler(handler) {
@@ -624,7 +635,6 @@ class RunPage {
     this.handlerJson = json;
     this.handler = handler;
     this.render();
-    if (this.sawFinal && TERMINAL.has(handler.status)) this.close(); // nothing follows
     if (first) {
       this.openStream(); // only for a run that exists: a missing one would answer 404
       this.loadGraph();
@@ -635,7 +645,7 @@ class RunPage {
   // so the timeline resumes after the last event it shows.
   openStream(after = -1) {
     const source = new EventSource(`events/${enc(this.handlerId)}?sse=true&include_internal=true&after_sequence=${after}`);
-    this.sawFinal = false;
+    this.finalAt = 0;
     source.addEventListener("message", (message) => this.onMessage(message));
     source.addEventListener("error", () => {
       if (source.readyState === EventSource.CLOSED) this.loadHandler();
@@ -659,9 +669,10 @@ class RunPage {
     this.renderGraph();
     if (this.handler) this.render();
     if (event.type === "StopEvent" || (event.types || []).includes("StopEvent")) {
-      // A final event, unless the run was retried since (then more follow):
-      // the stream is closed once the handler says it has ended.
-      this.sawFinal = true;
+      // A final event: nothing follows, no need to reconnect. Unless the run
+      // was retried since: then the handler read next says it runs again.
+      this.source.close();
+      this.finalAt = this.fetches + 1;
       this.loadHandler();
     }
   }
