@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -53,13 +53,13 @@ from ..store.memory import MemoryWorkflowStore
 from ..telemetry import Telemetry
 from .config import ServiceConfig
 from .live import LiveRun
+from .live_runs import LiveRuns
 from .ownership import Owner
 from .retention import RetentionTask
 from .retry import reopen_failed
 from .runtime import DurableRuntime
 from .streams import EventStream
 from .supervisor import Supervisor
-from .writer import ProgressWriter
 
 logger = logging.getLogger(__name__)
 
@@ -119,28 +119,28 @@ class WorkflowService:
         self.draining = False
         self._stopping: asyncio.Event | None = None
         self._drain: asyncio.Task[None] | None = None
-        self._runs: dict[str, LiveRun] = {}
-        self._background: set[asyncio.Task[Any]] = set()
-        self._writer = ProgressWriter(
-            store,
-            self.owner.id,
-            delay=self.config.checkpoint_delay,
-            on_lost=self._lose,
-            on_settled=self._retire,
-        )
+        self._live = LiveRuns(store, self.owner, self.config, self.runtime)
+        self._writer = self._live.writer
         self._supervisor = Supervisor(
             store,
             self.owner,
             self.config,
-            live_runs=lambda: list(self._runs.values()),
-            on_lost=self._lose,
+            live_runs=self._live.values,
+            on_lost=self._live.lose,
             deliver=self._deliver_entry,
             resume=self._resume_batch,
         )
         self.retention = RetentionTask(store, self.config)
-        self.telemetry.watch(
-            lambda: list(self._runs.values()), lambda: self._writer.unwritten_since
-        )
+        self.telemetry.watch(self._live.values, lambda: self._writer.unwritten_since)
+
+    @property
+    def _runs(self) -> dict[str, LiveRun]:
+        """The live runs by handler id (kept under this name for tests that look inside)."""
+        return self._live.by_handler
+
+    @property
+    def _background(self) -> set[asyncio.Task[Any]]:
+        return self._live.background
 
     # -- registration --------------------------------------------------------------------
 
@@ -180,7 +180,7 @@ class WorkflowService:
         self._writer.start()
         self._supervisor.start()
         self.retention.start()
-        self.running = True
+        self.running = self._live.releases_idle = True
 
     def begin_stop(self) -> None:
         """Begin a graceful stop now; :meth:`stop` completes it.
@@ -211,12 +211,10 @@ class WorkflowService:
         self.begin_stop()
         assert self._drain is not None
         await asyncio.shield(self._drain)
-        self.running = False
+        self.running = self._live.releases_idle = False
         await self.retention.stop()
         await self._writer.stop()
-        for task in list(self._background):
-            task.cancel()
-        self._runs.clear()
+        self._live.clear()
         await self.store.liveness.release(self.owner.id)
         await self.store.close()
         await self.runtime.destroy()
@@ -227,7 +225,7 @@ class WorkflowService:
         deadline = began + timeout
         await self.retention.stop()  # its deletes would compete with the final writes
         await self._supervisor.stop()
-        runs = list(self._runs.values())
+        runs = self._live.values()
         # Engines stop at once on release; the reserve is for the final write.
         engine_budget = max(0.0, timeout - min(1.0, timeout / 2))
         await asyncio.gather(*(run.stop_engine(engine_budget) for run in runs))
@@ -255,10 +253,7 @@ class WorkflowService:
         """The liveness token was lost (others may adopt our runs now) or is held again."""
         if held or not self.running:
             return
-        for run in list(self._runs.values()):
-            if not run.releasing and not run.finished.is_set():
-                # At once: another process may be resuming this run already.
-                self._spawn(run.stop_engine(0))
+        self._live.stop_all_now()
 
     async def _pause(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if a graceful stop begins."""
@@ -444,7 +439,7 @@ class WorkflowService:
             # The same answer whatever that handler's state: nothing about
             # another caller's handler may show.
             raise ConflictError(_IN_USE.format(handler_id))
-        if not previous.is_terminal or handler_id in self._runs:
+        if not previous.is_terminal or handler_id in self._live:
             raise ConflictError(f"Handler '{handler_id}' is already running")
         if previous.workflow_name != entry.name:
             raise ConflictError(_IN_USE.format(handler_id))
@@ -484,27 +479,27 @@ class WorkflowService:
     ) -> PersistentHandler:
         # Registered before the row exists so an ownership round never takes
         # the freshly written row for an orphan.
-        live = self._register(row, entry, next_sequence=0)
+        live = self._live.register(row, entry, next_sequence=0)
         live.telemetry = self.telemetry.accepted(row)  # records the trace context in the row
         try:
             await self.store.create_handler(row, replaces_run_id=replaces)
         except IdempotencyKeyExistsError:
-            self._unregister(live)
+            self._live.unregister(live)
             assert row.idempotency_key is not None
             replay = await self._replay(row.idempotency_key, row.request_hash, row.principal)
             if replay is None:
                 raise
             return replay
         except HandlerExistsError as exc:
-            self._unregister(live)
+            self._live.unregister(live)
             taken = _IN_USE if self.scoped else "Handler '{}' is already running"
             raise ConflictError(taken.format(row.handler_id)) from exc
         except BaseException:
-            self._unregister(live)
+            self._live.unregister(live)
             raise
         if self.draining:
             # Accepted and written, but stopping began meanwhile: the next owner runs it.
-            self._unregister(live)
+            self._live.unregister(live)
             await self.store.release_handlers(self.owner.id, [row.handler_id])
             return row.model_copy(update={"ctx": None, "owner_id": None, "lease_expires_at": None})
         await self._launch_or_fail(live, row.ctx, event)
@@ -522,10 +517,10 @@ class WorkflowService:
             if self.draining:
                 # Stopping began: the final release may already be written,
                 # so what this claim took goes back to the pool now.
-                left = [r.handler_id for r in rows[index:] if r.handler_id not in self._runs]
+                left = [r.handler_id for r in rows[index:] if r.handler_id not in self._live]
                 await self.store.release_handlers(self.owner.id, left)
                 return
-            if row.handler_id in self._runs:
+            if row.handler_id in self._live:
                 continue  # still running here: the claim only refreshed our own lease
             problem = self._unresumable(row)
             if problem is not None:
@@ -545,11 +540,11 @@ class WorkflowService:
         try:
             workflow = self.registry.get(row.workflow_name)
             ctx, start = self._resume_inputs(row, workflow)
-            live = self._register(row, workflow, sequences.get(row.run_id, -1) + 1)
+            live = self._live.register(row, workflow, sequences.get(row.run_id, -1) + 1)
             live.telemetry = self.telemetry.resumed(row, previous_owner=previous_owner)
         except Exception as exc:
             if live is not None:
-                self._unregister(live)
+                self._live.unregister(live)
             await self._give_up(row.handler_id, f"Cannot resume: {codec.readable_error(exc)}")
             return
         if await self._launch_or_fail(live, ctx, start):
@@ -589,34 +584,6 @@ class WorkflowService:
 
     # -- engine wiring -------------------------------------------------------------------
 
-    def _register(
-        self, row: PersistentHandler, entry: RegisteredWorkflow, next_sequence: int
-    ) -> LiveRun:
-        assert row.run_id is not None
-        if row.handler_id in self._runs:
-            raise ConflictError(f"Handler '{row.handler_id}' is already running")
-        live = LiveRun(
-            row,
-            workflow=entry,
-            serializer=self._serializer(entry),
-            next_sequence=next_sequence,
-            on_dirty=self._writer.mark,
-            on_idle=self._schedule_idle_release,
-            checkpoints=self.store.durable,
-        )
-        live.idle_since = row.idle_since
-        self._runs[row.handler_id] = live
-        return live
-
-    def _unregister(self, live: LiveRun) -> None:
-        if self._runs.get(live.handler_id) is live:
-            del self._runs[live.handler_id]
-        if live.idle_timer is not None:
-            live.idle_timer.cancel()  # it would keep the finished run alive until it fires
-        self.runtime.forget(live.run_id)
-        if live.handler is not None:  # it ran here (not a refused or failed start)
-            live.telemetry.ended(*_ending(live))
-
     async def _launch_or_fail(
         self, live: LiveRun, ctx: dict[str, Any] | None, start: StartEvent | None
     ) -> bool:
@@ -626,7 +593,7 @@ class WorkflowService:
             live.abort()
             reason = f"Cannot resume: {codec.readable_error(exc)}"
             live.telemetry.ended("failed", reason)
-            self._unregister(live)
+            self._live.unregister(live)
             await self._give_up(live.handler_id, reason)
             return False
         return True
@@ -642,7 +609,7 @@ class WorkflowService:
         with live.telemetry.executing():  # steps inherit its tags and span
             handler = workflow.run(ctx=context, start_event=start, run_id=live.run_id)
         live.attach(handler, self.runtime.get_external_adapter(live.run_id))
-        self._spawn(self._watch(live))
+        self._live.spawn(self._watch(live))
 
     async def _watch(self, live: LiveRun) -> None:
         """Fail a run whose engine stopped without a terminal event (and was not released)."""
@@ -653,7 +620,7 @@ class WorkflowService:
             error: BaseException | None = exc
         else:
             error = None
-        if live.outcome is None and not live.releasing and self._runs.get(live.handler_id) is live:
+        if live.outcome is None and not live.releasing and self._live.is_current(live):
             reason = (
                 f"{type(error).__name__}: {error}" if error else "the run stopped without a result"
             )
@@ -671,46 +638,6 @@ class WorkflowService:
                 "dropping undeliverable event %s for %s: %s", entry.id, live.handler_id, exc
             )
             live.drop_inbox_entry(entry.id)
-
-    def _lose(self, live: LiveRun) -> None:
-        """Stop a run this process no longer owns, writing nothing more for it."""
-        live.abort()
-        live.finished.set()
-        self._unregister(live)
-
-    def _retire(self, live: LiveRun) -> None:
-        """Forget a run whose end (or release) is written."""
-        live.abort()
-        self._unregister(live)
-
-    def _schedule_idle_release(self, live: LiveRun) -> None:
-        timeout = self.config.idle_timeout
-        if timeout is None or not self.running:
-            return
-        if live.idle_timer is not None:
-            live.idle_timer.cancel()
-        loop = asyncio.get_running_loop()
-        live.idle_timer = loop.call_later(
-            timeout, self._release_if_still_idle, live, live.idle_since
-        )
-
-    def _release_if_still_idle(self, live: LiveRun, marker: datetime | None) -> None:
-        if (
-            self._runs.get(live.handler_id) is live
-            and live.idle_since == marker
-            and not live.releasing
-        ):
-            self._spawn(live.stop_engine(self.config.stop_timeout))
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
-
-    def _background_done(self, task: asyncio.Task[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("background work of a run failed", exc_info=task.exception())
 
     # -- reading -------------------------------------------------------------------------
 
@@ -775,7 +702,7 @@ class WorkflowService:
         """
         while True:
             self._refuse_if_stopping()
-            live = self._runs.get(handler_id)
+            live = self._live.get(handler_id)
             if live is not None:
                 await self._wait_written(live)
                 visible = not self.scoped or live.row.principal == principal
@@ -836,13 +763,13 @@ class WorkflowService:
         )
 
     async def _last_sequence(self, run_id: str) -> int:
-        for live in self._runs.values():
+        for live in self._live.values():
             if live.run_id == run_id:
                 return live.durable_sequence
         return (await self.store.last_sequences([run_id])).get(run_id, -1)
 
     async def _events_after(self, handler_id: str, run_id: str, cursor: int) -> list[StoredEvent]:
-        live = self._runs.get(handler_id)
+        live = self._live.get(handler_id)
         if live is not None and live.run_id == run_id:
             if cursor >= live.durable_sequence:
                 return []  # nothing written after the cursor yet
@@ -855,7 +782,7 @@ class WorkflowService:
     ) -> list[StoredEvent] | None:
         if self.draining:
             return None  # the stream ends; its client reconnects from its last event
-        live = self._runs.get(handler_id)
+        live = self._live.get(handler_id)
         if live is not None and live.run_id == run_id:
             if live.durable_sequence <= cursor:
                 await live.wait_changed(timeout)
@@ -905,15 +832,11 @@ class WorkflowService:
         inbox_id = await self.store.enqueue_event(handler_id, row.run_id, payload, step, utcnow())
         if inbox_id is None:
             raise ConflictError("Workflow already completed")
-        live = self._runs.get(handler_id)
-        if (
-            live is not None
-            and live.run_id == row.run_id
-            and live.handler is not None
-            and not live.releasing
-        ):
-            live.deliver(inbox_id, decoded, step)
+        attached = self._live.attached(handler_id, row.run_id)
+        if attached is not None:
+            attached.deliver(inbox_id, decoded, step)
             return
+        live = self._live.get(handler_id)
         if live is not None:
             await live.finished.wait()
         if not self.draining:  # else the row is left unowned, for the next owner
@@ -935,13 +858,9 @@ class WorkflowService:
         return "deleted"
 
     async def _cancel_running(self, row: PersistentHandler) -> None:
-        live = self._runs.get(row.handler_id)
-        if (
-            live is not None
-            and live.run_id == row.run_id
-            and live.handler is not None
-            and not live.releasing
-        ):
+        live = self._live.attached(row.handler_id, row.run_id)
+        if live is not None:
+            assert live.handler is not None
             if live.outcome is None:
                 await live.handler.cancel_run()
             await live.finished.wait()
@@ -1043,13 +962,6 @@ def _check_step(entry: RegisteredWorkflow, step: str | None, event: Event) -> No
     steps = entry.workflow._get_steps()  # the engine's own table of steps, by name
     if step not in steps:
         raise BadEventError(f"Step {step} does not exist")
-
-
-def _ending(live: LiveRun) -> tuple[str, str | None]:
-    """How a run stopped executing here: its written outcome, released, or lost."""
-    if live.final is not None:
-        return live.final.status, live.final.error
-    return ("released" if live.releasing else "lost"), None
 
 
 def _scoped_key(principal: str | None, key: str) -> str:
