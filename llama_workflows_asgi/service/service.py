@@ -25,7 +25,6 @@ from workflows.events import (
     StartEvent,
     StopEvent,
     WorkflowCancelledEvent,
-    WorkflowFailedEvent,
 )
 
 from .. import codec
@@ -43,21 +42,23 @@ from ..store.base import (
     HandlerExistsError,
     HandlerQuery,
     IdempotencyKeyExistsError,
-    InboxEntry,
     PersistentHandler,
     Status,
-    StoredEvent,
     utcnow,
 )
 from ..store.memory import MemoryWorkflowStore
 from ..telemetry import Telemetry
 from .config import ServiceConfig
+from .launch import Launcher, stored_event
 from .live import LiveRun
 from .live_runs import LiveRuns
 from .ownership import Owner
+from .reading import EventReader
+from .recovery import Recovery, deliver_entry
 from .retention import RetentionTask
 from .retry import reopen_failed
 from .runtime import DurableRuntime
+from .stopping import StopSignal
 from .streams import EventStream
 from .supervisor import Supervisor
 
@@ -116,19 +117,30 @@ class WorkflowService:
         self.telemetry = Telemetry()
         self.owner = Owner.for_this_process()
         self.running = False
-        self.draining = False
-        self._stopping: asyncio.Event | None = None
+        self._stop = StopSignal()
         self._drain: asyncio.Task[None] | None = None
         self._live = LiveRuns(store, self.owner, self.config, self.runtime)
         self._writer = self._live.writer
+        self._reader = EventReader(store, self._live, self.config, self._stop)
+        self._launcher = Launcher(store, self.runtime, self._live)
+        self._recovery = Recovery(
+            store,
+            self.owner,
+            self.config,
+            self.registry,
+            self.telemetry,
+            live=self._live,
+            launcher=self._launcher,
+            stop=self._stop,
+        )
         self._supervisor = Supervisor(
             store,
             self.owner,
             self.config,
             live_runs=self._live.values,
             on_lost=self._live.lose,
-            deliver=self._deliver_entry,
-            resume=self._resume_batch,
+            deliver=deliver_entry,
+            resume=self._recovery.resume_batch,
         )
         self.retention = RetentionTask(store, self.config)
         self.telemetry.watch(self._live.values, lambda: self._writer.unwritten_since)
@@ -137,6 +149,11 @@ class WorkflowService:
     def _runs(self) -> dict[str, LiveRun]:
         """The live runs by handler id (kept under this name for tests that look inside)."""
         return self._live.by_handler
+
+    @property
+    def draining(self) -> bool:
+        """Whether a graceful stop began (new runs and events are refused)."""
+        return self._stop.draining
 
     @property
     def _background(self) -> set[asyncio.Task[Any]]:
@@ -174,8 +191,7 @@ class WorkflowService:
         await self.store.start()
         await self.store.liveness.acquire(self.owner.id, self._on_liveness)
         await self.runtime.launch()
-        self.draining = False
-        self._stopping = asyncio.Event()
+        self._stop.reset()
         self._drain = None
         self._writer.start()
         self._supervisor.start()
@@ -194,9 +210,7 @@ class WorkflowService:
         """
         if not self.running or self._drain is not None:
             return
-        self.draining = True
-        assert self._stopping is not None
-        self._stopping.set()
+        self._stop.begin()
         self._drain = asyncio.ensure_future(self._release_all(time.monotonic()))
 
     @property
@@ -254,14 +268,6 @@ class WorkflowService:
         if held or not self.running:
             return
         self._live.stop_all_now()
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep ``seconds``, or less if a graceful stop begins."""
-        if self._stopping is None:
-            await asyncio.sleep(seconds)
-            return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     @asynccontextmanager
     async def running_context(self) -> AsyncIterator[WorkflowService]:
@@ -502,142 +508,11 @@ class WorkflowService:
             self._live.unregister(live)
             await self.store.release_handlers(self.owner.id, [row.handler_id])
             return row.model_copy(update={"ctx": None, "owner_id": None, "lease_expires_at": None})
-        await self._launch_or_fail(live, row.ctx, event)
+        await self._launcher.launch_or_fail(live, row.ctx, event)
         return row.model_copy(update={"ctx": None})
-
-    # -- resuming runs -------------------------------------------------------------------
-
-    async def _resume_batch(self, rows: Sequence[PersistentHandler]) -> None:
-        if not rows:
-            return
-        run_ids = [r.run_id for r in rows if r.run_id is not None]
-        sequences = await self.store.last_sequences(run_ids)
-        inbox = await self.store.read_inbox([r.handler_id for r in rows])
-        for index, row in enumerate(rows):
-            if self.draining:
-                # Stopping began: the final release may already be written,
-                # so what this claim took goes back to the pool now.
-                left = [r.handler_id for r in rows[index:] if r.handler_id not in self._live]
-                await self.store.release_handlers(self.owner.id, left)
-                return
-            if row.handler_id in self._live:
-                continue  # still running here: the claim only refreshed our own lease
-            problem = self._unresumable(row)
-            if problem is not None:
-                await self._give_up(row.handler_id, problem)
-                continue
-            entries = [e for e in inbox if e.handler_id == row.handler_id]
-            await self._resume_one(row, sequences, entries)
-
-    async def _resume_one(
-        self, row: PersistentHandler, sequences: dict[str, int], inbox: list[InboxEntry]
-    ) -> None:
-        """Resume one claimed row; one that cannot be resumed fails alone."""
-        previous_owner = row.previous_owner_id
-        row = row.model_copy(update={"previous_owner_id": None})  # claim bookkeeping only
-        assert row.run_id is not None
-        live: LiveRun | None = None
-        try:
-            workflow = self.registry.get(row.workflow_name)
-            ctx, start = self._resume_inputs(row, workflow)
-            live = self._live.register(row, workflow, sequences.get(row.run_id, -1) + 1)
-            live.telemetry = self.telemetry.resumed(row, previous_owner=previous_owner)
-        except Exception as exc:
-            if live is not None:
-                self._live.unregister(live)
-            await self._give_up(row.handler_id, f"Cannot resume: {codec.readable_error(exc)}")
-            return
-        if await self._launch_or_fail(live, ctx, start):
-            for entry in inbox:
-                if entry.run_id == row.run_id:
-                    self._deliver_entry(live, entry)
-
-    def _unresumable(self, row: PersistentHandler) -> str | None:
-        if self.registry.find(row.workflow_name) is None:
-            return f"Cannot resume: workflow '{row.workflow_name}' is not registered on this server"
-        if row.run_id is None:
-            return "Cannot resume: the handler has no run"
-        if row.resume_attempts > self.config.max_resume_attempts:
-            attempts = self.config.max_resume_attempts
-            return (
-                f"Gave up resuming after {attempts} attempts without progress "
-                "(the run kept crashing its process)"
-            )
-        return None
-
-    def _resume_inputs(
-        self, row: PersistentHandler, entry: RegisteredWorkflow
-    ) -> tuple[dict[str, Any] | None, StartEvent | None]:
-        if row.ctx is not None and row.ctx.get("is_running"):
-            return row.ctx, None
-        # Nothing checkpointed mid-run yet: start over from the recorded start event.
-        start = entry.events.decode_start(row.start_event or {})
-        return row.ctx, start
-
-    async def _give_up(self, handler_id: str, reason: str) -> None:
-        fields = {"handler_id": handler_id, "run_state": "failed", "error": reason}
-        logger.error("handler %s failed: %s", handler_id, reason, extra=fields)
-        failure = WorkflowFailedEvent(step_name="", exception=RuntimeError(reason))
-        await self.store.finalize_handler(
-            handler_id, status="failed", error=reason, event=_stored(failure), at=utcnow()
-        )
-
-    # -- engine wiring -------------------------------------------------------------------
-
-    async def _launch_or_fail(
-        self, live: LiveRun, ctx: dict[str, Any] | None, start: StartEvent | None
-    ) -> bool:
-        try:
-            self._launch(live, ctx, start)
-        except Exception as exc:
-            live.abort()
-            reason = f"Cannot resume: {codec.readable_error(exc)}"
-            live.telemetry.ended("failed", reason)
-            self._live.unregister(live)
-            await self._give_up(live.handler_id, reason)
-            return False
-        return True
-
-    def _launch(self, live: LiveRun, ctx: dict[str, Any] | None, start: StartEvent | None) -> None:
-        workflow = live.workflow.workflow
-        context = (
-            None
-            if ctx is None
-            else Context.from_dict(workflow, ctx, serializer=self._serializer(live.workflow))
-        )
-        self.runtime.observe(live.run_id, live)
-        with live.telemetry.executing():  # steps inherit its tags and span
-            handler = workflow.run(ctx=context, start_event=start, run_id=live.run_id)
-        live.attach(handler, self.runtime.get_external_adapter(live.run_id))
-        self._live.spawn(self._watch(live))
-
-    async def _watch(self, live: LiveRun) -> None:
-        """Fail a run whose engine stopped without a terminal event (and was not released)."""
-        assert live.handler is not None
-        try:
-            await live.handler.stop_event_result()
-        except BaseException as exc:
-            error: BaseException | None = exc
-        else:
-            error = None
-        if live.outcome is None and not live.releasing and self._live.is_current(live):
-            reason = (
-                f"{type(error).__name__}: {error}" if error else "the run stopped without a result"
-            )
-            live.observe_event(WorkflowFailedEvent(step_name="", exception=RuntimeError(reason)))
 
     def _serializer(self, entry: RegisteredWorkflow) -> Any:
         return self.runtime.get_serializer(entry.workflow)
-
-    def _deliver_entry(self, live: LiveRun, entry: InboxEntry) -> None:
-        try:
-            event = live.workflow.events.decode(json.loads(entry.payload))  # written by us
-            live.deliver(entry.id, event, entry.step)
-        except Exception as exc:
-            logger.warning(
-                "dropping undeliverable event %s for %s: %s", entry.id, live.handler_id, exc
-            )
-            live.drop_inbox_entry(entry.id)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -701,7 +576,7 @@ class WorkflowService:
         cannot be written for now (it is kept, and written once the store is back).
         """
         while True:
-            self._refuse_if_stopping()
+            self._stop.refuse_if_stopping()
             live = self._live.get(handler_id)
             if live is not None:
                 await self._wait_written(live)
@@ -711,13 +586,13 @@ class WorkflowService:
             row = await self.get(handler_id, principal=principal)
             if row.is_terminal:
                 return row
-            await self._pause(self.config.stream_poll_interval)
+            await self._stop.pause(self.config.stream_poll_interval)
 
     async def _wait_written(self, live: LiveRun) -> None:
         while not live.finished.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(live.finished.wait(), self.config.poll_interval)
-            self._refuse_if_stopping()  # a release that cannot be written must not hold it
+            self._stop.refuse_if_stopping()  # a release that cannot be written must not hold it
             error = self._writer.last_error
             if not live.finished.is_set() and live.outcome is not None and error is not None:
                 raise StoreUnavailableError(
@@ -743,66 +618,14 @@ class WorkflowService:
         ``"now"`` starts after the last written event. Returns ``None`` when the
         run has finished and nothing is left after the cursor.
         """
-        self._refuse_if_stopping()
+        self._stop.refuse_if_stopping()
         row = await self.get(handler_id, principal=principal)
-        if row.run_id is None:
-            raise HandlerNotFoundError(handler_id)
-        cursor = await self._last_sequence(row.run_id) if after == "now" else after
-        first = await self._events_after(handler_id, row.run_id, cursor)
-        if not first and row.is_terminal:
-            return None
-        return EventStream(
-            row.run_id,
-            cursor,
-            first,
-            lambda run_id, after_seq, timeout: self._next_events(
-                handler_id, run_id, after_seq, timeout
-            ),
+        return await self._reader.open(
+            row,
+            after=after,
             include_internal=include_internal,
             heartbeat_interval=heartbeat_interval,
         )
-
-    async def _last_sequence(self, run_id: str) -> int:
-        for live in self._live.values():
-            if live.run_id == run_id:
-                return live.durable_sequence
-        return (await self.store.last_sequences([run_id])).get(run_id, -1)
-
-    async def _events_after(self, handler_id: str, run_id: str, cursor: int) -> list[StoredEvent]:
-        live = self._live.get(handler_id)
-        if live is not None and live.run_id == run_id:
-            if cursor >= live.durable_sequence:
-                return []  # nothing written after the cursor yet
-            if live.tail and live.tail[0].sequence <= cursor + 1:
-                return [e for e in live.tail if e.sequence > cursor]
-        return await self.store.read_events(run_id, after_sequence=cursor)
-
-    async def _next_events(
-        self, handler_id: str, run_id: str, cursor: int, timeout: float
-    ) -> list[StoredEvent] | None:
-        if self.draining:
-            return None  # the stream ends; its client reconnects from its last event
-        live = self._live.get(handler_id)
-        if live is not None and live.run_id == run_id:
-            if live.durable_sequence <= cursor:
-                await live.wait_changed(timeout)
-            return None if self.draining else await self._events_after(handler_id, run_id, cursor)
-        events = await self.store.read_events(run_id, after_sequence=cursor)
-        if events:
-            return events
-        if not await self._still_streamable(handler_id, run_id, cursor):
-            return None
-        await self._pause(min(timeout, self.config.stream_poll_interval))
-        return []
-
-    async def _still_streamable(self, handler_id: str, run_id: str, cursor: int) -> bool:
-        rows = await self.store.query(HandlerQuery(handler_id_in=[handler_id], load_ctx=False))
-        if not rows or rows[0].run_id != run_id:
-            return False
-        if rows[0].is_terminal:
-            # The terminal event is written with the status: read it now.
-            return bool(await self.store.read_events(run_id, after_sequence=cursor, limit=1))
-        return True
 
     # -- sending events and cancelling -----------------------------------------------------
 
@@ -867,7 +690,7 @@ class WorkflowService:
             if live.outcome is not None and live.outcome.status == "cancelled":
                 return
             raise ConflictError(f"Handler '{row.handler_id}' already finished")
-        cancelled = _stored(WorkflowCancelledEvent())
+        cancelled = stored_event(WorkflowCancelledEvent())
         if not await self.store.finalize_handler(
             row.handler_id, status="cancelled", error=None, event=cancelled, at=utcnow()
         ):
@@ -876,16 +699,10 @@ class WorkflowService:
     def _require_running(self) -> None:
         if not self.running:
             raise StoreUnavailableError("The workflow service is not running", retry_after=5)
-        self._refuse_if_stopping()
+        self._stop.refuse_if_stopping()
         if not self.store.liveness.held:
             raise StoreUnavailableError(
                 "The server lost its database session and cannot own runs right now", retry_after=1
-            )
-
-    def _refuse_if_stopping(self) -> None:
-        if self.draining:
-            raise StoreUnavailableError(
-                "The server is shutting down; its runs continue after it", retry_after=1
             )
 
     # -- retrying failed runs -------------------------------------------------------------
@@ -967,8 +784,3 @@ def _check_step(entry: RegisteredWorkflow, step: str | None, event: Event) -> No
 def _scoped_key(principal: str | None, key: str) -> str:
     raw = codec.dumps([principal, key]).encode()
     return hashlib.sha256(raw).hexdigest()
-
-
-def _stored(event: Event) -> StoredEvent:
-    encoded = codec.encode(event)
-    return StoredEvent(-1, encoded.payload, encoded.event_type, encoded.internal, encoded.terminal)
