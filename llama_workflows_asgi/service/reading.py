@@ -101,3 +101,17 @@ class EventReader:
             # The terminal event is written with the status: read it now.
             return bool(await self._store.read_events(run_id, after_sequence=cursor, limit=1))
         return True
+
+
+async def read_handler(
+    store: AbstractWorkflowStore, handler_id: str, principal_in: list[str | None] | None
+) -> PersistentHandler:
+    """The handler (without its checkpoint) if one of ``principal_in`` owns it (``None``: any).
+
+    Raises ``HandlerNotFoundError`` otherwise: another caller's handler is reported missing.
+    """
+    query = HandlerQuery(handler_id_in=[handler_id], principal_in=principal_in, load_ctx=False)
+    rows = await store.query(query)
+    if not rows:
+        raise HandlerNotFoundError(handler_id)
+    return rows[0]

@@ -1,25 +1,22 @@
-"""The run service: starts, resumes, streams, cancels and feeds workflow runs."""
+"""The run service facade: checks each call, then hands it to the room that does it.
+
+The rooms are `starting`, `recovery`, `launch`, `live_runs`, `reading` and
+`stopping` (see docs/architecture.md, "The run service, room by room"); this
+module keeps the lifecycle, lookups and pages, and sending, cancelling and retrying.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
-import re
-import secrets
-import string
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import ValidationError
-from workflows import Context, Workflow
-from workflows.context.serializers import JsonSerializer
+from workflows import Workflow
 from workflows.events import (
     Event,
     StartEvent,
@@ -39,9 +36,7 @@ from ..registry import RegisteredWorkflow, WorkflowRegistry
 from ..store.base import (
     AbstractWorkflowStore,
     HandlerCursor,
-    HandlerExistsError,
     HandlerQuery,
-    IdempotencyKeyExistsError,
     PersistentHandler,
     Status,
     utcnow,
@@ -53,31 +48,17 @@ from .launch import Launcher, stored_event
 from .live import LiveRun
 from .live_runs import LiveRuns
 from .ownership import Owner
-from .reading import EventReader
+from .reading import EventReader, read_handler
 from .recovery import Recovery, deliver_entry
 from .retention import RetentionTask
 from .retry import reopen_failed
 from .runtime import DurableRuntime
+from .starting import Starter, check_handler_id, scoped_key, storable_envelope
 from .stopping import StopSignal
 from .streams import EventStream
 from .supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
-
-_ID_ALPHABET = string.ascii_letters + string.digits
-_ID_SPACE = len(_ID_ALPHABET) ** 10
-_IN_USE = "Handler id '{}' is already in use"
-_HANDLER_ID = re.compile(r"[A-Za-z0-9._~:@-]{1,255}")
-
-
-def new_id() -> str:
-    """A 10-character random id from ``[A-Za-z0-9]``, like the reference server's."""
-    number = secrets.randbelow(_ID_SPACE)  # one draw instead of one per character
-    symbols = []
-    for _ in range(10):
-        number, digit = divmod(number, 62)
-        symbols.append(_ID_ALPHABET[digit])
-    return "".join(symbols)
 
 
 @dataclass(frozen=True)
@@ -123,6 +104,17 @@ class WorkflowService:
         self._writer = self._live.writer
         self._reader = EventReader(store, self._live, self.config, self._stop)
         self._launcher = Launcher(store, self.runtime, self._live)
+        self._starter = Starter(
+            store,
+            self.owner,
+            self.config,
+            self.runtime,
+            self.telemetry,
+            live=self._live,
+            launcher=self._launcher,
+            stop=self._stop,
+            scoped=scoped,
+        )
         self._recovery = Recovery(
             store,
             self.owner,
@@ -341,17 +333,16 @@ class WorkflowService:
             check_handler_id(handler_id)
         if idempotency_key is not None and not idempotency_key.strip():
             raise BadRequestError("Invalid Idempotency-Key: it must not be empty")
-        key = None if idempotency_key is None else _scoped_key(principal, idempotency_key)
-        if key is not None:
-            replay = await self._replay(key, request_hash, principal)
-            if replay is not None:
-                return replay
-        event = _start_event_for(entry, start_event)
-        self._check_storable(entry, event, start=True)
-        ctx, replaces = await self._initial_context(entry, handler_id, principal, context)
-        row = self._new_row(entry, handler_id or new_id(), event, principal, key, request_hash)
-        row.ctx = ctx  # the context the run starts from: none, a carried state store, or given
-        return await self._create_and_launch(row, entry, event, replaces)
+        key = None if idempotency_key is None else scoped_key(principal, idempotency_key)
+        return await self._starter.start(
+            entry,
+            start_event,
+            handler_id=handler_id,
+            principal=principal,
+            context=context,
+            key=key,
+            request_hash=request_hash,
+        )
 
     async def run(
         self, workflow_name: str, start_event: StartEvent | None = None, **options: Any
@@ -360,157 +351,6 @@ class WorkflowService:
         handler = await self.start_run(workflow_name, start_event, **options)
         return await self.wait_for(handler.handler_id, principal=options.get("principal"))
 
-    def _check_storable(
-        self, entry: RegisteredWorkflow, event: Event, *, start: bool
-    ) -> dict[str, Any]:
-        """``event``'s envelope, once it is known to checkpoint and decode back.
-
-        Raises ``BadEventError`` otherwise: an input accepted and then refused
-        by the serializer would fail its run (or, stored as something else,
-        be silently replaced).
-        """
-        envelope = codec.envelope(event)
-        payload = codec.dumps(envelope)
-        try:
-            payload.encode("utf-8")
-            # Decoded as it will be when resumed or delivered: our own JSON,
-            # so without the input limits (the envelope nests a little deeper).
-            back = (entry.events.decode_start if start else entry.events.decode)(
-                json.loads(payload)
-            )
-        except (UnicodeEncodeError, BadEventError) as exc:
-            raise BadEventError(f"Invalid event: it does not decode back ({exc})") from exc
-        if codec.envelope(back) != envelope:
-            raise BadEventError("Invalid event: its value changes when it is decoded again")
-        serializer = self._serializer(entry)
-        if type(serializer) is JsonSerializer:
-            return envelope  # it dumps an event exactly as envelope() just did
-        try:
-            serializer.serialize(event)
-        except Exception as exc:
-            reason = codec.readable_error(exc)
-            raise BadEventError(f"Invalid event: it cannot be checkpointed ({reason})") from exc
-        return envelope
-
-    async def _replay(
-        self, key: str, request_hash: str | None, principal: str | None
-    ) -> PersistentHandler | None:
-        existing = await self.store.get_by_idempotency_key(key)
-        if existing is None:
-            return None
-        if existing.request_hash != request_hash:
-            raise ConflictError("Idempotency-Key was already used with a different request")
-        return await self.get(existing.handler_id, principal=principal)
-
-    async def _initial_context(
-        self,
-        entry: RegisteredWorkflow,
-        handler_id: str | None,
-        principal: str | None,
-        context: dict[str, Any] | None,
-    ) -> tuple[dict[str, Any] | None, str | None]:
-        given = self._accepted_context(entry, context)
-        if handler_id is None:
-            return given, None
-        previous = await self._previous_handler(entry, handler_id, principal)
-        if previous is None:
-            return given, None
-        if given is None and previous.ctx is not None:
-            given = {"state": previous.ctx.get("state") or {}}
-        return given, previous.run_id
-
-    def _accepted_context(
-        self, entry: RegisteredWorkflow, context: dict[str, Any] | None
-    ) -> dict[str, Any] | None:
-        if not context:
-            return None
-        if not self.config.accept_context_api:
-            raise BadRequestError(
-                "Context API is disabled. Enable accept_context_api on the router to use it."
-            )
-        try:
-            Context.from_dict(entry.workflow, context, serializer=self._serializer(entry))
-        except Exception as exc:
-            raise BadRequestError(f"Invalid context: {codec.readable_error(exc)}") from exc
-        return context
-
-    async def _previous_handler(
-        self, entry: RegisteredWorkflow, handler_id: str, principal: str | None
-    ) -> PersistentHandler | None:
-        rows = await self.store.query(HandlerQuery(handler_id_in=[handler_id]))
-        if not rows:
-            return None
-        previous = rows[0]
-        if previous.principal != principal:
-            # The same answer whatever that handler's state: nothing about
-            # another caller's handler may show.
-            raise ConflictError(_IN_USE.format(handler_id))
-        if not previous.is_terminal or handler_id in self._live:
-            raise ConflictError(f"Handler '{handler_id}' is already running")
-        if previous.workflow_name != entry.name:
-            raise ConflictError(_IN_USE.format(handler_id))
-        return previous
-
-    def _new_row(
-        self,
-        entry: RegisteredWorkflow,
-        handler_id: str,
-        event: StartEvent,
-        principal: str | None,
-        key: str | None,
-        request_hash: str | None,
-    ) -> PersistentHandler:
-        now = utcnow()
-        return PersistentHandler(
-            handler_id=handler_id,
-            workflow_name=entry.name,
-            status="running",
-            run_id=new_id(),
-            started_at=now,
-            updated_at=now,
-            start_event=codec.envelope(event),
-            principal=principal,
-            owner_id=self.owner.id,
-            lease_expires_at=now + timedelta(seconds=self.config.lease_ttl),
-            idempotency_key=key,
-            request_hash=request_hash if key is not None else None,
-        )
-
-    async def _create_and_launch(
-        self,
-        row: PersistentHandler,
-        entry: RegisteredWorkflow,
-        event: StartEvent,
-        replaces: str | None,
-    ) -> PersistentHandler:
-        # Registered before the row exists so an ownership round never takes
-        # the freshly written row for an orphan.
-        live = self._live.register(row, entry, next_sequence=0)
-        live.telemetry = self.telemetry.accepted(row)  # records the trace context in the row
-        try:
-            await self.store.create_handler(row, replaces_run_id=replaces)
-        except IdempotencyKeyExistsError:
-            self._live.unregister(live)
-            assert row.idempotency_key is not None
-            replay = await self._replay(row.idempotency_key, row.request_hash, row.principal)
-            if replay is None:
-                raise
-            return replay
-        except HandlerExistsError as exc:
-            self._live.unregister(live)
-            taken = _IN_USE if self.scoped else "Handler '{}' is already running"
-            raise ConflictError(taken.format(row.handler_id)) from exc
-        except BaseException:
-            self._live.unregister(live)
-            raise
-        if self.draining:
-            # Accepted and written, but stopping began meanwhile: the next owner runs it.
-            self._live.unregister(live)
-            await self.store.release_handlers(self.owner.id, [row.handler_id])
-            return row.model_copy(update={"ctx": None, "owner_id": None, "lease_expires_at": None})
-        await self._launcher.launch_or_fail(live, row.ctx, event)
-        return row.model_copy(update={"ctx": None})
-
     def _serializer(self, entry: RegisteredWorkflow) -> Any:
         return self.runtime.get_serializer(entry.workflow)
 
@@ -518,13 +358,7 @@ class WorkflowService:
 
     async def get(self, handler_id: str, *, principal: str | None = None) -> PersistentHandler:
         """The handler (without its checkpoint); raises ``HandlerNotFoundError``."""
-        query = HandlerQuery(
-            handler_id_in=[handler_id], principal_in=self._scope(principal), load_ctx=False
-        )
-        rows = await self.store.query(query)
-        if not rows:
-            raise HandlerNotFoundError(handler_id)
-        return rows[0]
+        return await read_handler(self.store, handler_id, self._scope(principal))
 
     async def list_handlers(
         self, query: HandlerQuery, *, principal: str | None = None
@@ -651,7 +485,9 @@ class WorkflowService:
         decoded = event if isinstance(event, Event) else entry.events.decode(event)
         _check_sendable(decoded)
         _check_step(entry, step, decoded)
-        payload = codec.dumps(self._check_storable(entry, decoded, start=False))
+        payload = codec.dumps(
+            storable_envelope(entry, decoded, self._serializer(entry), start=False)
+        )
         inbox_id = await self.store.enqueue_event(handler_id, row.run_id, payload, step, utcnow())
         if inbox_id is None:
             raise ConflictError("Workflow already completed")
@@ -728,22 +564,6 @@ class WorkflowService:
         return reopened
 
 
-def _start_event_for(entry: RegisteredWorkflow, given: StartEvent | None) -> StartEvent:
-    """The start event of a new run: ``given``, converted to the workflow's start class."""
-    cls = entry.workflow.start_event_class
-    if given is None:
-        try:
-            return cls()
-        except ValidationError as exc:
-            message = codec.describe_validation_error(exc)
-            raise BadEventError(f"Invalid {cls.__name__}: {message}") from exc
-    if isinstance(given, cls):
-        return given
-    # A base StartEvent (or another class) from host code: validated into the
-    # start class exactly as the same event sent over HTTP would be.
-    return entry.events.decode_start(codec.envelope(given))
-
-
 def _check_sendable(event: Event) -> None:
     if isinstance(event, StopEvent):
         raise BadEventError(
@@ -753,19 +573,6 @@ def _check_sendable(event: Event) -> None:
         raise BadEventError(
             f"A {type(event).__name__} cannot be sent into a running run: it has already started"
         )
-
-
-def check_handler_id(handler_id: str) -> str:
-    """``handler_id`` if a URL path segment carries it unescaped; else ``BadRequestError``.
-
-    That is 1 to 255 RFC 3986 unreserved characters, ``:`` and ``@``, and not
-    ``.`` or ``..`` (which a URL path resolves away).
-    """
-    if not _HANDLER_ID.fullmatch(handler_id) or handler_id in (".", ".."):
-        raise BadRequestError(
-            "Invalid handler_id: use 1 to 255 letters, digits and '-._~:@' (not '.' or '..' alone)"
-        )
-    return handler_id
 
 
 def _check_step(entry: RegisteredWorkflow, step: str | None, event: Event) -> None:
@@ -779,8 +586,3 @@ def _check_step(entry: RegisteredWorkflow, step: str | None, event: Event) -> No
     steps = entry.workflow._get_steps()  # the engine's own table of steps, by name
     if step not in steps:
         raise BadEventError(f"Step {step} does not exist")
-
-
-def _scoped_key(principal: str | None, key: str) -> str:
-    raw = codec.dumps([principal, key]).encode()
-    return hashlib.sha256(raw).hexdigest()
