@@ -10,8 +10,6 @@ took goes back to the pool.
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,13 +20,12 @@ from ..registry import RegisteredWorkflow, WorkflowRegistry
 from ..store.base import AbstractWorkflowStore, InboxEntry, PersistentHandler
 from ..telemetry import Telemetry
 from .config import ServiceConfig
+from .inbox import deliver_entry
 from .launch import Launcher
 from .live import LiveRun
 from .live_runs import LiveRuns
 from .ownership import Owner
 from .stopping import StopSignal
-
-logger = logging.getLogger(__name__)
 
 
 class Recovery:
@@ -124,13 +121,3 @@ def _resume_inputs(
     # Nothing checkpointed mid-run yet: start over from the recorded start event.
     start = entry.events.decode_start(row.start_event or {})
     return row.ctx, start
-
-
-def deliver_entry(live: LiveRun, entry: InboxEntry) -> None:
-    """Deliver a recorded inbox entry to ``live``; one that does not decode is dropped."""
-    try:
-        event = live.workflow.events.decode(json.loads(entry.payload))  # written by us
-        live.deliver(entry.id, event, entry.step)
-    except Exception as exc:
-        logger.warning("dropping undeliverable event %s for %s: %s", entry.id, live.handler_id, exc)
-        live.drop_inbox_entry(entry.id)

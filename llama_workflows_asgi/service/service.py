@@ -1,8 +1,8 @@
 """The run service facade: checks each call, then hands it to the room that does it.
 
-The rooms are `starting`, `recovery`, `launch`, `live_runs`, `reading` and
-`stopping` (see docs/architecture.md, "The run service, room by room"); this
-module keeps the lifecycle, lookups and pages, and sending, cancelling and retrying.
+The rooms are `starting`, `recovery`, `launch`, `live_runs`, `reading`, `inbox`
+and `stopping` (see docs/architecture.md, "The run service, room by room"); this
+module keeps the lifecycle, lookups and pages, cancelling and retrying.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from workflows.events import (
 
 from .. import codec
 from ..errors import (
-    BadEventError,
     BadRequestError,
     ConflictError,
     HandlerNotFoundError,
@@ -44,16 +43,17 @@ from ..store.base import (
 from ..store.memory import MemoryWorkflowStore
 from ..telemetry import Telemetry
 from .config import ServiceConfig
+from .inbox import Inbox, deliver_entry
 from .launch import Launcher, stored_event
 from .live import LiveRun
 from .live_runs import LiveRuns
 from .ownership import Owner
 from .reading import EventReader, read_handler
-from .recovery import Recovery, deliver_entry
+from .recovery import Recovery
 from .retention import RetentionTask
 from .retry import reopen_failed
 from .runtime import DurableRuntime
-from .starting import Starter, check_handler_id, scoped_key, storable_envelope
+from .starting import Starter, check_handler_id, scoped_key
 from .stopping import StopSignal
 from .streams import EventStream
 from .supervisor import Supervisor
@@ -134,6 +134,7 @@ class WorkflowService:
             deliver=deliver_entry,
             resume=self._recovery.resume_batch,
         )
+        self._inbox = Inbox(store, self.runtime, self._live, self._supervisor, self._stop)
         self.retention = RetentionTask(store, self.config)
         self.telemetry.watch(self._live.values, lambda: self._writer.unwritten_since)
 
@@ -481,25 +482,7 @@ class WorkflowService:
         row = await self.get(handler_id, principal=principal)
         if row.is_terminal or row.run_id is None:
             raise ConflictError("Workflow already completed")
-        entry = self.registry.get(row.workflow_name)
-        decoded = event if isinstance(event, Event) else entry.events.decode(event)
-        _check_sendable(decoded)
-        _check_step(entry, step, decoded)
-        payload = codec.dumps(
-            storable_envelope(entry, decoded, self._serializer(entry), start=False)
-        )
-        inbox_id = await self.store.enqueue_event(handler_id, row.run_id, payload, step, utcnow())
-        if inbox_id is None:
-            raise ConflictError("Workflow already completed")
-        attached = self._live.attached(handler_id, row.run_id)
-        if attached is not None:
-            attached.deliver(inbox_id, decoded, step)
-            return
-        live = self._live.get(handler_id)
-        if live is not None:
-            await live.finished.wait()
-        if not self.draining:  # else the row is left unowned, for the next owner
-            await self._supervisor.adopt([handler_id])
+        await self._inbox.send(row, self.registry.get(row.workflow_name), event, step)
 
     async def cancel(
         self, handler_id: str, *, purge: bool = False, principal: str | None = None
@@ -562,27 +545,3 @@ class WorkflowService:
         if not self.draining:  # else the row is left unowned, for the next owner
             await self._supervisor.adopt([handler_id])
         return reopened
-
-
-def _check_sendable(event: Event) -> None:
-    if isinstance(event, StopEvent):
-        raise BadEventError(
-            f"A {type(event).__name__} cannot be sent into a run: a run's outcome is its own"
-        )
-    if isinstance(event, StartEvent):
-        raise BadEventError(
-            f"A {type(event).__name__} cannot be sent into a running run: it has already started"
-        )
-
-
-def _check_step(entry: RegisteredWorkflow, step: str | None, event: Event) -> None:
-    """Refuse a target step the workflow lacks.
-
-    Whether the step takes the event is not checked against its signature: a
-    step may wait for it with ``ctx.wait_for_event`` instead.
-    """
-    if step is None:
-        return
-    steps = entry.workflow._get_steps()  # the engine's own table of steps, by name
-    if step not in steps:
-        raise BadEventError(f"Step {step} does not exist")
