@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workflows.events import Event, StartEvent, StopEvent
 
@@ -23,7 +23,9 @@ from .live_runs import LiveRuns
 from .runtime import DurableRuntime
 from .starting import storable_envelope
 from .stopping import StopSignal
-from .supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from .supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from ..store.base import (
 from ..store.memory import MemoryWorkflowStore
 from ..telemetry import Telemetry
 from .config import ServiceConfig
-from .inbox import Inbox, deliver_entry
+from .inbox import Inbox
 from .launch import Launcher, stored_event
 from .live import LiveRun
 from .live_runs import LiveRuns
@@ -129,10 +129,8 @@ class WorkflowService:
             store,
             self.owner,
             self.config,
-            live_runs=self._live.values,
-            on_lost=self._live.lose,
-            deliver=deliver_entry,
-            resume=self._recovery.resume_batch,
+            live=self._live,
+            recovery=self._recovery,
         )
         self._inbox = Inbox(store, self.runtime, self._live, self._supervisor, self._stop)
         self.retention = RetentionTask(store, self.config)
