@@ -16,7 +16,7 @@ from typing import Any, Literal, cast, get_args
 from ..errors import BadRequestError
 from ..registry import RegisteredWorkflow
 from ..service import HandlerCursor, Status
-from ..service.service import check_handler_id
+from ..service.starting import check_handler_id
 
 STATUSES: tuple[str, ...] = get_args(Status)
 """The handler statuses a listing can filter on, from the one ``Status`` literal."""

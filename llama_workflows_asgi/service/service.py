@@ -1,36 +1,31 @@
-"""The run service: starts, resumes, streams, cancels and feeds workflow runs."""
+"""The run service facade: checks each call, then hands it to the room that does it.
+
+The rooms are `starting`, `recovery`, `launch`, `live_runs`, `reading`, `inbox`
+and `stopping` (see docs/architecture.md, "The run service, room by room"); this
+module keeps the lifecycle, lookups and pages, cancelling and retrying.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
-import re
-import secrets
-import string
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import ValidationError
-from workflows import Context, Workflow
-from workflows.context.serializers import JsonSerializer
+from workflows import Workflow
 from workflows.events import (
     Event,
     StartEvent,
     StopEvent,
     WorkflowCancelledEvent,
-    WorkflowFailedEvent,
 )
 
 from .. import codec
 from ..errors import (
-    BadEventError,
     BadRequestError,
     ConflictError,
     HandlerNotFoundError,
@@ -40,43 +35,30 @@ from ..registry import RegisteredWorkflow, WorkflowRegistry
 from ..store.base import (
     AbstractWorkflowStore,
     HandlerCursor,
-    HandlerExistsError,
     HandlerQuery,
-    IdempotencyKeyExistsError,
-    InboxEntry,
     PersistentHandler,
     Status,
-    StoredEvent,
     utcnow,
 )
 from ..store.memory import MemoryWorkflowStore
 from ..telemetry import Telemetry
 from .config import ServiceConfig
+from .inbox import Inbox
+from .launch import Launcher, stored_event
 from .live import LiveRun
+from .live_runs import LiveRuns
 from .ownership import Owner
+from .reading import EventReader, read_handler
+from .recovery import Recovery
 from .retention import RetentionTask
 from .retry import reopen_failed
 from .runtime import DurableRuntime
+from .starting import Starter, check_handler_id, scoped_key
+from .stopping import StopSignal
 from .streams import EventStream
 from .supervisor import Supervisor
-from .writer import ProgressWriter
 
 logger = logging.getLogger(__name__)
-
-_ID_ALPHABET = string.ascii_letters + string.digits
-_ID_SPACE = len(_ID_ALPHABET) ** 10
-_IN_USE = "Handler id '{}' is already in use"
-_HANDLER_ID = re.compile(r"[A-Za-z0-9._~:@-]{1,255}")
-
-
-def new_id() -> str:
-    """A 10-character random id from ``[A-Za-z0-9]``, like the reference server's."""
-    number = secrets.randbelow(_ID_SPACE)  # one draw instead of one per character
-    symbols = []
-    for _ in range(10):
-        number, digit = divmod(number, 62)
-        symbols.append(_ID_ALPHABET[digit])
-    return "".join(symbols)
 
 
 @dataclass(frozen=True)
@@ -116,31 +98,57 @@ class WorkflowService:
         self.telemetry = Telemetry()
         self.owner = Owner.for_this_process()
         self.running = False
-        self.draining = False
-        self._stopping: asyncio.Event | None = None
+        self._stop = StopSignal()
         self._drain: asyncio.Task[None] | None = None
-        self._runs: dict[str, LiveRun] = {}
-        self._background: set[asyncio.Task[Any]] = set()
-        self._writer = ProgressWriter(
+        self._live = LiveRuns(store, self.owner, self.config, self.runtime)
+        self._writer = self._live.writer
+        self._reader = EventReader(store, self._live, self.config, self._stop)
+        self._launcher = Launcher(store, self.runtime, self._live)
+        self._starter = Starter(
             store,
-            self.owner.id,
-            delay=self.config.checkpoint_delay,
-            on_lost=self._lose,
-            on_settled=self._retire,
+            self.owner,
+            self.config,
+            self.runtime,
+            self.telemetry,
+            live=self._live,
+            launcher=self._launcher,
+            stop=self._stop,
+            scoped=scoped,
+        )
+        self._recovery = Recovery(
+            store,
+            self.owner,
+            self.config,
+            self.registry,
+            self.telemetry,
+            live=self._live,
+            launcher=self._launcher,
+            stop=self._stop,
         )
         self._supervisor = Supervisor(
             store,
             self.owner,
             self.config,
-            live_runs=lambda: list(self._runs.values()),
-            on_lost=self._lose,
-            deliver=self._deliver_entry,
-            resume=self._resume_batch,
+            live=self._live,
+            recovery=self._recovery,
         )
+        self._inbox = Inbox(store, self.runtime, self._live, self._supervisor, self._stop)
         self.retention = RetentionTask(store, self.config)
-        self.telemetry.watch(
-            lambda: list(self._runs.values()), lambda: self._writer.unwritten_since
-        )
+        self.telemetry.watch(self._live.values, lambda: self._writer.unwritten_since)
+
+    @property
+    def _runs(self) -> dict[str, LiveRun]:
+        """The live runs by handler id (kept under this name for tests that look inside)."""
+        return self._live.by_handler
+
+    @property
+    def draining(self) -> bool:
+        """Whether a graceful stop began (new runs and events are refused)."""
+        return self._stop.draining
+
+    @property
+    def _background(self) -> set[asyncio.Task[Any]]:
+        return self._live.background
 
     # -- registration --------------------------------------------------------------------
 
@@ -174,13 +182,12 @@ class WorkflowService:
         await self.store.start()
         await self.store.liveness.acquire(self.owner.id, self._on_liveness)
         await self.runtime.launch()
-        self.draining = False
-        self._stopping = asyncio.Event()
+        self._stop.reset()
         self._drain = None
         self._writer.start()
         self._supervisor.start()
         self.retention.start()
-        self.running = True
+        self.running = self._live.releases_idle = True
 
     def begin_stop(self) -> None:
         """Begin a graceful stop now; :meth:`stop` completes it.
@@ -194,9 +201,7 @@ class WorkflowService:
         """
         if not self.running or self._drain is not None:
             return
-        self.draining = True
-        assert self._stopping is not None
-        self._stopping.set()
+        self._stop.begin()
         self._drain = asyncio.ensure_future(self._release_all(time.monotonic()))
 
     @property
@@ -211,12 +216,10 @@ class WorkflowService:
         self.begin_stop()
         assert self._drain is not None
         await asyncio.shield(self._drain)
-        self.running = False
+        self.running = self._live.releases_idle = False
         await self.retention.stop()
         await self._writer.stop()
-        for task in list(self._background):
-            task.cancel()
-        self._runs.clear()
+        self._live.clear()
         await self.store.liveness.release(self.owner.id)
         await self.store.close()
         await self.runtime.destroy()
@@ -227,7 +230,7 @@ class WorkflowService:
         deadline = began + timeout
         await self.retention.stop()  # its deletes would compete with the final writes
         await self._supervisor.stop()
-        runs = list(self._runs.values())
+        runs = self._live.values()
         # Engines stop at once on release; the reserve is for the final write.
         engine_budget = max(0.0, timeout - min(1.0, timeout / 2))
         await asyncio.gather(*(run.stop_engine(engine_budget) for run in runs))
@@ -255,18 +258,7 @@ class WorkflowService:
         """The liveness token was lost (others may adopt our runs now) or is held again."""
         if held or not self.running:
             return
-        for run in list(self._runs.values()):
-            if not run.releasing and not run.finished.is_set():
-                # At once: another process may be resuming this run already.
-                self._spawn(run.stop_engine(0))
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep ``seconds``, or less if a graceful stop begins."""
-        if self._stopping is None:
-            await asyncio.sleep(seconds)
-            return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        self._live.stop_all_now()
 
     @asynccontextmanager
     async def running_context(self) -> AsyncIterator[WorkflowService]:
@@ -340,17 +332,16 @@ class WorkflowService:
             check_handler_id(handler_id)
         if idempotency_key is not None and not idempotency_key.strip():
             raise BadRequestError("Invalid Idempotency-Key: it must not be empty")
-        key = None if idempotency_key is None else _scoped_key(principal, idempotency_key)
-        if key is not None:
-            replay = await self._replay(key, request_hash, principal)
-            if replay is not None:
-                return replay
-        event = _start_event_for(entry, start_event)
-        self._check_storable(entry, event, start=True)
-        ctx, replaces = await self._initial_context(entry, handler_id, principal, context)
-        row = self._new_row(entry, handler_id or new_id(), event, principal, key, request_hash)
-        row.ctx = ctx  # the context the run starts from: none, a carried state store, or given
-        return await self._create_and_launch(row, entry, event, replaces)
+        key = None if idempotency_key is None else scoped_key(principal, idempotency_key)
+        return await self._starter.start(
+            entry,
+            start_event,
+            handler_id=handler_id,
+            principal=principal,
+            context=context,
+            key=key,
+            request_hash=request_hash,
+        )
 
     async def run(
         self, workflow_name: str, start_event: StartEvent | None = None, **options: Any
@@ -359,370 +350,14 @@ class WorkflowService:
         handler = await self.start_run(workflow_name, start_event, **options)
         return await self.wait_for(handler.handler_id, principal=options.get("principal"))
 
-    def _check_storable(
-        self, entry: RegisteredWorkflow, event: Event, *, start: bool
-    ) -> dict[str, Any]:
-        """``event``'s envelope, once it is known to checkpoint and decode back.
-
-        Raises ``BadEventError`` otherwise: an input accepted and then refused
-        by the serializer would fail its run (or, stored as something else,
-        be silently replaced).
-        """
-        envelope = codec.envelope(event)
-        payload = codec.dumps(envelope)
-        try:
-            payload.encode("utf-8")
-            # Decoded as it will be when resumed or delivered: our own JSON,
-            # so without the input limits (the envelope nests a little deeper).
-            back = (entry.events.decode_start if start else entry.events.decode)(
-                json.loads(payload)
-            )
-        except (UnicodeEncodeError, BadEventError) as exc:
-            raise BadEventError(f"Invalid event: it does not decode back ({exc})") from exc
-        if codec.envelope(back) != envelope:
-            raise BadEventError("Invalid event: its value changes when it is decoded again")
-        serializer = self._serializer(entry)
-        if type(serializer) is JsonSerializer:
-            return envelope  # it dumps an event exactly as envelope() just did
-        try:
-            serializer.serialize(event)
-        except Exception as exc:
-            reason = codec.readable_error(exc)
-            raise BadEventError(f"Invalid event: it cannot be checkpointed ({reason})") from exc
-        return envelope
-
-    async def _replay(
-        self, key: str, request_hash: str | None, principal: str | None
-    ) -> PersistentHandler | None:
-        existing = await self.store.get_by_idempotency_key(key)
-        if existing is None:
-            return None
-        if existing.request_hash != request_hash:
-            raise ConflictError("Idempotency-Key was already used with a different request")
-        return await self.get(existing.handler_id, principal=principal)
-
-    async def _initial_context(
-        self,
-        entry: RegisteredWorkflow,
-        handler_id: str | None,
-        principal: str | None,
-        context: dict[str, Any] | None,
-    ) -> tuple[dict[str, Any] | None, str | None]:
-        given = self._accepted_context(entry, context)
-        if handler_id is None:
-            return given, None
-        previous = await self._previous_handler(entry, handler_id, principal)
-        if previous is None:
-            return given, None
-        if given is None and previous.ctx is not None:
-            given = {"state": previous.ctx.get("state") or {}}
-        return given, previous.run_id
-
-    def _accepted_context(
-        self, entry: RegisteredWorkflow, context: dict[str, Any] | None
-    ) -> dict[str, Any] | None:
-        if not context:
-            return None
-        if not self.config.accept_context_api:
-            raise BadRequestError(
-                "Context API is disabled. Enable accept_context_api on the router to use it."
-            )
-        try:
-            Context.from_dict(entry.workflow, context, serializer=self._serializer(entry))
-        except Exception as exc:
-            raise BadRequestError(f"Invalid context: {codec.readable_error(exc)}") from exc
-        return context
-
-    async def _previous_handler(
-        self, entry: RegisteredWorkflow, handler_id: str, principal: str | None
-    ) -> PersistentHandler | None:
-        rows = await self.store.query(HandlerQuery(handler_id_in=[handler_id]))
-        if not rows:
-            return None
-        previous = rows[0]
-        if previous.principal != principal:
-            # The same answer whatever that handler's state: nothing about
-            # another caller's handler may show.
-            raise ConflictError(_IN_USE.format(handler_id))
-        if not previous.is_terminal or handler_id in self._runs:
-            raise ConflictError(f"Handler '{handler_id}' is already running")
-        if previous.workflow_name != entry.name:
-            raise ConflictError(_IN_USE.format(handler_id))
-        return previous
-
-    def _new_row(
-        self,
-        entry: RegisteredWorkflow,
-        handler_id: str,
-        event: StartEvent,
-        principal: str | None,
-        key: str | None,
-        request_hash: str | None,
-    ) -> PersistentHandler:
-        now = utcnow()
-        return PersistentHandler(
-            handler_id=handler_id,
-            workflow_name=entry.name,
-            status="running",
-            run_id=new_id(),
-            started_at=now,
-            updated_at=now,
-            start_event=codec.envelope(event),
-            principal=principal,
-            owner_id=self.owner.id,
-            lease_expires_at=now + timedelta(seconds=self.config.lease_ttl),
-            idempotency_key=key,
-            request_hash=request_hash if key is not None else None,
-        )
-
-    async def _create_and_launch(
-        self,
-        row: PersistentHandler,
-        entry: RegisteredWorkflow,
-        event: StartEvent,
-        replaces: str | None,
-    ) -> PersistentHandler:
-        # Registered before the row exists so an ownership round never takes
-        # the freshly written row for an orphan.
-        live = self._register(row, entry, next_sequence=0)
-        live.telemetry = self.telemetry.accepted(row)  # records the trace context in the row
-        try:
-            await self.store.create_handler(row, replaces_run_id=replaces)
-        except IdempotencyKeyExistsError:
-            self._unregister(live)
-            assert row.idempotency_key is not None
-            replay = await self._replay(row.idempotency_key, row.request_hash, row.principal)
-            if replay is None:
-                raise
-            return replay
-        except HandlerExistsError as exc:
-            self._unregister(live)
-            taken = _IN_USE if self.scoped else "Handler '{}' is already running"
-            raise ConflictError(taken.format(row.handler_id)) from exc
-        except BaseException:
-            self._unregister(live)
-            raise
-        if self.draining:
-            # Accepted and written, but stopping began meanwhile: the next owner runs it.
-            self._unregister(live)
-            await self.store.release_handlers(self.owner.id, [row.handler_id])
-            return row.model_copy(update={"ctx": None, "owner_id": None, "lease_expires_at": None})
-        await self._launch_or_fail(live, row.ctx, event)
-        return row.model_copy(update={"ctx": None})
-
-    # -- resuming runs -------------------------------------------------------------------
-
-    async def _resume_batch(self, rows: Sequence[PersistentHandler]) -> None:
-        if not rows:
-            return
-        run_ids = [r.run_id for r in rows if r.run_id is not None]
-        sequences = await self.store.last_sequences(run_ids)
-        inbox = await self.store.read_inbox([r.handler_id for r in rows])
-        for index, row in enumerate(rows):
-            if self.draining:
-                # Stopping began: the final release may already be written,
-                # so what this claim took goes back to the pool now.
-                left = [r.handler_id for r in rows[index:] if r.handler_id not in self._runs]
-                await self.store.release_handlers(self.owner.id, left)
-                return
-            if row.handler_id in self._runs:
-                continue  # still running here: the claim only refreshed our own lease
-            problem = self._unresumable(row)
-            if problem is not None:
-                await self._give_up(row.handler_id, problem)
-                continue
-            entries = [e for e in inbox if e.handler_id == row.handler_id]
-            await self._resume_one(row, sequences, entries)
-
-    async def _resume_one(
-        self, row: PersistentHandler, sequences: dict[str, int], inbox: list[InboxEntry]
-    ) -> None:
-        """Resume one claimed row; one that cannot be resumed fails alone."""
-        previous_owner = row.previous_owner_id
-        row = row.model_copy(update={"previous_owner_id": None})  # claim bookkeeping only
-        assert row.run_id is not None
-        live: LiveRun | None = None
-        try:
-            workflow = self.registry.get(row.workflow_name)
-            ctx, start = self._resume_inputs(row, workflow)
-            live = self._register(row, workflow, sequences.get(row.run_id, -1) + 1)
-            live.telemetry = self.telemetry.resumed(row, previous_owner=previous_owner)
-        except Exception as exc:
-            if live is not None:
-                self._unregister(live)
-            await self._give_up(row.handler_id, f"Cannot resume: {codec.readable_error(exc)}")
-            return
-        if await self._launch_or_fail(live, ctx, start):
-            for entry in inbox:
-                if entry.run_id == row.run_id:
-                    self._deliver_entry(live, entry)
-
-    def _unresumable(self, row: PersistentHandler) -> str | None:
-        if self.registry.find(row.workflow_name) is None:
-            return f"Cannot resume: workflow '{row.workflow_name}' is not registered on this server"
-        if row.run_id is None:
-            return "Cannot resume: the handler has no run"
-        if row.resume_attempts > self.config.max_resume_attempts:
-            attempts = self.config.max_resume_attempts
-            return (
-                f"Gave up resuming after {attempts} attempts without progress "
-                "(the run kept crashing its process)"
-            )
-        return None
-
-    def _resume_inputs(
-        self, row: PersistentHandler, entry: RegisteredWorkflow
-    ) -> tuple[dict[str, Any] | None, StartEvent | None]:
-        if row.ctx is not None and row.ctx.get("is_running"):
-            return row.ctx, None
-        # Nothing checkpointed mid-run yet: start over from the recorded start event.
-        start = entry.events.decode_start(row.start_event or {})
-        return row.ctx, start
-
-    async def _give_up(self, handler_id: str, reason: str) -> None:
-        fields = {"handler_id": handler_id, "run_state": "failed", "error": reason}
-        logger.error("handler %s failed: %s", handler_id, reason, extra=fields)
-        failure = WorkflowFailedEvent(step_name="", exception=RuntimeError(reason))
-        await self.store.finalize_handler(
-            handler_id, status="failed", error=reason, event=_stored(failure), at=utcnow()
-        )
-
-    # -- engine wiring -------------------------------------------------------------------
-
-    def _register(
-        self, row: PersistentHandler, entry: RegisteredWorkflow, next_sequence: int
-    ) -> LiveRun:
-        assert row.run_id is not None
-        if row.handler_id in self._runs:
-            raise ConflictError(f"Handler '{row.handler_id}' is already running")
-        live = LiveRun(
-            row,
-            workflow=entry,
-            serializer=self._serializer(entry),
-            next_sequence=next_sequence,
-            on_dirty=self._writer.mark,
-            on_idle=self._schedule_idle_release,
-            checkpoints=self.store.durable,
-        )
-        live.idle_since = row.idle_since
-        self._runs[row.handler_id] = live
-        return live
-
-    def _unregister(self, live: LiveRun) -> None:
-        if self._runs.get(live.handler_id) is live:
-            del self._runs[live.handler_id]
-        if live.idle_timer is not None:
-            live.idle_timer.cancel()  # it would keep the finished run alive until it fires
-        self.runtime.forget(live.run_id)
-        if live.handler is not None:  # it ran here (not a refused or failed start)
-            live.telemetry.ended(*_ending(live))
-
-    async def _launch_or_fail(
-        self, live: LiveRun, ctx: dict[str, Any] | None, start: StartEvent | None
-    ) -> bool:
-        try:
-            self._launch(live, ctx, start)
-        except Exception as exc:
-            live.abort()
-            reason = f"Cannot resume: {codec.readable_error(exc)}"
-            live.telemetry.ended("failed", reason)
-            self._unregister(live)
-            await self._give_up(live.handler_id, reason)
-            return False
-        return True
-
-    def _launch(self, live: LiveRun, ctx: dict[str, Any] | None, start: StartEvent | None) -> None:
-        workflow = live.workflow.workflow
-        context = (
-            None
-            if ctx is None
-            else Context.from_dict(workflow, ctx, serializer=self._serializer(live.workflow))
-        )
-        self.runtime.observe(live.run_id, live)
-        with live.telemetry.executing():  # steps inherit its tags and span
-            handler = workflow.run(ctx=context, start_event=start, run_id=live.run_id)
-        live.attach(handler, self.runtime.get_external_adapter(live.run_id))
-        self._spawn(self._watch(live))
-
-    async def _watch(self, live: LiveRun) -> None:
-        """Fail a run whose engine stopped without a terminal event (and was not released)."""
-        assert live.handler is not None
-        try:
-            await live.handler.stop_event_result()
-        except BaseException as exc:
-            error: BaseException | None = exc
-        else:
-            error = None
-        if live.outcome is None and not live.releasing and self._runs.get(live.handler_id) is live:
-            reason = (
-                f"{type(error).__name__}: {error}" if error else "the run stopped without a result"
-            )
-            live.observe_event(WorkflowFailedEvent(step_name="", exception=RuntimeError(reason)))
-
     def _serializer(self, entry: RegisteredWorkflow) -> Any:
         return self.runtime.get_serializer(entry.workflow)
-
-    def _deliver_entry(self, live: LiveRun, entry: InboxEntry) -> None:
-        try:
-            event = live.workflow.events.decode(json.loads(entry.payload))  # written by us
-            live.deliver(entry.id, event, entry.step)
-        except Exception as exc:
-            logger.warning(
-                "dropping undeliverable event %s for %s: %s", entry.id, live.handler_id, exc
-            )
-            live.drop_inbox_entry(entry.id)
-
-    def _lose(self, live: LiveRun) -> None:
-        """Stop a run this process no longer owns, writing nothing more for it."""
-        live.abort()
-        live.finished.set()
-        self._unregister(live)
-
-    def _retire(self, live: LiveRun) -> None:
-        """Forget a run whose end (or release) is written."""
-        live.abort()
-        self._unregister(live)
-
-    def _schedule_idle_release(self, live: LiveRun) -> None:
-        timeout = self.config.idle_timeout
-        if timeout is None or not self.running:
-            return
-        if live.idle_timer is not None:
-            live.idle_timer.cancel()
-        loop = asyncio.get_running_loop()
-        live.idle_timer = loop.call_later(
-            timeout, self._release_if_still_idle, live, live.idle_since
-        )
-
-    def _release_if_still_idle(self, live: LiveRun, marker: datetime | None) -> None:
-        if (
-            self._runs.get(live.handler_id) is live
-            and live.idle_since == marker
-            and not live.releasing
-        ):
-            self._spawn(live.stop_engine(self.config.stop_timeout))
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
-
-    def _background_done(self, task: asyncio.Task[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("background work of a run failed", exc_info=task.exception())
 
     # -- reading -------------------------------------------------------------------------
 
     async def get(self, handler_id: str, *, principal: str | None = None) -> PersistentHandler:
         """The handler (without its checkpoint); raises ``HandlerNotFoundError``."""
-        query = HandlerQuery(
-            handler_id_in=[handler_id], principal_in=self._scope(principal), load_ctx=False
-        )
-        rows = await self.store.query(query)
-        if not rows:
-            raise HandlerNotFoundError(handler_id)
-        return rows[0]
+        return await read_handler(self.store, handler_id, self._scope(principal))
 
     async def list_handlers(
         self, query: HandlerQuery, *, principal: str | None = None
@@ -774,8 +409,8 @@ class WorkflowService:
         cannot be written for now (it is kept, and written once the store is back).
         """
         while True:
-            self._refuse_if_stopping()
-            live = self._runs.get(handler_id)
+            self._stop.refuse_if_stopping()
+            live = self._live.get(handler_id)
             if live is not None:
                 await self._wait_written(live)
                 visible = not self.scoped or live.row.principal == principal
@@ -784,13 +419,13 @@ class WorkflowService:
             row = await self.get(handler_id, principal=principal)
             if row.is_terminal:
                 return row
-            await self._pause(self.config.stream_poll_interval)
+            await self._stop.pause(self.config.stream_poll_interval)
 
     async def _wait_written(self, live: LiveRun) -> None:
         while not live.finished.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(live.finished.wait(), self.config.poll_interval)
-            self._refuse_if_stopping()  # a release that cannot be written must not hold it
+            self._stop.refuse_if_stopping()  # a release that cannot be written must not hold it
             error = self._writer.last_error
             if not live.finished.is_set() and live.outcome is not None and error is not None:
                 raise StoreUnavailableError(
@@ -816,66 +451,14 @@ class WorkflowService:
         ``"now"`` starts after the last written event. Returns ``None`` when the
         run has finished and nothing is left after the cursor.
         """
-        self._refuse_if_stopping()
+        self._stop.refuse_if_stopping()
         row = await self.get(handler_id, principal=principal)
-        if row.run_id is None:
-            raise HandlerNotFoundError(handler_id)
-        cursor = await self._last_sequence(row.run_id) if after == "now" else after
-        first = await self._events_after(handler_id, row.run_id, cursor)
-        if not first and row.is_terminal:
-            return None
-        return EventStream(
-            row.run_id,
-            cursor,
-            first,
-            lambda run_id, after_seq, timeout: self._next_events(
-                handler_id, run_id, after_seq, timeout
-            ),
+        return await self._reader.open(
+            row,
+            after=after,
             include_internal=include_internal,
             heartbeat_interval=heartbeat_interval,
         )
-
-    async def _last_sequence(self, run_id: str) -> int:
-        for live in self._runs.values():
-            if live.run_id == run_id:
-                return live.durable_sequence
-        return (await self.store.last_sequences([run_id])).get(run_id, -1)
-
-    async def _events_after(self, handler_id: str, run_id: str, cursor: int) -> list[StoredEvent]:
-        live = self._runs.get(handler_id)
-        if live is not None and live.run_id == run_id:
-            if cursor >= live.durable_sequence:
-                return []  # nothing written after the cursor yet
-            if live.tail and live.tail[0].sequence <= cursor + 1:
-                return [e for e in live.tail if e.sequence > cursor]
-        return await self.store.read_events(run_id, after_sequence=cursor)
-
-    async def _next_events(
-        self, handler_id: str, run_id: str, cursor: int, timeout: float
-    ) -> list[StoredEvent] | None:
-        if self.draining:
-            return None  # the stream ends; its client reconnects from its last event
-        live = self._runs.get(handler_id)
-        if live is not None and live.run_id == run_id:
-            if live.durable_sequence <= cursor:
-                await live.wait_changed(timeout)
-            return None if self.draining else await self._events_after(handler_id, run_id, cursor)
-        events = await self.store.read_events(run_id, after_sequence=cursor)
-        if events:
-            return events
-        if not await self._still_streamable(handler_id, run_id, cursor):
-            return None
-        await self._pause(min(timeout, self.config.stream_poll_interval))
-        return []
-
-    async def _still_streamable(self, handler_id: str, run_id: str, cursor: int) -> bool:
-        rows = await self.store.query(HandlerQuery(handler_id_in=[handler_id], load_ctx=False))
-        if not rows or rows[0].run_id != run_id:
-            return False
-        if rows[0].is_terminal:
-            # The terminal event is written with the status: read it now.
-            return bool(await self.store.read_events(run_id, after_sequence=cursor, limit=1))
-        return True
 
     # -- sending events and cancelling -----------------------------------------------------
 
@@ -897,27 +480,7 @@ class WorkflowService:
         row = await self.get(handler_id, principal=principal)
         if row.is_terminal or row.run_id is None:
             raise ConflictError("Workflow already completed")
-        entry = self.registry.get(row.workflow_name)
-        decoded = event if isinstance(event, Event) else entry.events.decode(event)
-        _check_sendable(decoded)
-        _check_step(entry, step, decoded)
-        payload = codec.dumps(self._check_storable(entry, decoded, start=False))
-        inbox_id = await self.store.enqueue_event(handler_id, row.run_id, payload, step, utcnow())
-        if inbox_id is None:
-            raise ConflictError("Workflow already completed")
-        live = self._runs.get(handler_id)
-        if (
-            live is not None
-            and live.run_id == row.run_id
-            and live.handler is not None
-            and not live.releasing
-        ):
-            live.deliver(inbox_id, decoded, step)
-            return
-        if live is not None:
-            await live.finished.wait()
-        if not self.draining:  # else the row is left unowned, for the next owner
-            await self._supervisor.adopt([handler_id])
+        await self._inbox.send(row, self.registry.get(row.workflow_name), event, step)
 
     async def cancel(
         self, handler_id: str, *, purge: bool = False, principal: str | None = None
@@ -935,20 +498,16 @@ class WorkflowService:
         return "deleted"
 
     async def _cancel_running(self, row: PersistentHandler) -> None:
-        live = self._runs.get(row.handler_id)
-        if (
-            live is not None
-            and live.run_id == row.run_id
-            and live.handler is not None
-            and not live.releasing
-        ):
+        live = self._live.attached(row.handler_id, row.run_id)
+        if live is not None:
+            assert live.handler is not None
             if live.outcome is None:
                 await live.handler.cancel_run()
             await live.finished.wait()
             if live.outcome is not None and live.outcome.status == "cancelled":
                 return
             raise ConflictError(f"Handler '{row.handler_id}' already finished")
-        cancelled = _stored(WorkflowCancelledEvent())
+        cancelled = stored_event(WorkflowCancelledEvent())
         if not await self.store.finalize_handler(
             row.handler_id, status="cancelled", error=None, event=cancelled, at=utcnow()
         ):
@@ -957,16 +516,10 @@ class WorkflowService:
     def _require_running(self) -> None:
         if not self.running:
             raise StoreUnavailableError("The workflow service is not running", retry_after=5)
-        self._refuse_if_stopping()
+        self._stop.refuse_if_stopping()
         if not self.store.liveness.held:
             raise StoreUnavailableError(
                 "The server lost its database session and cannot own runs right now", retry_after=1
-            )
-
-    def _refuse_if_stopping(self) -> None:
-        if self.draining:
-            raise StoreUnavailableError(
-                "The server is shutting down; its runs continue after it", retry_after=1
             )
 
     # -- retrying failed runs -------------------------------------------------------------
@@ -990,73 +543,3 @@ class WorkflowService:
         if not self.draining:  # else the row is left unowned, for the next owner
             await self._supervisor.adopt([handler_id])
         return reopened
-
-
-def _start_event_for(entry: RegisteredWorkflow, given: StartEvent | None) -> StartEvent:
-    """The start event of a new run: ``given``, converted to the workflow's start class."""
-    cls = entry.workflow.start_event_class
-    if given is None:
-        try:
-            return cls()
-        except ValidationError as exc:
-            message = codec.describe_validation_error(exc)
-            raise BadEventError(f"Invalid {cls.__name__}: {message}") from exc
-    if isinstance(given, cls):
-        return given
-    # A base StartEvent (or another class) from host code: validated into the
-    # start class exactly as the same event sent over HTTP would be.
-    return entry.events.decode_start(codec.envelope(given))
-
-
-def _check_sendable(event: Event) -> None:
-    if isinstance(event, StopEvent):
-        raise BadEventError(
-            f"A {type(event).__name__} cannot be sent into a run: a run's outcome is its own"
-        )
-    if isinstance(event, StartEvent):
-        raise BadEventError(
-            f"A {type(event).__name__} cannot be sent into a running run: it has already started"
-        )
-
-
-def check_handler_id(handler_id: str) -> str:
-    """``handler_id`` if a URL path segment carries it unescaped; else ``BadRequestError``.
-
-    That is 1 to 255 RFC 3986 unreserved characters, ``:`` and ``@``, and not
-    ``.`` or ``..`` (which a URL path resolves away).
-    """
-    if not _HANDLER_ID.fullmatch(handler_id) or handler_id in (".", ".."):
-        raise BadRequestError(
-            "Invalid handler_id: use 1 to 255 letters, digits and '-._~:@' (not '.' or '..' alone)"
-        )
-    return handler_id
-
-
-def _check_step(entry: RegisteredWorkflow, step: str | None, event: Event) -> None:
-    """Refuse a target step the workflow lacks.
-
-    Whether the step takes the event is not checked against its signature: a
-    step may wait for it with ``ctx.wait_for_event`` instead.
-    """
-    if step is None:
-        return
-    steps = entry.workflow._get_steps()  # the engine's own table of steps, by name
-    if step not in steps:
-        raise BadEventError(f"Step {step} does not exist")
-
-
-def _ending(live: LiveRun) -> tuple[str, str | None]:
-    """How a run stopped executing here: its written outcome, released, or lost."""
-    if live.final is not None:
-        return live.final.status, live.final.error
-    return ("released" if live.releasing else "lost"), None
-
-
-def _scoped_key(principal: str | None, key: str) -> str:
-    raw = codec.dumps([principal, key]).encode()
-    return hashlib.sha256(raw).hexdigest()
-
-
-def _stored(event: Event) -> StoredEvent:
-    encoded = codec.encode(event)
-    return StoredEvent(-1, encoded.payload, encoded.event_type, encoded.internal, encoded.terminal)

@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from ..errors import StoreUnavailableError
-from ..store.base import AbstractWorkflowStore, InboxEntry, PersistentHandler, utcnow
+from ..store.base import AbstractWorkflowStore, utcnow
 from .config import ServiceConfig
 from .guard import FailureLog, start_guarded
-from .live import LiveRun
+from .inbox import deliver_entry
+from .live_runs import LiveRuns
 from .ownership import Owner
+
+if TYPE_CHECKING:
+    from .recovery import Recovery
 
 logger = logging.getLogger(__name__)
 
@@ -35,18 +40,14 @@ class Supervisor:
         owner: Owner,
         config: ServiceConfig,
         *,
-        live_runs: Callable[[], Sequence[LiveRun]],
-        on_lost: Callable[[LiveRun], None],
-        deliver: Callable[[LiveRun, InboxEntry], None],
-        resume: Callable[[Sequence[PersistentHandler]], Awaitable[None]],
+        live: LiveRuns,
+        recovery: Recovery,
     ) -> None:
         self._store = store
         self._owner = owner
         self._config = config
-        self._live_runs = live_runs
-        self._on_lost = on_lost
-        self._deliver = deliver
-        self._resume = resume
+        self._live = live
+        self._recovery = recovery
         self._task: asyncio.Task[None] | None = None
         self._last_renewal = time.monotonic()
         # Claims and renewals must not interleave: a row claimed but not yet
@@ -99,7 +100,7 @@ class Supervisor:
         # Runs started after this snapshot may not be written yet: only those
         # already running can be judged lost.
         running = [
-            r for r in self._live_runs() if r.handler is not None and not r.finished.is_set()
+            r for r in self._live.values() if r.handler is not None and not r.finished.is_set()
         ]
         lease_until = utcnow() + timedelta(seconds=self._config.lease_ttl)
         owned = await self._store.renew_leases(self._owner.id, lease_until)
@@ -107,21 +108,21 @@ class Supervisor:
         for run in running:
             if run.handler_id not in owned and not run.finished.is_set():
                 logger.info("run %s is no longer owned here; stopping it", run.run_id)
-                self._on_lost(run)
+                self._live.lose(run)
         # Rows still ours that nothing here runs (stopped while the store was
         # away) go back to the pool, to be claimed and resumed properly.
-        orphans = owned - {run.handler_id for run in self._live_runs()}
+        orphans = owned - {run.handler_id for run in self._live.values()}
         if orphans:
             await self._store.release_handlers(self._owner.id, sorted(orphans))
 
     async def _deliver_remote_events(self) -> None:
-        runs = {run.handler_id: run for run in self._live_runs() if run.handler is not None}
+        runs = {run.handler_id: run for run in self._live.values() if run.handler is not None}
         if not runs:
             return
         for entry in await self._store.read_inbox(list(runs)):
             run = runs.get(entry.handler_id)
             if run is not None and entry.run_id == run.run_id and entry.id not in run.delivered:
-                self._deliver(run, entry)
+                deliver_entry(run, entry)
 
     async def adopt(self, handler_ids: Sequence[str] | None = None) -> int:
         """Claim and resume runs nobody live owns; return how many were claimed."""
@@ -147,7 +148,7 @@ class Supervisor:
                 handler_ids=handler_ids,
                 limit=self._config.claim_batch_size,
             )
-            await self._resume(rows)
+            await self._recovery.resume_batch(rows)
             claimed += len(rows)
             if len(rows) < self._config.claim_batch_size:
                 return claimed
@@ -159,7 +160,7 @@ class Supervisor:
             self._failures.failed(exc)  # a bug: its traceback, once
         silent_for = time.monotonic() - self._last_renewal
         if silent_for > self._config.lease_ttl * 0.75:
-            for run in self._live_runs():
+            for run in self._live.values():
                 if not run.finished.is_set():
                     logger.warning("lease of run %s may lapse; stopping it here", run.run_id)
-                    self._on_lost(run)
+                    self._live.lose(run)

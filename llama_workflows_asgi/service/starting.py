@@ -1,0 +1,297 @@
+"""Starting a run: from a start event (and maybe a handler id, a context, an idempotency key)
+to a written row and a launched engine.
+
+The inputs are checked before anything is written (the start event must
+checkpoint and decode back, a reused handler id must be a finished handler of
+the same caller and workflow, a given context must load). The run is live here
+before its row exists, so that an ownership round never takes it for an orphan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import string
+from datetime import timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from workflows import Context
+from workflows.context.serializers import JsonSerializer
+from workflows.events import Event, StartEvent
+
+from .. import codec
+from ..errors import BadEventError, BadRequestError, ConflictError
+from ..registry import RegisteredWorkflow
+from ..store.base import (
+    AbstractWorkflowStore,
+    HandlerExistsError,
+    HandlerQuery,
+    IdempotencyKeyExistsError,
+    PersistentHandler,
+    utcnow,
+)
+from ..telemetry import Telemetry
+from .config import ServiceConfig
+from .launch import Launcher
+from .live_runs import LiveRuns
+from .ownership import Owner
+from .reading import read_handler
+from .runtime import DurableRuntime
+from .stopping import StopSignal
+
+_ID_ALPHABET = string.ascii_letters + string.digits
+_ID_SPACE = len(_ID_ALPHABET) ** 10
+_IN_USE = "Handler id '{}' is already in use"
+_HANDLER_ID = re.compile(r"[A-Za-z0-9._~:@-]{1,255}")
+
+
+class Starter:
+    """Writes and launches new runs of registered workflows."""
+
+    def __init__(
+        self,
+        store: AbstractWorkflowStore,
+        owner: Owner,
+        config: ServiceConfig,
+        runtime: DurableRuntime,
+        telemetry: Telemetry,
+        *,
+        live: LiveRuns,
+        launcher: Launcher,
+        stop: StopSignal,
+        scoped: bool,
+    ) -> None:
+        self._store = store
+        self._owner = owner
+        self._config = config
+        self._runtime = runtime
+        self._telemetry = telemetry
+        self._live = live
+        self._launcher = launcher
+        self._stop = stop
+        self._scoped = scoped
+
+    async def start(
+        self,
+        entry: RegisteredWorkflow,
+        start_event: StartEvent | None,
+        *,
+        handler_id: str | None,
+        principal: str | None,
+        context: dict[str, Any] | None,
+        key: str | None,
+        request_hash: str | None,
+    ) -> PersistentHandler:
+        """Start a run of ``entry`` and return it once its row is written.
+
+        ``key`` is the idempotency key as stored (see :func:`scoped_key`).
+        """
+        if key is not None:
+            replay = await self._replay(key, request_hash, principal)
+            if replay is not None:
+                return replay
+        event = _start_event_for(entry, start_event)
+        storable_envelope(entry, event, self._runtime.get_serializer(entry.workflow), start=True)
+        ctx, replaces = await self._initial_context(entry, handler_id, principal, context)
+        row = self._new_row(entry, handler_id or new_id(), event, principal, key, request_hash)
+        row.ctx = ctx  # the context the run starts from: none, a carried state store, or given
+        return await self._create_and_launch(row, entry, event, replaces)
+
+    async def _replay(
+        self, key: str, request_hash: str | None, principal: str | None
+    ) -> PersistentHandler | None:
+        existing = await self._store.get_by_idempotency_key(key)
+        if existing is None:
+            return None
+        if existing.request_hash != request_hash:
+            raise ConflictError("Idempotency-Key was already used with a different request")
+        scope = [principal] if self._scoped else None
+        return await read_handler(self._store, existing.handler_id, scope)
+
+    async def _initial_context(
+        self,
+        entry: RegisteredWorkflow,
+        handler_id: str | None,
+        principal: str | None,
+        context: dict[str, Any] | None,
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        given = self._accepted_context(entry, context)
+        if handler_id is None:
+            return given, None
+        previous = await self._previous_handler(entry, handler_id, principal)
+        if previous is None:
+            return given, None
+        if given is None and previous.ctx is not None:
+            given = {"state": previous.ctx.get("state") or {}}
+        return given, previous.run_id
+
+    def _accepted_context(
+        self, entry: RegisteredWorkflow, context: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        if not context:
+            return None
+        if not self._config.accept_context_api:
+            raise BadRequestError(
+                "Context API is disabled. Enable accept_context_api on the router to use it."
+            )
+        serializer = self._runtime.get_serializer(entry.workflow)
+        try:
+            Context.from_dict(entry.workflow, context, serializer=serializer)
+        except Exception as exc:
+            raise BadRequestError(f"Invalid context: {codec.readable_error(exc)}") from exc
+        return context
+
+    async def _previous_handler(
+        self, entry: RegisteredWorkflow, handler_id: str, principal: str | None
+    ) -> PersistentHandler | None:
+        rows = await self._store.query(HandlerQuery(handler_id_in=[handler_id]))
+        if not rows:
+            return None
+        previous = rows[0]
+        if previous.principal != principal:
+            # The same answer whatever that handler's state: nothing about
+            # another caller's handler may show.
+            raise ConflictError(_IN_USE.format(handler_id))
+        if not previous.is_terminal or handler_id in self._live:
+            raise ConflictError(f"Handler '{handler_id}' is already running")
+        if previous.workflow_name != entry.name:
+            raise ConflictError(_IN_USE.format(handler_id))
+        return previous
+
+    def _new_row(
+        self,
+        entry: RegisteredWorkflow,
+        handler_id: str,
+        event: StartEvent,
+        principal: str | None,
+        key: str | None,
+        request_hash: str | None,
+    ) -> PersistentHandler:
+        now = utcnow()
+        return PersistentHandler(
+            handler_id=handler_id,
+            workflow_name=entry.name,
+            status="running",
+            run_id=new_id(),
+            started_at=now,
+            updated_at=now,
+            start_event=codec.envelope(event),
+            principal=principal,
+            owner_id=self._owner.id,
+            lease_expires_at=now + timedelta(seconds=self._config.lease_ttl),
+            idempotency_key=key,
+            request_hash=request_hash if key is not None else None,
+        )
+
+    async def _create_and_launch(
+        self,
+        row: PersistentHandler,
+        entry: RegisteredWorkflow,
+        event: StartEvent,
+        replaces: str | None,
+    ) -> PersistentHandler:
+        # Registered before the row exists so an ownership round never takes
+        # the freshly written row for an orphan.
+        live = self._live.register(row, entry, next_sequence=0)
+        live.telemetry = self._telemetry.accepted(row)  # records the trace context in the row
+        try:
+            await self._store.create_handler(row, replaces_run_id=replaces)
+        except IdempotencyKeyExistsError:
+            self._live.unregister(live)
+            assert row.idempotency_key is not None
+            replay = await self._replay(row.idempotency_key, row.request_hash, row.principal)
+            if replay is None:
+                raise
+            return replay
+        except HandlerExistsError as exc:
+            self._live.unregister(live)
+            taken = _IN_USE if self._scoped else "Handler '{}' is already running"
+            raise ConflictError(taken.format(row.handler_id)) from exc
+        except BaseException:
+            self._live.unregister(live)
+            raise
+        if self._stop.draining:
+            # Accepted and written, but stopping began meanwhile: the next owner runs it.
+            self._live.unregister(live)
+            await self._store.release_handlers(self._owner.id, [row.handler_id])
+            return row.model_copy(update={"ctx": None, "owner_id": None, "lease_expires_at": None})
+        await self._launcher.launch_or_fail(live, row.ctx, event)
+        return row.model_copy(update={"ctx": None})
+
+
+def new_id() -> str:
+    """A 10-character random id from ``[A-Za-z0-9]``, like the reference server's."""
+    number = secrets.randbelow(_ID_SPACE)  # one draw instead of one per character
+    symbols = []
+    for _ in range(10):
+        number, digit = divmod(number, 62)
+        symbols.append(_ID_ALPHABET[digit])
+    return "".join(symbols)
+
+
+def check_handler_id(handler_id: str) -> str:
+    """``handler_id`` if a URL path segment carries it unescaped; else ``BadRequestError``.
+
+    That is 1 to 255 RFC 3986 unreserved characters, ``:`` and ``@``, and not
+    ``.`` or ``..`` (which a URL path resolves away).
+    """
+    if not _HANDLER_ID.fullmatch(handler_id) or handler_id in (".", ".."):
+        raise BadRequestError(
+            "Invalid handler_id: use 1 to 255 letters, digits and '-._~:@' (not '.' or '..' alone)"
+        )
+    return handler_id
+
+
+def scoped_key(principal: str | None, key: str) -> str:
+    """The stored form of an idempotency key: one caller's key never matches another's."""
+    raw = codec.dumps([principal, key]).encode()
+    return hashlib.sha256(raw).hexdigest()
+
+
+def storable_envelope(
+    entry: RegisteredWorkflow, event: Event, serializer: Any, *, start: bool
+) -> dict[str, Any]:
+    """``event``'s envelope, once it is known to checkpoint and decode back.
+
+    Raises ``BadEventError`` otherwise: an input accepted and then refused
+    by the serializer would fail its run (or, stored as something else,
+    be silently replaced).
+    """
+    envelope = codec.envelope(event)
+    payload = codec.dumps(envelope)
+    try:
+        payload.encode("utf-8")
+        # Decoded as it will be when resumed or delivered: our own JSON,
+        # so without the input limits (the envelope nests a little deeper).
+        back = (entry.events.decode_start if start else entry.events.decode)(json.loads(payload))
+    except (UnicodeEncodeError, BadEventError) as exc:
+        raise BadEventError(f"Invalid event: it does not decode back ({exc})") from exc
+    if codec.envelope(back) != envelope:
+        raise BadEventError("Invalid event: its value changes when it is decoded again")
+    if type(serializer) is JsonSerializer:
+        return envelope  # it dumps an event exactly as envelope() just did
+    try:
+        serializer.serialize(event)
+    except Exception as exc:
+        reason = codec.readable_error(exc)
+        raise BadEventError(f"Invalid event: it cannot be checkpointed ({reason})") from exc
+    return envelope
+
+
+def _start_event_for(entry: RegisteredWorkflow, given: StartEvent | None) -> StartEvent:
+    """The start event of a new run: ``given``, converted to the workflow's start class."""
+    cls = entry.workflow.start_event_class
+    if given is None:
+        try:
+            return cls()
+        except ValidationError as exc:
+            message = codec.describe_validation_error(exc)
+            raise BadEventError(f"Invalid {cls.__name__}: {message}") from exc
+    if isinstance(given, cls):
+        return given
+    # A base StartEvent (or another class) from host code: validated into the
+    # start class exactly as the same event sent over HTTP would be.
+    return entry.events.decode_start(codec.envelope(given))
