@@ -6,6 +6,8 @@ import asyncio
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +50,16 @@ class BeatWorkflow(Workflow):
         return StopEvent(result="done")
 
 
-async def lock(path: Path) -> sqlite3.Connection:
-    """Take the SQLite file's write lock (waiting, off the event loop, for the writer)."""
+@asynccontextmanager
+async def locked(path: Path) -> AsyncIterator[None]:
+    """Hold the SQLite file's write lock (taken off the event loop, once the writer lets go)."""
     blocker = sqlite3.connect(path, isolation_level=None, timeout=10, check_same_thread=False)
     await asyncio.to_thread(blocker.execute, "BEGIN EXCLUSIVE")
-    return blocker
+    try:
+        yield
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
 
 
 def locked_sqlite_server(path: Path) -> WorkflowServer:
@@ -69,12 +76,8 @@ async def test_health_reports_a_writer_blocked_on_a_locked_sqlite_file(tmp_path:
     async with serving(server.app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
         handler = (await http.post("/workflows/beat/run-nowait", json={})).json()
         before = await health_once(http, 200)
-        blocker = await lock(path)
-        try:
+        async with locked(path):
             stalled = await health_once(http, 503)
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
         after = await health_once(http, 200)
         await http.post(f"/handlers/{handler['handler_id']}/cancel")
 
@@ -88,12 +91,8 @@ async def test_health_reports_an_ownership_loop_that_cannot_renew(tmp_path: Path
     server = locked_sqlite_server(path)  # no run: the writer has nothing to write
     async with serving(server.app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
         before = await health_once(http, 200)
-        blocker = await lock(path)
-        try:
+        async with locked(path):
             stalled = await health_once(http, 503)
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
         after = await health_once(http, 200)
 
     assert before == after == {"status": "healthy"}
