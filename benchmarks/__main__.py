@@ -4,7 +4,9 @@
 2. listing cost at 1,000 and 100,000 handlers (``benchmarks.listing``),
 3. resume cost after 10 and 10,000 steps, and adopting 1,000 runs (``benchmarks.resume``),
 4. pruning 100,000 finished runs under load (``benchmarks.prune``),
-5. with ``--load``: 200 SSE clients for a minute (``benchmarks.load``).
+5. statements per run, per ownership round and per streamed event with 1, 2
+   and 4 replicas on one PostgreSQL (``benchmarks.cluster``),
+6. with ``--load``: 200 SSE clients for a minute (``benchmarks.load``).
 
 ``--quick`` shortens every measurement (for a smoke run, not for figures).
 """
@@ -19,14 +21,22 @@ QUICK = {
     "listing": ["--sizes", "1000,20000", "--repeat", "10"],
     "resume": ["--steps", "10,1000", "--runs", "200", "--repeat", "1"],
     "prune": ["--runs", "10000", "--baseline", "3"],
+    "cluster": ["--quick"],
     "load": ["--clients", "50", "--seconds", "5", "--rounds", "1"],
 }
-FULL = {"run": [], "listing": ["--postgres"], "resume": ["--postgres"], "prune": [], "load": []}
+FULL = {
+    "run": [],
+    "listing": ["--postgres"],
+    "resume": ["--postgres"],
+    "prune": [],
+    "cluster": [],
+    "load": [],
+}
 
 
 def main() -> int:
     quick, load = "--quick" in sys.argv, "--load" in sys.argv
-    steps = ["run", "listing", "resume", "prune"] + (["load"] if load else [])
+    steps = ["run", "listing", "resume", "prune", "cluster"] + (["load"] if load else [])
     for name in steps:
         arguments = (QUICK if quick else FULL)[name]
         print(f"\n=== benchmarks.{name} {' '.join(arguments)}", flush=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from tests.support.postgres import PostgresServer, find_bindir
@@ -14,8 +14,14 @@ class _Disabled:
 
 
 @contextmanager
-def durable_postgres(*, enabled: bool = True) -> Iterator[PostgresServer | _Disabled]:
-    """Start PostgreSQL with fsync and synchronous commits on (unlike the test server)."""
+def durable_postgres(
+    *, enabled: bool = True, settings: Mapping[str, str] | None = None
+) -> Iterator[PostgresServer | _Disabled]:
+    """Start PostgreSQL with fsync and synchronous commits on (unlike the test server).
+
+    ``settings`` go to ``postgresql.conf`` before the first start (e.g.
+    ``shared_preload_libraries``, which only a start reads).
+    """
     if not enabled:
         yield _Disabled()
         return
@@ -25,6 +31,8 @@ def durable_postgres(*, enabled: bool = True) -> Iterator[PostgresServer | _Disa
     server = PostgresServer(bindir, durable=True)
     try:
         server.init()
+        with (server.data / "postgresql.conf").open("a") as conf:
+            conf.writelines(f"{name} = '{value}'\n" for name, value in (settings or {}).items())
         server.start()
         server.prepare_template()
         yield server

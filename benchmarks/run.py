@@ -66,16 +66,25 @@ class Result:
 class Server:
     """One benchmarked server process."""
 
-    def __init__(self, target: str, database: str, code: str | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        database: str,
+        code: str | None = None,
+        *,
+        app: str = "benchmarks.apps:create_app",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         env = {
             **os.environ,
+            **(env or {}),
             "BENCH_TARGET": target,
             "BENCH_DATABASE": database,
             # ``code``: another checkout's package shadows the installed one.
             "PYTHONPATH": os.pathsep.join(filter(None, [code, str(ROOT)])),
         }
-        command = [sys.executable, "-m", "uvicorn", "--factory", "benchmarks.apps:create_app"]
+        command = [sys.executable, "-m", "uvicorn", "--factory", app]
         command += ["--port", str(self.port), "--log-level", "warning", "--no-access-log"]
         self.process = subprocess.Popen(command, env=env, cwd=ROOT)
         self.url = f"http://127.0.0.1:{self.port}"
