@@ -52,14 +52,16 @@ Figures = dict[str, float]
 
 
 def figures(sample: Sample, per: float, background: Sample | None = None) -> Figures:
-    """The sample's counts divided by ``per``, less the background's rate over as long.
+    """The sample's counts divided by ``per``, less the background's per ownership round.
+
+    Per round, not per second: under load rounds come less often than when idle.
 
     WAL is not corrected: the background writes almost none, but now and then a
     checkpoint or autovacuum's, which would then be taken off every later phase.
     """
     client, server = sample.client(), sample.server
     if background is not None:
-        scale = sample.seconds / background.seconds
+        scale = sample.rounds / background.rounds
         client = _minus(client, background.client(), scale)
         server = _minus(server, background.server, scale)
         server["wal_bytes"] = sample.server["wal_bytes"]
@@ -88,15 +90,9 @@ async def per_round(cluster: Cluster, waiting: int, window: float) -> tuple[Figu
     await cluster.reset()
     await asyncio.sleep(window)
     sample = await cluster.sample()
-    figs = figures(sample, rounds(cluster, sample))
+    figs = figures(sample, sample.rounds)
     figs["counted_by_statement"] = float(sample.client()["rounds"] > 0)
     return figs, sample
-
-
-def rounds(cluster: Cluster, sample: Sample) -> float:
-    """Ownership rounds of all replicas in the sample: renewal statements, else time."""
-    counted = sample.client()["rounds"]
-    return counted or sample.seconds / cluster.poll_interval * len(cluster.replicas)
 
 
 async def start_waiting(cluster: Cluster, count: int, clients: int = 32) -> None:
@@ -194,6 +190,7 @@ async def measure_cluster(
         for waiting in (w for w in args.waiting if w):
             figs, sample = await per_round(cluster, waiting, args.window)
             result["rounds"][waiting], top[f"rounds, {waiting} waiting"] = figs, sample.top
+        result["connections_open"] = await stats.connections(cluster.dbname)
     return result
 
 
@@ -250,7 +247,9 @@ def print_results(results: list[dict[str, Any]], args: argparse.Namespace) -> No
             for name, f in result[key].items():
                 by_time = "*" if f.get("counted_by_statement") == 0.0 else ""
                 print(line(label.format(result["replicas"], name) + by_time, f))
-    print("\nstmts: client statements (executemany once); S/I/U/D/N: select/insert/update/")
+    opened = ", ".join(f"{r['replicas']} replica(s): {r['connections_open']}" for r in results)
+    print(f"\nconnections open to the database at the end: {opened}")
+    print("stmts: client statements (executemany once); S/I/U/D/N: select/insert/update/")
     print("delete/notify. The server's counts (pg_stat_statements): rows written, execs (all")
     print("executions), tx (BEGIN, COMMIT, ROLLBACK), commits; WAL B: WAL bytes; PG ms: CPU of")
     print("all PostgreSQL processes. Streams: client columns count the reading replica only.")
@@ -266,15 +265,14 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=None, help="seconds per round window")
     parser.add_argument("--echo-runs", type=int, default=None)
     parser.add_argument("--chain-runs", type=int, default=None)
-    parser.add_argument("--events", type=int, default=100)
+    parser.add_argument("--events", type=int, default=None, help="events per drip run")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--poll-interval", type=float, default=0.5)
     parser.add_argument("--stream-poll-interval", type=float, default=0.5)
     args = parser.parse_args()
-    defaults = (
-        ("1,2", "0,100", 2.0, 100, 20) if args.quick else ("1,2,4", "0,100,1000", 8.0, 400, 100)
-    )
-    names = ("replicas", "waiting", "window", "echo_runs", "chain_runs")
+    quick, full = ("1,2", "0,100", 1.5, 60, 10, 40), ("1,2,4", "0,100,1000", 8.0, 400, 100, 100)
+    defaults = quick if args.quick else full
+    names = ("replicas", "waiting", "window", "echo_runs", "chain_runs", "events")
     for name, value in zip(names, defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, value)

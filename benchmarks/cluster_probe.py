@@ -43,11 +43,18 @@ class Sample:
     replicas: list[Counter[str]]
     server: Counter[str]
     seconds: float
+    poll_interval: float
     top: list[dict[str, Any]] = field(default_factory=list)
 
     def only(self, index: int) -> Sample:
         """The same sample with replica ``index``'s counts alone on the client side."""
-        return Sample([self.replicas[index]], self.server, self.seconds, self.top)
+        return Sample([self.replicas[index]], self.server, self.seconds, self.poll_interval)
+
+    @property
+    def rounds(self) -> float:
+        """Ownership rounds of these replicas: renewal statements, else ``seconds / poll``."""
+        counted = self.client()["rounds"]
+        return counted or self.seconds / self.poll_interval * len(self.replicas)
 
     def client(self) -> Counter[str]:
         """The replicas' counts added up."""
@@ -106,6 +113,11 @@ class ServerStats:
         counts["pg_cpu_ms"] = round((postgres_cpu_seconds(self.pg) - self.cpu) * 1000)
         return counts
 
+    async def connections(self, dbname: str) -> int:
+        """Connections open to ``dbname`` right now (pools keep theirs between uses)."""
+        query = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
+        return int(await self.conn.fetchval(query, dbname))
+
 
 def postgres_cpu_seconds(pg: PostgresServer) -> float:
     """User + system CPU of the postmaster and its children (backends, WAL writer, ...)."""
@@ -160,7 +172,7 @@ class Cluster:
         server = await self.stats.counts(self.dbname)
         replicas = [Counter(state["counts"]) for state in states]
         seconds = max(counts.pop("seconds") for counts in replicas)
-        return Sample(replicas, server, seconds, self.stats.top)
+        return Sample(replicas, server, seconds, self.poll_interval, self.stats.top)
 
     async def gauge(self, name: str) -> int:
         """A gauge of ``benchmarks.cluster_app`` added up over the replicas."""
