@@ -5,9 +5,10 @@
 For each cluster size, fresh replica processes (``benchmarks.cluster_app`` in
 uvicorn) share a fresh database on one durable PostgreSQL, and each phase is
 counted twice: by a cursor hook in every replica (statements by kind, an
-``executemany`` once, rows written from ``rowcount``) and by the server
-(``pg_stat_statements`` executions with ``BEGIN``/``COMMIT``, WAL bytes, CPU
-of all PostgreSQL processes). Phases, in this order:
+``executemany`` once) and by the server (``pg_stat_statements``: executions,
+``BEGIN``/``COMMIT`` included, and rows written; WAL bytes; CPU of all
+PostgreSQL processes). ``--quick``: 1 and 2 replicas, 0 and 100 waiting runs,
+fewer runs and shorter windows (a smoke run). Phases, in this order:
 
 1. **rounds, 0 waiting runs**: nothing but the replicas' own loops for
    ``--window`` seconds; this is the background later phases subtract;
@@ -73,6 +74,8 @@ def figures(sample: Sample, per: float, background: Sample | None = None) -> Fig
     for key in ("executions", "rows_written", "commits", "wal_bytes", "pg_cpu_ms"):
         out[key] = server[key]
     out["tx"] = server["x.tx"]
+    # Sent on a raw driver connection (a LISTEN connection), these escape the client hook.
+    out["server_notify"], out["server_listen"] = server["x.notify"], server["x.listen"]
     return {key: value / per for key, value in out.items()}
 
 
