@@ -20,16 +20,27 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Text, bindparam, case, delete, func, insert, literal, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Text,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..errors import ConflictError, WorkflowServerError
+from . import state
 from ._queries import chunks, claimable, query_filters
 from ._rows import event_values, handler_from_row, handler_values
 from .base import (
-    TERMINAL_STATUSES,
     HandlerExistsError,
     HandlerQuery,
     IdempotencyKeyExistsError,
@@ -63,6 +74,16 @@ def one_by_one(
 
     run.__name__ = run.__qualname__ = write.__name__
     return run
+
+
+def admitting(requirement: state.Requirement) -> list[ColumnElement[bool]]:
+    """``requirement`` (see ``state``) as WHERE clauses on the handler table."""
+    clauses: list[ColumnElement[bool]] = [c.status.in_(sorted(requirement.statuses))]
+    run = c.run_id
+    clauses.append(run.is_not(None) if requirement.run_id is None else run == requirement.run_id)
+    if requirement.fenced:  # == None compiles to IS NULL: an unowned row
+        clauses.append(c.owner_id == requirement.owner_id)
+    return clauses
 
 
 def _upsert_insert(conn: AsyncConnection) -> Any:
@@ -141,8 +162,7 @@ async def _replace(conn: AsyncConnection, handler: PersistentHandler, old_run_id
     del values["handler_id"]
     stmt = (
         update(handlers)
-        .where(c.handler_id == handler.handler_id, c.run_id == old_run_id)
-        .where(c.status.in_(sorted(TERMINAL_STATUSES)))
+        .where(c.handler_id == handler.handler_id, *admitting(state.replaceable(old_run_id)))
         .values(values)
     )
     async with _key_conflicts_as_errors(conn, handler):
@@ -241,6 +261,23 @@ class _RunState:
     ctx: str | None = None
     changed: bool = False
 
+    @property
+    def status(self) -> str:
+        """The row's status, for ``state.Requirement.admits``."""
+        return str(self.values["status"])
+
+    @property
+    def run_id(self) -> str | None:
+        """The row's run."""
+        run_id: str | None = self.values["run_id"]
+        return run_id
+
+    @property
+    def owner_id(self) -> str | None:
+        """The row's owner."""
+        owner_id: str | None = self.values["owner_id"]
+        return owner_id
+
 
 @dataclass
 class _ProgressPlan:
@@ -253,22 +290,16 @@ class _ProgressPlan:
 
     def apply(self, item: RunProgress) -> bool:
         """Apply ``item`` if it is fenced in (its writer still owns the run)."""
-        state = self.states.get(item.handler_id)
-        if state is None or not _fenced_in(state.values, item):
+        row, transition = self.states.get(item.handler_id), state.progress(item)
+        if row is None or not transition.requires.admits(row):
             return False
-        values = state.values
-        values.update(updated_at=item.updated_at, idle_since=item.idle_since)
-        if item.ctx is not None:
-            state.ctx = item.ctx
-        if item.reset_attempts:
-            values["resume_attempts"] = 0
-        if item.status != "running":
-            values.update(status=item.status, result=item.result, error=item.error)
-            values.update(completed_at=item.updated_at, idle_since=None)
+        sets = transition.sets
+        if "ctx" in sets:  # written apart: a checkpoint is never read back here
+            row.ctx = sets["ctx"]
+        row.values.update((k, v) for k, v in sets.items() if k != "ctx")
+        if transition.ends_run:
             self.finished.append(item.handler_id)
-        if item.status != "running" or item.release:
-            values.update(owner_id=None, lease_expires_at=None)
-        state.changed = True
+        row.changed = True
         self.events.extend(event_values(item.run_id, event) for event in item.events)
         self.consumed.extend(item.consumed_inbox)
         return True
@@ -292,14 +323,9 @@ class _ProgressPlan:
             await conn.execute(delete(inbox).where(inbox.c.handler_id.in_(hids)))
 
 
-def _fenced_in(values: dict[str, Any], item: RunProgress) -> bool:
-    status, run_id, owner_id = values["status"], values["run_id"], values["owner_id"]
-    return bool(status == "running" and run_id == item.run_id and owner_id == item.owner_id)
-
-
-def _update_params(handler_id: str, state: _RunState) -> dict[str, Any]:
-    params = {f"b_{name}": state.values[name] for name in _STATE_COLUMNS}
-    params.update(b_handler_id=handler_id, b_ctx=state.ctx)
+def _update_params(handler_id: str, row: _RunState) -> dict[str, Any]:
+    params = {f"b_{name}": row.values[name] for name in _STATE_COLUMNS}
+    params.update(b_handler_id=handler_id, b_ctx=row.ctx)
     return params
 
 
@@ -342,11 +368,11 @@ class Finalize:
 
 
 async def _finalize_handler(conn: AsyncConnection, op: Finalize) -> bool:
+    transition = state.finalize(op.status, error=op.error, at=op.at)
     stmt = (
         update(handlers)
-        .where(c.handler_id == op.handler_id, c.status == "running", c.run_id.is_not(None))
-        .values(status=op.status, error=op.error, result=None, updated_at=op.at)
-        .values(completed_at=op.at, idle_since=None, owner_id=None, lease_expires_at=None)
+        .where(c.handler_id == op.handler_id, *admitting(transition.requires))
+        .values(dict(transition.sets))
         .returning(c.run_id)
     )
     run_id: str | None = (await conn.execute(stmt)).scalar_one_or_none()
@@ -389,7 +415,7 @@ async def _enqueue_event(conn: AsyncConnection, op: Enqueue) -> int | None:
             literal(op.step, inbox.c.step.type),
             literal(op.at, UtcDateTime()),
         )
-        .where(c.handler_id == op.handler_id, c.run_id == op.run_id, c.status == "running")
+        .where(c.handler_id == op.handler_id, *admitting(state.accepts_events(op.run_id)))
         .with_for_update(read=True)
     )
     columns = ["handler_id", "run_id", "payload", "step", "created_at"]
@@ -499,12 +525,11 @@ class Reopen:
 
 
 async def _reopen_handler(conn: AsyncConnection, op: Reopen) -> bool:
+    transition = state.reopen(op.run_id, ctx=op.ctx, at=op.at)
     stmt = (
         update(handlers)
-        .where(c.handler_id == op.handler_id, c.run_id == op.run_id, c.status == "failed")
-        .values(status="running", ctx=op.ctx, error=None, result=None, updated_at=op.at)
-        .values(completed_at=None, idle_since=None, owner_id=None, lease_expires_at=None)
-        .values(resume_attempts=0)
+        .where(c.handler_id == op.handler_id, *admitting(transition.requires))
+        .values(dict(transition.sets))
     )
     if (await conn.execute(stmt)).rowcount != 1:
         return False
