@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..errors import ConflictError, WorkflowServerError
 from . import state
+from ._batch import BatchFunction, Outcome
 from ._queries import chunks, claimable, query_filters
 from ._rows import event_values, handler_from_row, handler_values
 from .base import (
@@ -58,13 +59,11 @@ handlers, events, inbox = handlers_table, events_table, inbox_table
 c = handlers.c
 
 
-def one_by_one(
-    write: Callable[[AsyncConnection, P], Awaitable[R]],
-) -> Callable[[AsyncConnection, list[P]], Awaitable[list[Any]]]:
+def one_by_one(write: Callable[[AsyncConnection, P], Awaitable[R]]) -> BatchFunction[P, R]:
     """A batch function applying ``write`` to each payload in turn."""
 
-    async def run(conn: AsyncConnection, payloads: list[P]) -> list[Any]:
-        outcomes: list[Any] = []
+    async def run(conn: AsyncConnection, payloads: list[P]) -> list[Outcome[R]]:
+        outcomes: list[Outcome[R]] = []
         for payload in payloads:
             try:
                 outcomes.append(await write(conn, payload))
@@ -112,11 +111,11 @@ class Create:
     replaces_run_id: str | None
 
 
-async def create_handler(conn: AsyncConnection, ops: list[Create]) -> list[Any]:
+async def create_handler(conn: AsyncConnection, ops: list[Create]) -> list[Outcome[None]]:
     """Batch function for ``create_handler``: every new row in one statement."""
     fresh = [op.handler for op in ops if op.replaces_run_id is None]
     written = await _insert_new(conn, fresh) if fresh else set()
-    outcomes: list[Any] = []
+    outcomes: list[Outcome[None]] = []
     for op in ops:
         try:
             if op.replaces_run_id is not None:
@@ -341,7 +340,9 @@ async def _lock_states(conn: AsyncConnection, handler_ids: Sequence[str]) -> dic
     return states
 
 
-async def save_progress(conn: AsyncConnection, batches: list[Sequence[RunProgress]]) -> list[Any]:
+async def save_progress(
+    conn: AsyncConnection, batches: list[Sequence[RunProgress]]
+) -> list[set[str]]:
     """Batch function for ``save_progress``: all batches of the group in one pass.
 
     Items are decided in submission order, as if each batch ran alone, but the
@@ -349,7 +350,7 @@ async def save_progress(conn: AsyncConnection, batches: list[Sequence[RunProgres
     """
     touched = {item.handler_id for batch in batches for item in batch}
     plan = _ProgressPlan(await _lock_states(conn, list(touched)))
-    outcomes: list[Any] = []
+    outcomes: list[set[str]] = []
     for batch in batches:
         outcomes.append({item.handler_id for item in batch if not plan.apply(item)})
     await plan.write(conn)
