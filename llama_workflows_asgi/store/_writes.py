@@ -227,25 +227,19 @@ delete_handlers = one_by_one(_delete_handlers)
 
 # -- progress ----------------------------------------------------------------------
 
-# Columns a progress write reads, decides on and rewrites (never the checkpoint).
-_STATE_COLUMNS = (
-    "status",
+# Columns a progress write reads, decides on and rewrites: the row's run, and
+# every column a transition sets (state.RowChanges) but the checkpoint, which is
+# written apart and never read back.
+STATE_COLUMNS: tuple[str, ...] = (
     "run_id",
-    "owner_id",
-    "lease_expires_at",
-    "resume_attempts",
-    "result",
-    "error",
-    "updated_at",
-    "completed_at",
-    "idle_since",
+    *(name for name in state.RowChanges.__annotations__ if name != "ctx"),
 )
 
 _PROGRESS_UPDATE = (
     update(handlers)
     .where(c.handler_id == bindparam("b_handler_id"))
     .values(
-        {name: bindparam(f"b_{name}", type_=c[name].type) for name in _STATE_COLUMNS}
+        {name: bindparam(f"b_{name}", type_=c[name].type) for name in STATE_COLUMNS}
         # ctx is NULL in the parameters when this batch brought no new checkpoint.
         | {"ctx": func.coalesce(bindparam("b_ctx", type_=Text()), c.ctx)}
     )
@@ -323,14 +317,14 @@ class _ProgressPlan:
 
 
 def _update_params(handler_id: str, row: _RunState) -> dict[str, Any]:
-    params = {f"b_{name}": row.values[name] for name in _STATE_COLUMNS}
+    params = {f"b_{name}": row.values[name] for name in STATE_COLUMNS}
     params.update(b_handler_id=handler_id, b_ctx=row.ctx)
     return params
 
 
 async def _lock_states(conn: AsyncConnection, handler_ids: Sequence[str]) -> dict[str, _RunState]:
     states: dict[str, _RunState] = {}
-    columns = [c.handler_id, *(c[name] for name in _STATE_COLUMNS)]
+    columns = [c.handler_id, *(c[name] for name in STATE_COLUMNS)]
     for ids in chunks(sorted(handler_ids)):
         # A stable lock order keeps two processes' batches from deadlocking.
         stmt = select(*columns).where(c.handler_id.in_(ids)).order_by(c.handler_id)

@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, insert, select
 
 from llama_workflows_asgi.store import PersistentHandler, RunProgress, state
 from llama_workflows_asgi.store._rows import handler_values
-from llama_workflows_asgi.store._writes import admitting
+from llama_workflows_asgi.store._writes import STATE_COLUMNS, admitting
 from llama_workflows_asgi.store.schema import handlers_table, metadata
 from tests.support.factories import T0, at, handler
 
@@ -91,6 +91,11 @@ def test_events_are_accepted_only_by_the_running_run() -> None:
     for row in rows():
         expected = row.status == "running" and row.run_id == "r1"
         assert state.accepts_events("r1").admits(row) == expected, row
+
+
+def test_the_sql_progress_plan_reads_and_writes_every_column_a_transition_sets() -> None:
+    assert set(STATE_COLUMNS) <= set(handlers_table.c.keys())
+    assert {"status", "run_id", "owner_id"} <= set(STATE_COLUMNS)  # what requirements read
 
 
 def test_no_row_admits_nothing() -> None:
