@@ -314,7 +314,8 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         self, handler_id: str, run_id: str, payload: str, step: str | None, at: datetime
     ) -> int | None:
         op = writes.Enqueue(handler_id, run_id, payload, step, at)
-        return await self._write(writes.enqueue_event, op)
+        entry_id: int | None = await self._write(writes.enqueue_event, op)
+        return entry_id
 
     async def read_inbox(self, handler_ids: Sequence[str]) -> list[InboxEntry]:
         if not handler_ids:
