@@ -26,6 +26,7 @@ from ..store.base import (
     utcnow,
 )
 from ..store.sqlalchemy import SqlAlchemyWorkflowStore
+from ..store.state import STATUSES
 from ._common import Db, Json, open_store, out, parse_duration, print_json, run
 
 runs = typer.Typer(help="Look at and act on workflow runs (handlers).", no_args_is_help=True)
@@ -119,11 +120,10 @@ def _cursor(token: str) -> HandlerCursor:
 
 
 def _statuses(values: list[str] | None) -> list[Status] | None:
-    allowed = ("running", *FINISHED_STATUSES)
     for value in values or []:
-        if value not in allowed:
-            raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}")
-    return [v for v in allowed if v in (values or [])] or None  # type: ignore[misc]
+        if value not in STATUSES:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(STATUSES)}")
+    return [v for v in STATUSES if v in (values or [])] or None
 
 
 async def _page(

@@ -43,6 +43,7 @@ from workflows.workflow import Workflow
 
 from .. import codec
 from ..registry import RegisteredWorkflow
+from ..store import state
 from ..store.base import PersistentHandler, RunProgress, Status, StoredEvent, utcnow
 from ..telemetry import RunTelemetry
 
@@ -386,19 +387,11 @@ class LiveRun:
 
     def _finished_row(self, progress: RunProgress) -> PersistentHandler:
         """The handler row as the terminal write left it."""
-        result = None if self.outcome is None else self.outcome.event
-        return self.row.model_copy(
-            update={
-                "status": progress.status,
-                "result": result,
-                "error": progress.error,
-                "updated_at": progress.updated_at,
-                "completed_at": progress.updated_at,
-                "idle_since": None,
-                "owner_id": None,
-                "lease_expires_at": None,
-            }
+        ended = state.finished(
+            progress.status, result=None, error=progress.error, at=progress.updated_at
         )
+        result = None if self.outcome is None else self.outcome.event
+        return self.row.model_copy(update={**ended, "result": result})
 
     def requeue(self, progress: RunProgress) -> None:
         """Writing failed: keep everything for the next attempt."""

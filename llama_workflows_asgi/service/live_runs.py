@@ -44,13 +44,7 @@ class LiveRuns:
         self.by_handler: dict[str, LiveRun] = {}
         self.background: set[asyncio.Task[Any]] = set()
         self.releases_idle = False  # idle runs are released only while the service runs
-        self.writer = ProgressWriter(
-            store,
-            owner.id,
-            delay=config.checkpoint_delay,
-            on_lost=self.lose,
-            on_settled=self.retire,
-        )
+        self.writer = ProgressWriter(store, owner.id, delay=config.checkpoint_delay, runs=self)
 
     def __contains__(self, handler_id: object) -> bool:
         return handler_id in self.by_handler

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from datetime import datetime
+from typing import Protocol
 
 from workflows.events import WorkflowFailedEvent
 
@@ -19,6 +19,16 @@ from .live import LiveRun
 logger = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 5.0
+
+
+class LiveRunSet(Protocol):
+    """Where the writer's runs live (``LiveRuns``): told when a run is lost or settled."""
+
+    def lose(self, live: LiveRun) -> None:
+        """This process no longer owns ``live`` (its write was fenced off, or failed for good)."""
+
+    def retire(self, live: LiveRun) -> None:
+        """``live``'s end or release is written: forget it."""
 
 
 class ProgressWriter:
@@ -40,14 +50,12 @@ class ProgressWriter:
         owner_id: str,
         *,
         delay: float,
-        on_lost: Callable[[LiveRun], None],
-        on_settled: Callable[[LiveRun], None],
+        runs: LiveRunSet,
     ) -> None:
         self._store = store
         self._owner_id = owner_id
         self._delay = delay
-        self._on_lost = on_lost
-        self._on_settled = on_settled
+        self._runs = runs
         self._dirty: dict[LiveRun, None] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -144,7 +152,7 @@ class ProgressWriter:
             # serialize): fail this run alone rather than stall every run.
             logger.exception("collecting the progress of run %s failed", run.run_id)
             if run.poisoned:
-                self._on_lost(run)
+                self._runs.lose(run)
             else:
                 run.poison(f"Internal error while saving the run: {codec.readable_error(exc)}")
             return None
@@ -175,16 +183,16 @@ class ProgressWriter:
         for run, progress in batch:
             try:
                 if run.handler_id in lost:
-                    self._on_lost(run)
+                    self._runs.lose(run)
                     continue
                 run.acknowledge(progress)
                 if run.settled:
-                    self._on_settled(run)
+                    self._runs.retire(run)
             except Exception:
                 # A bug in one run's bookkeeping must not leave the rest of the
                 # batch unacknowledged (and so never written again).
                 logger.exception("publishing the progress of run %s failed", run.run_id)
-                self._on_lost(run)
+                self._runs.lose(run)
 
     async def _reject(self, run: LiveRun, progress: RunProgress, exc: Exception) -> None:
         """The store refused this run's progress (not an outage): fail the run alone."""
@@ -203,7 +211,7 @@ class ProgressWriter:
             )
         except Exception:
             logger.exception("run %s could not be marked failed; it resumes later", run.run_id)
-        self._on_lost(run)
+        self._runs.lose(run)
 
     def _keep(self, batch: list[tuple[LiveRun, RunProgress]], exc: BaseException) -> None:
         if self.last_error is None:

@@ -22,7 +22,7 @@ import contextlib
 import itertools
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, Union
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -30,9 +30,14 @@ from ..errors import StoreUnavailableError, WorkflowServerError
 from ._errors import is_retryable_conflict, unavailable
 
 P = TypeVar("P")
+R = TypeVar("R")
 
-Outcome = Any  # a batch function's result for one payload, or a WorkflowServerError
-BatchFunction = Callable[[AsyncConnection, list[P]], Awaitable[list[Outcome]]]
+Outcome = Union[R, WorkflowServerError]  # noqa: UP007 - a generic alias, evaluated at runtime
+"""A batch function's result for one payload: its value, or the error that payload fails with."""
+
+BatchFunction = Callable[[AsyncConnection, list[P]], Awaitable[Sequence[Outcome[R]]]]
+"""A kind of write: payloads of consecutive jobs in, one outcome per payload out."""
+
 Begin = Callable[[], contextlib.AbstractAsyncContextManager[AsyncConnection]]
 
 _MAX_BATCH = 256
@@ -40,10 +45,10 @@ _CONFLICT_RETRIES = 3
 
 
 @dataclass(eq=False)
-class _Job(Generic[P]):
-    kind: BatchFunction[P]
+class _Job(Generic[P, R]):
+    kind: BatchFunction[P, R]
     payload: P
-    future: asyncio.Future[Any] = field(repr=False)
+    future: asyncio.Future[R] = field(repr=False)
 
 
 class GroupCommitWriter:
@@ -52,14 +57,15 @@ class GroupCommitWriter:
     def __init__(self, begin: Begin, *, max_batch: int = _MAX_BATCH) -> None:
         self._begin = begin
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[_Job[Any] | None] | None = None
+        self._queue: asyncio.Queue[_Job[Any, Any] | None] | None = None
         self._task: asyncio.Task[None] | None = None
         self.transactions = 0  # committed batches, for tests and diagnostics
 
-    async def submit(self, kind: BatchFunction[P], payload: P) -> Any:
+    async def submit(self, kind: BatchFunction[P, R], payload: P) -> R:
         """Queue one write and wait for its outcome (raised if it is an error)."""
         queue = self._ensure_running()
-        job = _Job(kind, payload, asyncio.get_running_loop().create_future())
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        job = _Job(kind, payload, future)
         queue.put_nowait(job)
         return await job.future
 
@@ -75,7 +81,7 @@ class GroupCommitWriter:
         queue.put_nowait(None)
         await asyncio.shield(task)
 
-    def _ensure_running(self) -> asyncio.Queue[_Job[Any] | None]:
+    def _ensure_running(self) -> asyncio.Queue[_Job[Any, Any] | None]:
         loop = asyncio.get_running_loop()
         # A task of a previous (closed) event loop is dead: start afresh.
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
@@ -84,8 +90,8 @@ class GroupCommitWriter:
         assert self._queue is not None
         return self._queue
 
-    async def _run(self, queue: asyncio.Queue[_Job[Any] | None]) -> None:
-        jobs: list[_Job[Any]] = []
+    async def _run(self, queue: asyncio.Queue[_Job[Any, Any] | None]) -> None:
+        jobs: list[_Job[Any, Any]] = []
         try:
             while True:
                 jobs, stop = await _next_batch(queue, self._max_batch)
@@ -98,7 +104,7 @@ class GroupCommitWriter:
             pending = [*jobs, *_drain(queue)]
             _fail(pending, StoreUnavailableError("the workflow store is closed"))
 
-    async def _commit(self, jobs: list[_Job[Any]]) -> None:
+    async def _commit(self, jobs: list[_Job[Any, Any]]) -> None:
         for attempt in itertools.count(1):
             try:
                 outcomes = await self._transaction(jobs)
@@ -111,8 +117,9 @@ class GroupCommitWriter:
             _resolve(jobs, outcomes)
             return
 
-    async def _transaction(self, jobs: Sequence[_Job[Any]]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
+    async def _transaction(self, jobs: Sequence[_Job[Any, Any]]) -> list[Outcome[Any]]:
+        # Jobs of every kind share this transaction: their outcomes are typed per job.
+        outcomes: list[Outcome[Any]] = []
         async with self._begin() as conn:
             for kind, group in itertools.groupby(jobs, key=lambda job: job.kind):
                 payloads = [job.payload for job in group]
@@ -121,7 +128,7 @@ class GroupCommitWriter:
                 outcomes.extend(results)
         return outcomes
 
-    async def _failed(self, jobs: list[_Job[Any]], error: Exception) -> None:
+    async def _failed(self, jobs: list[_Job[Any, Any]], error: Exception) -> None:
         outage = unavailable(error)
         if outage is not None:
             _fail(jobs, outage, cause=error)
@@ -133,8 +140,8 @@ class GroupCommitWriter:
 
 
 async def _next_batch(
-    queue: asyncio.Queue[_Job[Any] | None], limit: int
-) -> tuple[list[_Job[Any]], bool]:
+    queue: asyncio.Queue[_Job[Any, Any] | None], limit: int
+) -> tuple[list[_Job[Any, Any]], bool]:
     """Wait for one job, then take whatever else is already queued (up to ``limit``)."""
     first = await queue.get()
     if first is None:
@@ -148,14 +155,14 @@ async def _next_batch(
     return jobs, False
 
 
-def _drain(queue: asyncio.Queue[_Job[Any] | None]) -> Iterator[_Job[Any]]:
+def _drain(queue: asyncio.Queue[_Job[Any, Any] | None]) -> Iterator[_Job[Any, Any]]:
     while not queue.empty():
         job = queue.get_nowait()
         if job is not None:
             yield job
 
 
-def _resolve(jobs: Sequence[_Job[Any]], outcomes: Sequence[Outcome]) -> None:
+def _resolve(jobs: Sequence[_Job[Any, Any]], outcomes: Sequence[Outcome[Any]]) -> None:
     for job, outcome in zip(jobs, outcomes, strict=True):
         if job.future.done():  # the caller was cancelled; the write still happened
             continue
@@ -166,7 +173,7 @@ def _resolve(jobs: Sequence[_Job[Any]], outcomes: Sequence[Outcome]) -> None:
 
 
 def _fail(
-    jobs: Sequence[_Job[Any]], error: BaseException, *, cause: BaseException | None = None
+    jobs: Sequence[_Job[Any, Any]], error: BaseException, *, cause: BaseException | None = None
 ) -> None:
     for job in jobs:
         if not job.future.done():

@@ -20,16 +20,28 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Text, bindparam, case, delete, func, insert, literal, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Text,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..errors import ConflictError, WorkflowServerError
+from . import state
+from ._batch import BatchFunction, Outcome
 from ._queries import chunks, claimable, query_filters
 from ._rows import event_values, handler_from_row, handler_values
 from .base import (
-    TERMINAL_STATUSES,
     HandlerExistsError,
     HandlerQuery,
     IdempotencyKeyExistsError,
@@ -47,13 +59,11 @@ handlers, events, inbox = handlers_table, events_table, inbox_table
 c = handlers.c
 
 
-def one_by_one(
-    write: Callable[[AsyncConnection, P], Awaitable[R]],
-) -> Callable[[AsyncConnection, list[P]], Awaitable[list[Any]]]:
+def one_by_one(write: Callable[[AsyncConnection, P], Awaitable[R]]) -> BatchFunction[P, R]:
     """A batch function applying ``write`` to each payload in turn."""
 
-    async def run(conn: AsyncConnection, payloads: list[P]) -> list[Any]:
-        outcomes: list[Any] = []
+    async def run(conn: AsyncConnection, payloads: list[P]) -> list[Outcome[R]]:
+        outcomes: list[Outcome[R]] = []
         for payload in payloads:
             try:
                 outcomes.append(await write(conn, payload))
@@ -63,6 +73,16 @@ def one_by_one(
 
     run.__name__ = run.__qualname__ = write.__name__
     return run
+
+
+def admitting(requirement: state.Requirement) -> list[ColumnElement[bool]]:
+    """``requirement`` (see ``state``) as WHERE clauses on the handler table."""
+    clauses: list[ColumnElement[bool]] = [c.status.in_(sorted(requirement.statuses))]
+    run = c.run_id
+    clauses.append(run.is_not(None) if requirement.run_id is None else run == requirement.run_id)
+    if requirement.fenced:  # == None compiles to IS NULL: an unowned row
+        clauses.append(c.owner_id == requirement.owner_id)
+    return clauses
 
 
 def _upsert_insert(conn: AsyncConnection) -> Any:
@@ -91,11 +111,11 @@ class Create:
     replaces_run_id: str | None
 
 
-async def create_handler(conn: AsyncConnection, ops: list[Create]) -> list[Any]:
+async def create_handler(conn: AsyncConnection, ops: list[Create]) -> list[Outcome[None]]:
     """Batch function for ``create_handler``: every new row in one statement."""
     fresh = [op.handler for op in ops if op.replaces_run_id is None]
     written = await _insert_new(conn, fresh) if fresh else set()
-    outcomes: list[Any] = []
+    outcomes: list[Outcome[None]] = []
     for op in ops:
         try:
             if op.replaces_run_id is not None:
@@ -141,8 +161,7 @@ async def _replace(conn: AsyncConnection, handler: PersistentHandler, old_run_id
     del values["handler_id"]
     stmt = (
         update(handlers)
-        .where(c.handler_id == handler.handler_id, c.run_id == old_run_id)
-        .where(c.status.in_(sorted(TERMINAL_STATUSES)))
+        .where(c.handler_id == handler.handler_id, *admitting(state.replaceable(old_run_id)))
         .values(values)
     )
     async with _key_conflicts_as_errors(conn, handler):
@@ -208,25 +227,19 @@ delete_handlers = one_by_one(_delete_handlers)
 
 # -- progress ----------------------------------------------------------------------
 
-# Columns a progress write reads, decides on and rewrites (never the checkpoint).
-_STATE_COLUMNS = (
-    "status",
+# Columns a progress write reads, decides on and rewrites: the row's run, and
+# every column a transition sets (state.RowChanges) but the checkpoint, which is
+# written apart and never read back.
+STATE_COLUMNS: tuple[str, ...] = (
     "run_id",
-    "owner_id",
-    "lease_expires_at",
-    "resume_attempts",
-    "result",
-    "error",
-    "updated_at",
-    "completed_at",
-    "idle_since",
+    *(name for name in state.RowChanges.__annotations__ if name != "ctx"),
 )
 
 _PROGRESS_UPDATE = (
     update(handlers)
     .where(c.handler_id == bindparam("b_handler_id"))
     .values(
-        {name: bindparam(f"b_{name}", type_=c[name].type) for name in _STATE_COLUMNS}
+        {name: bindparam(f"b_{name}", type_=c[name].type) for name in STATE_COLUMNS}
         # ctx is NULL in the parameters when this batch brought no new checkpoint.
         | {"ctx": func.coalesce(bindparam("b_ctx", type_=Text()), c.ctx)}
     )
@@ -241,6 +254,23 @@ class _RunState:
     ctx: str | None = None
     changed: bool = False
 
+    @property
+    def status(self) -> str:
+        """The row's status, for ``state.Requirement.admits``."""
+        return str(self.values["status"])
+
+    @property
+    def run_id(self) -> str | None:
+        """The row's run."""
+        run_id: str | None = self.values["run_id"]
+        return run_id
+
+    @property
+    def owner_id(self) -> str | None:
+        """The row's owner."""
+        owner_id: str | None = self.values["owner_id"]
+        return owner_id
+
 
 @dataclass
 class _ProgressPlan:
@@ -253,22 +283,16 @@ class _ProgressPlan:
 
     def apply(self, item: RunProgress) -> bool:
         """Apply ``item`` if it is fenced in (its writer still owns the run)."""
-        state = self.states.get(item.handler_id)
-        if state is None or not _fenced_in(state.values, item):
+        row, transition = self.states.get(item.handler_id), state.progress(item)
+        if row is None or not transition.requires.admits(row):
             return False
-        values = state.values
-        values.update(updated_at=item.updated_at, idle_since=item.idle_since)
-        if item.ctx is not None:
-            state.ctx = item.ctx
-        if item.reset_attempts:
-            values["resume_attempts"] = 0
-        if item.status != "running":
-            values.update(status=item.status, result=item.result, error=item.error)
-            values.update(completed_at=item.updated_at, idle_since=None)
+        sets = transition.sets
+        if "ctx" in sets:  # written apart: a checkpoint is never read back here
+            row.ctx = sets["ctx"]
+        row.values.update((k, v) for k, v in sets.items() if k != "ctx")
+        if transition.ends_run:
             self.finished.append(item.handler_id)
-        if item.status != "running" or item.release:
-            values.update(owner_id=None, lease_expires_at=None)
-        state.changed = True
+        row.changed = True
         self.events.extend(event_values(item.run_id, event) for event in item.events)
         self.consumed.extend(item.consumed_inbox)
         return True
@@ -292,20 +316,15 @@ class _ProgressPlan:
             await conn.execute(delete(inbox).where(inbox.c.handler_id.in_(hids)))
 
 
-def _fenced_in(values: dict[str, Any], item: RunProgress) -> bool:
-    status, run_id, owner_id = values["status"], values["run_id"], values["owner_id"]
-    return bool(status == "running" and run_id == item.run_id and owner_id == item.owner_id)
-
-
-def _update_params(handler_id: str, state: _RunState) -> dict[str, Any]:
-    params = {f"b_{name}": state.values[name] for name in _STATE_COLUMNS}
-    params.update(b_handler_id=handler_id, b_ctx=state.ctx)
+def _update_params(handler_id: str, row: _RunState) -> dict[str, Any]:
+    params = {f"b_{name}": row.values[name] for name in STATE_COLUMNS}
+    params.update(b_handler_id=handler_id, b_ctx=row.ctx)
     return params
 
 
 async def _lock_states(conn: AsyncConnection, handler_ids: Sequence[str]) -> dict[str, _RunState]:
     states: dict[str, _RunState] = {}
-    columns = [c.handler_id, *(c[name] for name in _STATE_COLUMNS)]
+    columns = [c.handler_id, *(c[name] for name in STATE_COLUMNS)]
     for ids in chunks(sorted(handler_ids)):
         # A stable lock order keeps two processes' batches from deadlocking.
         stmt = select(*columns).where(c.handler_id.in_(ids)).order_by(c.handler_id)
@@ -315,7 +334,9 @@ async def _lock_states(conn: AsyncConnection, handler_ids: Sequence[str]) -> dic
     return states
 
 
-async def save_progress(conn: AsyncConnection, batches: list[Sequence[RunProgress]]) -> list[Any]:
+async def save_progress(
+    conn: AsyncConnection, batches: list[Sequence[RunProgress]]
+) -> list[set[str]]:
     """Batch function for ``save_progress``: all batches of the group in one pass.
 
     Items are decided in submission order, as if each batch ran alone, but the
@@ -323,7 +344,7 @@ async def save_progress(conn: AsyncConnection, batches: list[Sequence[RunProgres
     """
     touched = {item.handler_id for batch in batches for item in batch}
     plan = _ProgressPlan(await _lock_states(conn, list(touched)))
-    outcomes: list[Any] = []
+    outcomes: list[set[str]] = []
     for batch in batches:
         outcomes.append({item.handler_id for item in batch if not plan.apply(item)})
     await plan.write(conn)
@@ -342,11 +363,11 @@ class Finalize:
 
 
 async def _finalize_handler(conn: AsyncConnection, op: Finalize) -> bool:
+    transition = state.finalize(op.status, error=op.error, at=op.at)
     stmt = (
         update(handlers)
-        .where(c.handler_id == op.handler_id, c.status == "running", c.run_id.is_not(None))
-        .values(status=op.status, error=op.error, result=None, updated_at=op.at)
-        .values(completed_at=op.at, idle_since=None, owner_id=None, lease_expires_at=None)
+        .where(c.handler_id == op.handler_id, *admitting(transition.requires))
+        .values(dict(transition.sets))
         .returning(c.run_id)
     )
     run_id: str | None = (await conn.execute(stmt)).scalar_one_or_none()
@@ -389,7 +410,7 @@ async def _enqueue_event(conn: AsyncConnection, op: Enqueue) -> int | None:
             literal(op.step, inbox.c.step.type),
             literal(op.at, UtcDateTime()),
         )
-        .where(c.handler_id == op.handler_id, c.run_id == op.run_id, c.status == "running")
+        .where(c.handler_id == op.handler_id, *admitting(state.accepts_events(op.run_id)))
         .with_for_update(read=True)
     )
     columns = ["handler_id", "run_id", "payload", "step", "created_at"]
@@ -499,12 +520,11 @@ class Reopen:
 
 
 async def _reopen_handler(conn: AsyncConnection, op: Reopen) -> bool:
+    transition = state.reopen(op.run_id, ctx=op.ctx, at=op.at)
     stmt = (
         update(handlers)
-        .where(c.handler_id == op.handler_id, c.run_id == op.run_id, c.status == "failed")
-        .values(status="running", ctx=op.ctx, error=None, result=None, updated_at=op.at)
-        .values(completed_at=None, idle_since=None, owner_id=None, lease_expires_at=None)
-        .values(resume_attempts=0)
+        .where(c.handler_id == op.handler_id, *admitting(transition.requires))
+        .values(dict(transition.sets))
     )
     if (await conn.execute(stmt)).rowcount != 1:
         return False

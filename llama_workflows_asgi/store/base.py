@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import (
     BaseModel,
@@ -41,16 +41,14 @@ from workflows.events import StopEvent
 from .. import codec
 from ..errors import ConflictError
 from .liveness import Liveness, UnprovenLiveness
+from .state import FINISHED_STATUSES, TERMINAL_STATUSES, FinishedStatus, Status
 
-Status = Literal["running", "completed", "failed", "cancelled"]
-"""A handler's status. Everything but ``running`` is terminal."""
-
-TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
-
-FinishedStatus = Literal["completed", "failed", "cancelled"]
-"""The statuses of a finished run: what retention may delete."""
-
-FINISHED_STATUSES: tuple[FinishedStatus, ...] = ("completed", "failed", "cancelled")
+__all__ = [  # the statuses are defined in .state, and known here by their usual names
+    "FINISHED_STATUSES",
+    "TERMINAL_STATUSES",
+    "FinishedStatus",
+    "Status",
+]
 
 DEFAULT_PRUNE_BATCH = 500
 """Handlers deleted per transaction by :meth:`AbstractWorkflowStore.prune`."""

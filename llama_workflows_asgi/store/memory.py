@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from . import state
+from ._rows import dump_json, load_json
 from .base import (
     DEFAULT_PRUNE_BATCH,
     FINISHED_STATUSES,
@@ -93,7 +94,7 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
         if replaces_run_id is None:
             if existing is not None:
                 raise HandlerExistsError(handler.handler_id)
-        elif existing is None or existing.run_id != replaces_run_id or not existing.is_terminal:
+        elif not state.replaceable(replaces_run_id).admits(existing):
             raise HandlerExistsError(handler.handler_id)
         self._check_key_free(handler)
         if existing is not None:
@@ -110,40 +111,31 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
     async def save_progress(self, batch: Sequence[RunProgress]) -> set[str]:
         lost: set[str] = set()
         for item in batch:
+            transition = state.progress(item)
             handler = self._handlers.get(item.handler_id)
-            if handler is None or not _fenced_in(handler, item):
+            if handler is None or not transition.requires.admits(handler):
                 lost.add(item.handler_id)
                 continue
-            self._apply(handler, item)
+            log = self._events.setdefault(item.run_id, [])
+            last = log[-1].sequence if log else -1
+            log.extend(e for e in item.events if e.sequence > last)  # a retry adds nothing
+            for inbox_id in item.consumed_inbox:
+                self._inbox.pop(inbox_id, None)
+            self._transition(handler, transition)
         self._evict_completed()
         return lost
 
-    def _apply(self, handler: PersistentHandler, item: RunProgress) -> None:
-        log = self._events.setdefault(item.run_id, [])
-        last = log[-1].sequence if log else -1
-        log.extend(e for e in item.events if e.sequence > last)  # a retry adds nothing
-        for inbox_id in item.consumed_inbox:
-            self._inbox.pop(inbox_id, None)
-        update: dict[str, object] = {"updated_at": item.updated_at, "idle_since": item.idle_since}
-        if item.ctx is not None:
-            update["ctx"] = _decode(item.ctx)
-        if item.reset_attempts:
-            update["resume_attempts"] = 0
-        stored_result = None
-        if item.status != "running":
-            stored_result = None if item.result is None else _decode(item.result)
-            update.update(
-                status=item.status,
-                error=item.error,
-                completed_at=item.updated_at,
-                idle_since=None,
-            )
-            self._clear_inbox(handler.handler_id)
-        if item.status != "running" or item.release:
-            update.update(owner_id=None, lease_expires_at=None)
+    def _transition(self, handler: PersistentHandler, transition: state.Transition) -> None:
+        """Write ``transition``'s columns to ``handler`` (admitted), decoding its JSON."""
+        sets = transition.sets
+        update: dict[str, object] = {k: v for k, v in sets.items() if k != "result"}
+        if "ctx" in sets:
+            update["ctx"] = load_json(sets["ctx"])
         updated = handler.model_copy(update=update)
-        if item.status != "running":
-            updated = updated.with_stored_result(stored_result, self.result_classes)
+        if "result" in sets:
+            updated = updated.with_stored_result(load_json(sets["result"]), self.result_classes)
+        if transition.ends_run:
+            self._clear_inbox(handler.handler_id)
         self._handlers[handler.handler_id] = updated
 
     async def finalize_handler(
@@ -156,48 +148,25 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
         at: datetime,
     ) -> bool:
         handler = self._handlers.get(handler_id)
-        if handler is None or handler.is_terminal or handler.run_id is None:
+        transition = state.finalize(status, error=error, at=at)
+        if handler is None or handler.run_id is None or not transition.requires.admits(handler):
             return False
         log = self._events.setdefault(handler.run_id, [])
         sequence = log[-1].sequence + 1 if log else 0
         log.append(_with_sequence(event, sequence))
-        self._clear_inbox(handler_id)
-        self._handlers[handler_id] = handler.model_copy(
-            update={
-                "status": status,
-                "error": error,
-                "result": None,
-                "updated_at": at,
-                "completed_at": at,
-                "idle_since": None,
-                "owner_id": None,
-                "lease_expires_at": None,
-            }
-        )
+        self._transition(handler, transition)
         return True
 
     async def reopen_handler(
         self, handler_id: str, *, run_id: str, ctx: dict[str, Any] | None, at: datetime
     ) -> bool:
         handler = self._handlers.get(handler_id)
-        if handler is None or handler.status != "failed" or handler.run_id != run_id:
+        transition = state.reopen(run_id, ctx=dump_json(ctx), at=at)
+        if handler is None or not transition.requires.admits(handler):
             return False
         log = self._events.get(run_id, [])
         self._events[run_id] = [dataclasses.replace(e, terminal=False) for e in log]
-        self._handlers[handler_id] = handler.model_copy(
-            update={
-                "status": "running",
-                "ctx": ctx,
-                "error": None,
-                "result": None,
-                "updated_at": at,
-                "completed_at": None,
-                "idle_since": None,
-                "owner_id": None,
-                "lease_expires_at": None,
-                "resume_attempts": 0,
-            }
-        )
+        self._transition(handler, transition)
         return True
 
     # -- retention -----------------------------------------------------------------
@@ -238,7 +207,7 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
         self, handler_id: str, run_id: str, payload: str, step: str | None, at: datetime
     ) -> int | None:
         handler = self._handlers.get(handler_id)
-        if handler is None or handler.is_terminal or handler.run_id != run_id:
+        if not state.accepts_events(run_id).admits(handler):
             return None
         entry = InboxEntry(next(self._inbox_ids), handler_id, run_id, payload, step, at)
         self._inbox[entry.id] = entry
@@ -372,14 +341,6 @@ def _order_key(handler: PersistentHandler) -> tuple[datetime, str]:
     return handler.started_at, handler.handler_id
 
 
-def _fenced_in(handler: PersistentHandler, item: RunProgress) -> bool:
-    return (
-        handler.status == "running"
-        and handler.run_id == item.run_id
-        and handler.owner_id == item.owner_id
-    )
-
-
 def _claimable(
     handler: PersistentHandler, now: datetime, dead: set[str], waiting: set[str]
 ) -> bool:
@@ -395,10 +356,3 @@ def _with_sequence(event: StoredEvent, sequence: int) -> StoredEvent:
     return StoredEvent(
         sequence, event.payload, event.event_type, event.internal, event.terminal, event.created_at
     )
-
-
-def _decode(text: str) -> dict[str, Any]:
-    value = json.loads(text)
-    if not isinstance(value, dict):
-        raise ValueError("stored JSON is not an object")
-    return value

@@ -51,6 +51,7 @@ from .schema import events_table, handlers_table, inbox_table
 
 T = TypeVar("T")
 P = TypeVar("P")
+R = TypeVar("R")
 
 
 class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
@@ -195,7 +196,7 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
 
         return await _mapped(run())
 
-    async def _write(self, kind: BatchFunction[P], payload: P) -> Any:
+    async def _write(self, kind: BatchFunction[P, R], payload: P) -> R:
         await self._ready()
         assert self._writer is not None
         return await self._writer.submit(kind, payload)
@@ -210,8 +211,7 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         await self._write(writes.upsert_handler, handler)
 
     async def delete(self, query: HandlerQuery) -> int:
-        deleted: int = await self._write(writes.delete_handlers, query)
-        return deleted
+        return await self._write(writes.delete_handlers, query)
 
     # -- starting runs -------------------------------------------------------------
 
@@ -231,8 +231,7 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         if not batch:
             return set()
         items: Sequence[RunProgress] = list(batch)  # the caller may reuse its list
-        lost: set[str] = await self._write(writes.save_progress, items)
-        return lost
+        return await self._write(writes.save_progress, items)
 
     async def finalize_handler(
         self,
@@ -244,15 +243,13 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         at: datetime,
     ) -> bool:
         op = writes.Finalize(handler_id, status, error, event, at)
-        done: bool = await self._write(writes.finalize_handler, op)
-        return done
+        return await self._write(writes.finalize_handler, op)
 
     async def reopen_handler(
         self, handler_id: str, *, run_id: str, ctx: dict[str, Any] | None, at: datetime
     ) -> bool:
         op = writes.Reopen(handler_id, run_id, dump_json(ctx), at)
-        done: bool = await self._write(writes.reopen_handler, op)
-        return done
+        return await self._write(writes.reopen_handler, op)
 
     # -- retention -----------------------------------------------------------------
 

@@ -3,13 +3,16 @@
 Whatever one run produces that cannot be saved fails that run alone, with a
 readable error and a stream ending on the failure; every other run goes on.
 Runs on the memory store, SQLite and a real PostgreSQL (``make_store``).
+The last tests drive the ``ProgressWriter`` alone, without a service.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import pytest
 from workflows.events import StartEvent
@@ -22,7 +25,9 @@ from llama_workflows_asgi import (
     WorkflowService,
 )
 from llama_workflows_asgi.service.guard import start_guarded
-from llama_workflows_asgi.store import AbstractWorkflowStore
+from llama_workflows_asgi.service.writer import ProgressWriter
+from llama_workflows_asgi.store import AbstractWorkflowStore, RunProgress, SqlAlchemyWorkflowStore
+from tests.support.factories import event, handler, progress
 from tests.support.stores import StoreFactory
 from tests.support.workflows import (
     FAULTS,
@@ -199,3 +204,158 @@ async def test_a_background_task_that_crashes_is_logged_once_and_restarted(
     assert len(errors) == 1, "the same crash is logged once"
     assert errors[0].exc_info is not None
     assert "boom" in errors[0].getMessage()
+
+
+# -- the writer on its own ------------------------------------------------------------
+#
+# ScriptedRun stands in for a LiveRun (which needs an engine): it hands the
+# writer prepared progress and records what the writer does with it. The
+# store is real; Runs is the writer's view of the live-run set (LiveRunSet).
+
+
+class ScriptedRun:
+    """A run whose next writes are given: ``collect`` hands them out one per round."""
+
+    def __init__(self, row: PersistentHandler, *writes: RunProgress) -> None:
+        assert row.run_id is not None
+        self.handler_id, self.run_id = row.handler_id, row.run_id
+        self.writes = list(writes)
+        self.collected = 0
+        self.acknowledged: list[RunProgress] = []
+        self.requeued: list[RunProgress] = []
+        self.poisoned_with: str | None = None
+        self.finished = False
+
+    @property
+    def poisoned(self) -> bool:
+        return self.poisoned_with is not None
+
+    @property
+    def settled(self) -> bool:
+        return self.finished
+
+    def collect(self, owner_id: str | None, now: datetime) -> RunProgress | None:
+        self.collected += 1
+        return self.writes.pop(0) if self.writes else None
+
+    def acknowledge(self, progress: RunProgress) -> None:
+        self.acknowledged.append(progress)
+        self.finished = progress.status != "running" or progress.release
+
+    def requeue(self, progress: RunProgress) -> None:
+        self.requeued.append(progress)
+
+    def poison(self, reason: str) -> None:
+        self.poisoned_with = reason
+
+
+class Runs:
+    """The writer's live-run set: what it lost and what it retired."""
+
+    def __init__(self) -> None:
+        self.lost: list[ScriptedRun] = []
+        self.retired: list[ScriptedRun] = []
+
+    def lose(self, live: ScriptedRun) -> None:
+        self.lost.append(live)
+
+    def retire(self, live: ScriptedRun) -> None:
+        self.retired.append(live)
+
+
+@pytest.fixture
+async def started(make_store: StoreFactory) -> AsyncIterator[AbstractWorkflowStore]:
+    store = make_store()
+    await store.start()
+    yield store
+    await store.close()
+
+
+async def write_all(store: AbstractWorkflowStore, *runs: ScriptedRun) -> Runs:
+    """Mark ``runs``, let one writer write everything, return what it told the set."""
+    told = Runs()
+    writer = ProgressWriter(store, "me", delay=0, runs=told)  # type: ignore[arg-type]
+    for run in runs:
+        writer.mark(run)  # type: ignore[arg-type]
+    writer.start()
+    try:
+        await asyncio.wait_for(writer.drain(), 10)
+    finally:
+        await writer.stop()
+    return told
+
+
+async def test_a_run_whose_end_is_written_is_retired(started: AbstractWorkflowStore) -> None:
+    row = handler("h", owner_id="me")
+    await started.create_handler(row)
+    run = ScriptedRun(row, progress(row, status="completed", events=[event(0)]))
+
+    told = await write_all(started, run)
+
+    assert told.retired == [run]
+    assert told.lost == []
+    assert [p.status for p in run.acknowledged] == ["completed"]
+    [stored] = await started.query(HandlerQuery(handler_id_in=["h"]))
+    assert (stored.status, stored.owner_id) == ("completed", None)
+
+
+async def test_a_write_fenced_off_loses_the_run_and_writes_nothing(
+    started: AbstractWorkflowStore,
+) -> None:
+    row = handler("h", owner_id="thief")  # another process took the run
+    await started.create_handler(row)
+    run = ScriptedRun(row, progress(row, owner_id="me", events=[event(0)], status="completed"))
+
+    told = await write_all(started, run)
+
+    assert told.lost == [run]
+    assert told.retired == []
+    assert run.acknowledged == []  # its events never reach a stream
+    assert await started.read_events(row.run_id or "") == []
+    [stored] = await started.query(HandlerQuery(handler_id_in=["h"]))
+    assert (stored.status, stored.owner_id) == ("running", "thief")
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgres"], indirect=True)
+async def test_marks_between_rounds_become_one_write(make_store: StoreFactory) -> None:
+    store = make_store()
+    assert isinstance(store, SqlAlchemyWorkflowStore)  # it counts its transactions
+    async with contextlib.AsyncExitStack() as stack:
+        await store.start()
+        stack.push_async_callback(store.close)
+        rows = [handler(f"h{i}", owner_id="me") for i in range(10)]
+        for row in rows:
+            await store.create_handler(row)
+        runs = [ScriptedRun(row, progress(row, events=[event(0)])) for row in rows]
+        before = store.commits
+
+        told = ProgressWriter(store, "me", delay=0, runs=Runs())  # type: ignore[arg-type]
+        for _ in range(3):
+            for run in runs:
+                told.mark(run)  # type: ignore[arg-type]
+        told.start()
+        await asyncio.wait_for(told.drain(), 10)
+        await told.stop()
+
+        assert store.commits == before + 1  # ten runs, marked thrice each: one transaction
+        assert [run.collected for run in runs] == [1] * 10
+        assert await store.last_sequences([r.run_id for r in runs]) == {r.run_id: 0 for r in runs}
+
+
+@pytest.mark.parametrize("store_kind", ["memory"], indirect=True)
+async def test_progress_the_store_refuses_poisons_only_its_run(
+    started: AbstractWorkflowStore,
+) -> None:
+    good, bad = handler("good", owner_id="me"), handler("bad", owner_id="me")
+    for row in (good, bad):
+        await started.create_handler(row)
+    healthy = ScriptedRun(good, progress(good, events=[event(0)]))
+    refused = ScriptedRun(bad, progress(bad, ctx="[1]"))  # the memory store keeps objects only
+
+    told = await write_all(started, healthy, refused)
+
+    assert refused.poisoned_with is not None
+    assert refused.poisoned_with.startswith("The run's progress cannot be saved: ")
+    assert refused.acknowledged == []
+    assert [len(p.events) for p in healthy.acknowledged] == [1]
+    assert told.lost == []

@@ -1,0 +1,163 @@
+"""The group-commit writer (``store._batch``), on its own, over a real SQLite file.
+
+Its batch functions here write a small table of their own, so each test says
+exactly which writes shared a transaction, which failed, and what was written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from llama_workflows_asgi.errors import ConflictError, StoreUnavailableError
+from llama_workflows_asgi.store._batch import BatchFunction, GroupCommitWriter, Outcome
+
+pytestmark = pytest.mark.timeout(30)
+
+Calls = list[tuple[str, list[str]]]
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'batch.db'}")
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE kv (k TEXT PRIMARY KEY)"))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def calls() -> Calls:
+    """Each batch function call: its kind and the payloads it was handed."""
+    return []
+
+
+@pytest.fixture
+async def writer(engine: AsyncEngine) -> AsyncIterator[GroupCommitWriter]:
+    writer = GroupCommitWriter(engine.begin)
+    yield writer
+    await writer.aclose()
+
+
+async def keys(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as conn:
+        return set((await conn.execute(text("SELECT k FROM kv"))).scalars())
+
+
+def putter(calls: Calls, kind: str = "put") -> BatchFunction[str, int]:
+    """A batch function inserting each key; ``taken`` is refused, ``bug`` and ``down`` raise."""
+
+    async def put(conn: AsyncConnection, payloads: list[str]) -> list[Outcome[int]]:
+        calls.append((kind, list(payloads)))
+        outcomes: list[Outcome[int]] = []
+        for key in payloads:
+            if key == "bug":
+                raise RuntimeError("a faulty write")
+            if key == "down":
+                raise ConnectionRefusedError("the database is away")
+            if key == "taken":
+                outcomes.append(ConflictError(f"{key} is taken"))  # nothing written for it
+                continue
+            await conn.execute(text("INSERT INTO kv VALUES (:k)"), {"k": key})
+            outcomes.append(len(key))
+        return outcomes
+
+    return put
+
+
+async def test_concurrent_writes_share_one_transaction(
+    writer: GroupCommitWriter, engine: AsyncEngine, calls: Calls
+) -> None:
+    put = putter(calls)
+    names = [f"k{i}" for i in range(20)]
+
+    results = await asyncio.gather(*(writer.submit(put, name) for name in names))
+
+    assert results == [len(name) for name in names]  # each caller gets its own outcome
+    assert writer.transactions == 1
+    assert calls == [("put", names)]  # consecutive jobs of one kind: one call
+    assert await keys(engine) == set(names)
+
+
+async def test_kinds_keep_their_submission_order(writer: GroupCommitWriter, calls: Calls) -> None:
+    put, other = putter(calls), putter(calls, "other")
+
+    await asyncio.gather(
+        writer.submit(put, "a"), writer.submit(other, "b"), writer.submit(put, "c")
+    )
+
+    assert calls == [("put", ["a"]), ("other", ["b"]), ("put", ["c"])]
+    assert writer.transactions == 1
+
+
+async def test_a_refused_payload_fails_alone(
+    writer: GroupCommitWriter, engine: AsyncEngine, calls: Calls
+) -> None:
+    put = putter(calls)
+
+    results = await asyncio.gather(
+        writer.submit(put, "a"),
+        writer.submit(put, "taken"),
+        writer.submit(put, "b"),
+        return_exceptions=True,
+    )
+
+    assert results[0] == 1
+    assert results[2] == 1
+    assert isinstance(results[1], ConflictError)
+    assert writer.transactions == 1  # the refusal did not abort the others' transaction
+    assert await keys(engine) == {"a", "b"}
+
+
+async def test_a_faulty_write_is_found_by_rerunning_each_job_alone(
+    writer: GroupCommitWriter, engine: AsyncEngine, calls: Calls
+) -> None:
+    put = putter(calls)
+
+    results = await asyncio.gather(
+        writer.submit(put, "a"),
+        writer.submit(put, "bug"),
+        writer.submit(put, "b"),
+        return_exceptions=True,
+    )
+
+    assert results[0] == 1
+    assert results[2] == 1
+    assert isinstance(results[1], RuntimeError)
+    assert calls == [("put", ["a", "bug", "b"]), ("put", ["a"]), ("put", ["bug"]), ("put", ["b"])]
+    assert await keys(engine) == {"a", "b"}
+
+
+async def test_an_outage_fails_every_job_of_the_batch_and_writes_nothing(
+    writer: GroupCommitWriter, engine: AsyncEngine, calls: Calls
+) -> None:
+    put = putter(calls)
+
+    results = await asyncio.gather(
+        writer.submit(put, "a"), writer.submit(put, "down"), return_exceptions=True
+    )
+
+    assert all(isinstance(r, StoreUnavailableError) for r in results)
+    assert results[0] is not results[1]  # each caller raises its own exception
+    assert len(calls) == 1  # not re-run: every job would meet the same outage
+    assert await keys(engine) == set()
+    assert await writer.submit(put, "after") == 5  # the writer goes on
+
+
+async def test_closing_finishes_the_queued_writes_and_a_new_submit_restarts(
+    writer: GroupCommitWriter, engine: AsyncEngine, calls: Calls
+) -> None:
+    put = putter(calls)
+    queued = [asyncio.ensure_future(writer.submit(put, f"q{i}")) for i in range(5)]
+    await asyncio.sleep(0)  # the submits are queued, not yet written
+
+    await writer.aclose()
+
+    assert all(task.done() for task in queued)
+    assert await keys(engine) == {f"q{i}" for i in range(5)}
+    assert await writer.submit(put, "again") == 5
