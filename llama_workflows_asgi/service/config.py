@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from ..codec import DEFAULT_MAX_JSON_DEPTH
+from .._json import DEFAULT_MAX_JSON_DEPTH
 from ..store.base import DEFAULT_PRUNE_BATCH, FINISHED_STATUSES, FinishedStatus
 
 # The engine's serializer refuses values nested past about 250 levels; a start

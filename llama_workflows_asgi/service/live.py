@@ -42,6 +42,7 @@ from workflows.runtime.types.ticks import (
 from workflows.workflow import Workflow
 
 from .. import codec
+from .._json import dumps
 from ..registry import RegisteredWorkflow
 from ..store.base import PersistentHandler, RunProgress, Status, StoredEvent, utcnow
 from ..telemetry import RunTelemetry
@@ -353,7 +354,7 @@ class LiveRun:
         serialized = mirror.to_serialized(self._serializer)
         if self._state_store is not None:
             serialized.state = self._state_store.to_dict(self._serializer)
-        return codec.dumps(serialized.model_dump(mode="json"))
+        return dumps(serialized.model_dump(mode="json"))
 
     def _folded(self) -> BrokerState:
         """The mirror of the control loop, advanced over the ticks observed so far."""

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from .._json import load_object
 from .base import (
     DEFAULT_PRUNE_BATCH,
     FINISHED_STATUSES,
@@ -126,12 +126,12 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
             self._inbox.pop(inbox_id, None)
         update: dict[str, object] = {"updated_at": item.updated_at, "idle_since": item.idle_since}
         if item.ctx is not None:
-            update["ctx"] = _decode(item.ctx)
+            update["ctx"] = load_object(item.ctx)
         if item.reset_attempts:
             update["resume_attempts"] = 0
         stored_result = None
         if item.status != "running":
-            stored_result = None if item.result is None else _decode(item.result)
+            stored_result = None if item.result is None else load_object(item.result)
             update.update(
                 status=item.status,
                 error=item.error,
@@ -395,10 +395,3 @@ def _with_sequence(event: StoredEvent, sequence: int) -> StoredEvent:
     return StoredEvent(
         sequence, event.payload, event.event_type, event.internal, event.terminal, event.created_at
     )
-
-
-def _decode(text: str) -> dict[str, Any]:
-    value = json.loads(text)
-    if not isinstance(value, dict):
-        raise ValueError("stored JSON is not an object")
-    return value
