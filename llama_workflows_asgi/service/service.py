@@ -42,7 +42,7 @@ from ..store.base import (
 )
 from ..store.memory import MemoryWorkflowStore
 from ..telemetry import Telemetry
-from .config import ServiceConfig
+from .config import DEFAULT_HEARTBEAT_INTERVAL, ServiceConfig
 from .inbox import Inbox
 from .launch import Launcher, stored_event
 from .live import LiveRun
@@ -444,7 +444,7 @@ class WorkflowService:
         principal: str | None = None,
         after: int | Literal["now"] = "now",
         include_internal: bool = False,
-        heartbeat_interval: float | None = 25.0,
+        heartbeat_interval: float | None = DEFAULT_HEARTBEAT_INTERVAL,
     ) -> EventStream | None:
         """A stream of the handler's written events after ``after``.
 
