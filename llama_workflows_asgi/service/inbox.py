@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from workflows.events import Event, StartEvent, StopEvent
 
+from .._engine import step_names
 from .._json import dumps, load_object
 from ..errors import BadEventError, ConflictError
 from ..registry import RegisteredWorkflow
@@ -104,6 +105,5 @@ def _check_step(entry: RegisteredWorkflow, step: str | None, event: Event) -> No
     """
     if step is None:
         return
-    steps = entry.workflow._get_steps()  # the engine's own table of steps, by name
-    if step not in steps:
+    if step not in step_names(entry.workflow):
         raise BadEventError(f"Step {step} does not exist")

@@ -25,6 +25,7 @@ from workflows.events import (
 )
 
 from .. import codec
+from .._engine import move_to_runtime
 from ..errors import (
     BadRequestError,
     ConflictError,
@@ -158,9 +159,7 @@ class WorkflowService:
         """Serve ``workflow`` as ``name``. The instance runs on this service only."""
         workflow.validate()
         try:
-            # The engine has no public way to move a constructed workflow onto
-            # another runtime; this is the one it uses itself.
-            workflow._switch_runtime(self.runtime)
+            move_to_runtime(workflow, self.runtime)
         except RuntimeError as exc:
             raise ValueError(
                 f"Workflow {name!r} has already run elsewhere; register a fresh instance"
