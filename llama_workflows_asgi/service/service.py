@@ -10,26 +10,17 @@ the rooms together and keeps the lifecycle's own state: started, stopping, stopp
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 from workflows import Workflow
-from workflows.events import (
-    Event,
-    StartEvent,
-    StopEvent,
-)
+from workflows.events import Event, StartEvent, StopEvent
 
 from .. import codec
 from .._engine import move_to_runtime
-from ..errors import (
-    BadRequestError,
-    ConflictError,
-    StoreUnavailableError,
-)
+from ..errors import BadRequestError, ConflictError, StoreUnavailableError
 from ..registry import RegisteredWorkflow, WorkflowRegistry
 from ..store.base import (
     AbstractWorkflowStore,
@@ -60,8 +51,6 @@ from .stopping import StopSignal
 from .streams import EventStream
 from .supervisor import Supervisor
 from .waiting import Waiter
-
-logger = logging.getLogger(__name__)
 
 
 class WorkflowService:
