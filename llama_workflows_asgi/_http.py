@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import codec
+from . import _json
 from .errors import (
     BadRequestError,
     ConflictError,
@@ -35,7 +35,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[WorkflowServerError], int], ...] = (
 
 def json_response(content: Any, status_code: int = 200) -> Response:
     """Compact JSON, exactly as the reference server writes it."""
-    return Response(codec.dumps(content).encode(), status_code, media_type="application/json")
+    return Response(_json.dumps(content).encode(), status_code, media_type="application/json")
 
 
 def error_response(
@@ -98,11 +98,11 @@ class WorkflowRoute(APIRoute):
 
 
 async def read_json_body(
-    request: Request, limit: int, max_depth: int = codec.DEFAULT_MAX_JSON_DEPTH
+    request: Request, limit: int, max_depth: int = _json.DEFAULT_MAX_JSON_DEPTH
 ) -> Any:
     """The request's JSON body; raises 413/400 errors for oversized or invalid bodies.
 
-    Parsed strictly (see ``codec.loads``): nesting deeper than ``max_depth``,
+    Parsed strictly (see ``_json.loads``): nesting deeper than ``max_depth``,
     ``NaN``, ``Infinity`` and numbers too large for JSON are a 400.
     """
     declared = request.headers.get("content-length")
@@ -116,8 +116,8 @@ async def read_json_body(
             raise PayloadTooLargeError(f"Request body exceeds the {limit}-byte limit")
         chunks.append(chunk)
     try:
-        return codec.loads(b"".join(chunks), max_depth=max_depth)
-    except codec.InvalidJSONError as exc:
+        return _json.loads(b"".join(chunks), max_depth=max_depth)
+    except _json.InvalidJSONError as exc:
         if "nested deeper" in str(exc):
             raise BadRequestError(f"Invalid JSON body: {exc} (max_json_depth)") from exc
         raise BadRequestError(f"Invalid JSON body: {exc}") from exc

@@ -10,8 +10,6 @@ and ``types``.
 from __future__ import annotations
 
 import functools
-import json
-import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from workflows.events import (
     StopEvent,
 )
 
+from ._json import DEFAULT_MAX_JSON_DEPTH, InvalidJSONError, dumps, load_object, loads
 from .errors import BadEventError
 
 FRAMEWORK_EVENTS: tuple[type[Event], ...] = (
@@ -41,96 +40,9 @@ _ENVELOPE_KEYS = frozenset({"value", "data", "type", "types", "qualified_name", 
 _SERIALIZER_MARK = "__is_pydantic"
 """The key the engine's ``JsonSerializer`` puts beside ``value`` and ``qualified_name``."""
 
-DEFAULT_MAX_JSON_DEPTH = 64
-"""Deepest nesting of arrays and objects accepted in JSON input by default.
-
-The engine's serializer cannot checkpoint values nested much deeper than 250
-levels; input is held well below that, so an accepted run can always be saved.
-"""
-
-
-_LINE_BREAKERS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON on one line, non-ASCII kept as is (the wire format).
-
-    Line and paragraph separators (and NEL) are escaped: line-oriented readers,
-    the official client's among them, would otherwise split an event in two.
-    """
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return text.translate(_LINE_BREAKERS) if not text.isascii() else text
-
-
-class InvalidJSONError(ValueError):
-    """JSON input that cannot be accepted: malformed, too deep, or not round-trippable."""
-
 
 class SerializationError(BadEventError):
     """An event whose value cannot be turned into JSON (raised by :func:`envelope`)."""
-
-
-_JSON_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_JSON_BRACKETS = re.compile(r"[\[\]{}]")
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-def loads(text: str | bytes, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> Any:
-    """Parse JSON input strictly; raises :class:`InvalidJSONError`.
-
-    Refused: nesting deeper than ``max_depth``, ``NaN`` and ``Infinity`` (not
-    JSON, and stored as ``null`` by most readers), numbers too large for a
-    float (``1e400``), and unpaired UTF-16 surrogates (not Unicode, so no
-    database can store them).
-    """
-    if isinstance(text, bytes):
-        try:
-            text = text.decode(json.detect_encoding(text))
-        except UnicodeDecodeError as exc:
-            raise InvalidJSONError(f"not valid UTF-8 ({exc})") from exc
-    if _too_deep(text, max_depth):
-        raise InvalidJSONError(f"nested deeper than the limit of {max_depth} levels")
-    try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except InvalidJSONError:
-        raise
-    except (ValueError, RecursionError) as exc:
-        raise InvalidJSONError(str(exc)) from exc
-    if _SURROGATE_ESCAPE.search(text):
-        _check_unicode(value)
-    return value
-
-
-def _too_deep(text: str, max_depth: int) -> bool:
-    if text.count("[") + text.count("{") <= max_depth:
-        return False  # the common case: not even that many brackets in all
-    depth = 0
-    for match in _JSON_BRACKETS.finditer(_JSON_STRINGS.sub("", text)):
-        if match.group() in "[{":
-            depth += 1
-            if depth > max_depth:
-                return True
-        else:
-            depth -= 1
-    return False
-
-
-def _refuse_constant(name: str) -> Any:
-    raise InvalidJSONError(f"{name} is not a JSON number")
-
-
-def _finite_float(literal: str) -> float:
-    value = float(literal)
-    if math.isinf(value):
-        raise InvalidJSONError(f"the number {literal[:40]} is too large")
-    return value
-
-
-def _check_unicode(value: Any) -> None:
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidJSONError("a string holds an unpaired UTF-16 surrogate") from exc
 
 
 def qualified_name(cls: type[Any]) -> str:
@@ -200,7 +112,7 @@ def encode(event: Event) -> EncodedEvent:
 
 def without_qualified_name(payload: str) -> str:
     """A stored envelope with its ``qualified_name`` set to null."""
-    data = json.loads(payload)
+    data = load_object(payload)
     data["qualified_name"] = None
     return dumps(data)
 

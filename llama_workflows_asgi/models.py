@@ -1,8 +1,8 @@
 """The HTTP wire models, as the official workflow client parses them.
 
 These describe the JSON the routes send and accept (and document it in the
-host's OpenAPI schema). The routes write the JSON themselves, so every key is
-always present, nulls included, in the order given here.
+host's OpenAPI schema). The routes build the JSON from these fields (``api.wire``),
+so every key is always present, nulls included, in the order given here.
 """
 
 from __future__ import annotations

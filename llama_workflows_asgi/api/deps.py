@@ -24,13 +24,14 @@ from fastapi import Depends, Query, Request
 from fastapi.params import Depends as DependsParam
 
 from ..service import WorkflowService
+from ..service.config import DEFAULT_HEARTBEAT_INTERVAL
 
 _STATE_KEY = "workflow_route_context"
 
 DEFAULT_MAX_BODY_SIZE = 1024 * 1024
 """Largest request body accepted by default (1 MiB)."""
 
-DEFAULT_SSE_HEARTBEAT = 25.0
+DEFAULT_SSE_HEARTBEAT = DEFAULT_HEARTBEAT_INTERVAL
 """Seconds of silence before an SSE stream sends a ``: heartbeat`` comment, by default."""
 
 

@@ -13,6 +13,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Literal, cast, get_args
 
+from .. import _json
 from ..errors import BadRequestError
 from ..registry import RegisteredWorkflow
 from ..service import HandlerCursor, Status
@@ -89,7 +90,7 @@ def name_filter(values: list[str] | None) -> list[str] | None:
 
 def encode_cursor(position: HandlerCursor) -> str:
     """An opaque, URL-safe token for a listing position."""
-    raw = json.dumps([position.started_at.isoformat(), position.handler_id], separators=(",", ":"))
+    raw = _json.dumps([position.started_at.isoformat(), position.handler_id])
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
@@ -118,8 +119,7 @@ def body_handler_id(handler_id: Any) -> str | None:
 
 def fingerprint(name: str, body: Any) -> str:
     """A digest of a run request, so a reused idempotency key with another body is refused."""
-    canonical = json.dumps([name, body], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_json.canonical([name, body]).encode()).hexdigest()
 
 
 def json_object(body: Any) -> dict[str, Any]:

@@ -13,8 +13,10 @@ from workflows.events import WorkflowCancelledEvent
 from .. import codec
 from ..api.params import decode_cursor, encode_cursor
 from ..errors import BadRequestError, ConflictError, HandlerNotFoundError
+from ..service.config import DEFAULT_PRUNE_PAUSE
 from ..service.retry import reopen_failed
 from ..store.base import (
+    DEFAULT_PRUNE_BATCH,
     FINISHED_STATUSES,
     FinishedStatus,
     HandlerCursor,
@@ -271,8 +273,10 @@ def prune_runs(
         typer.Option("--status", "-s", help="completed, failed or cancelled (default: all three)."),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count them.")] = False,
-    batch_size: Annotated[int, typer.Option(min=1, max=10000)] = 500,
-    pause: Annotated[float, typer.Option(min=0, help="Seconds between two batches.")] = 0.05,
+    batch_size: Annotated[int, typer.Option(min=1, max=10000)] = DEFAULT_PRUNE_BATCH,
+    pause: Annotated[float, typer.Option(min=0, help="Seconds between two batches.")] = (
+        DEFAULT_PRUNE_PAUSE
+    ),
     as_json: Json = False,
 ) -> None:
     """Delete finished runs that finished longer ago than --older-than, with their events."""

@@ -12,7 +12,8 @@ from ..store.base import (
     StoredEvent,
 )
 from .config import ServiceConfig
-from .service import HandlerPage, WorkflowService
+from .listing import HandlerPage
+from .service import WorkflowService
 from .streams import EventStream, Heartbeat
 
 __all__ = [

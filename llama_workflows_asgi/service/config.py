@@ -6,12 +6,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from ..codec import DEFAULT_MAX_JSON_DEPTH
+from .._json import DEFAULT_MAX_JSON_DEPTH
 from ..store.base import DEFAULT_PRUNE_BATCH, FINISHED_STATUSES, FinishedStatus
 
 # The engine's serializer refuses values nested past about 250 levels; a start
 # event's value sits a few levels down inside a checkpoint.
 _CHECKPOINTABLE_DEPTH = 200
+
+DEFAULT_HEARTBEAT_INTERVAL = 25.0
+"""Seconds of silence before a stream yields a heartbeat (SSE: ``: heartbeat``), by default."""
+
+DEFAULT_PRUNE_PAUSE = 0.05
+"""Seconds between two batches of deletes, by retention and ``runs prune``."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,7 @@ class ServiceConfig:
     retention_by_status: Mapping[FinishedStatus, timedelta | None] = field(default_factory=dict)
     retention_interval: float = 300.0
     retention_batch_size: int = DEFAULT_PRUNE_BATCH
-    retention_pause: float = 0.05
+    retention_pause: float = DEFAULT_PRUNE_PAUSE
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     max_unwritten_age: float = 5.0
 

@@ -8,13 +8,13 @@ run live elsewhere gets it from that process's next ownership round.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
 from workflows.events import Event, StartEvent, StopEvent
 
-from .. import codec
+from .._engine import step_names
+from .._json import dumps, load_object
 from ..errors import BadEventError, ConflictError
 from ..registry import RegisteredWorkflow
 from ..store.base import AbstractWorkflowStore, InboxEntry, PersistentHandler, utcnow
@@ -60,7 +60,7 @@ class Inbox:
         _check_sendable(decoded)
         _check_step(entry, step, decoded)
         serializer = self._runtime.get_serializer(entry.workflow)
-        payload = codec.dumps(storable_envelope(entry, decoded, serializer, start=False))
+        payload = dumps(storable_envelope(entry, decoded, serializer, start=False))
         handler_id = row.handler_id
         inbox_id = await self._store.enqueue_event(handler_id, row.run_id, payload, step, utcnow())
         if inbox_id is None:
@@ -79,7 +79,7 @@ class Inbox:
 def deliver_entry(live: LiveRun, entry: InboxEntry) -> None:
     """Deliver a recorded inbox entry to ``live``; one that does not decode is dropped."""
     try:
-        event = live.workflow.events.decode(json.loads(entry.payload))  # written by us
+        event = live.workflow.events.decode(load_object(entry.payload))  # written by us
         live.deliver(entry.id, event, entry.step)
     except Exception as exc:
         logger.warning("dropping undeliverable event %s for %s: %s", entry.id, live.handler_id, exc)
@@ -105,6 +105,5 @@ def _check_step(entry: RegisteredWorkflow, step: str | None, event: Event) -> No
     """
     if step is None:
         return
-    steps = entry.workflow._get_steps()  # the engine's own table of steps, by name
-    if step not in steps:
+    if step not in step_names(entry.workflow):
         raise BadEventError(f"Step {step} does not exist")

@@ -23,25 +23,20 @@ from workflows.events import (
     WorkflowTimedOutEvent,
 )
 from workflows.handler import WorkflowHandler
-from workflows.runtime.control_loop import rebuild_state_from_ticks
-from workflows.runtime.types.internal_state import BrokerState
-from workflows.runtime.types.plugin import (
+
+from .. import _engine, codec
+from .._engine import (
+    BrokerState,
     ExternalRunAdapter,
-    as_snapshottable_adapter,
-    as_v2_runtime_compatibility_shim,
-)
-from workflows.runtime.types.results import StepWorkerFailed
-from workflows.runtime.types.step_id import StepId
-from workflows.runtime.types.ticks import (
+    StepId,
+    StepWorkerFailed,
     TickAddEvent,
     TickIdleRelease,
     TickStepResult,
     TickTimeout,
     WorkflowTick,
 )
-from workflows.workflow import Workflow
-
-from .. import codec
+from .._json import dumps
 from ..registry import RegisteredWorkflow
 from ..store import state
 from ..store.base import PersistentHandler, RunProgress, Status, StoredEvent, utcnow
@@ -165,10 +160,7 @@ class LiveRun:
         """Bind the engine's handler and adapter once the run has been started."""
         self.handler = handler
         self._adapter = adapter
-        snapshottable = as_snapshottable_adapter(adapter)
-        if snapshottable is None:
-            raise RuntimeError("the engine runtime does not expose run snapshots")
-        self._mirror = snapshottable.init_state
+        self._mirror = _engine.initial_state(adapter)
         self._state_store = adapter.get_state_store(())
 
     # -- engine reports (runtime.RunObserver) ----------------------------------------
@@ -277,7 +269,7 @@ class LiveRun:
         assert self.handler is not None
         self.delivered.add(inbox_id)
         self._inbox_by_event[id(event)] = inbox_id
-        if step is None or _accepts(self.workflow.workflow, step, event):
+        if step is None or _engine.step_accepts(self.workflow.workflow, step, event):
             self.handler.ctx.send_event(event, step)
             return
         # The step takes the event through ctx.wait_for_event, not its signature:
@@ -354,14 +346,14 @@ class LiveRun:
         serialized = mirror.to_serialized(self._serializer)
         if self._state_store is not None:
             serialized.state = self._state_store.to_dict(self._serializer)
-        return codec.dumps(serialized.model_dump(mode="json"))
+        return dumps(serialized.model_dump(mode="json"))
 
     def _folded(self) -> BrokerState:
         """The mirror of the control loop, advanced over the ticks observed so far."""
         assert self._mirror is not None
         if self._ticks:
             ticks, self._ticks = self._ticks, []
-            self._mirror = rebuild_state_from_ticks(self._mirror, ticks, run_id=self.run_id)
+            self._mirror = _engine.advance(self._mirror, ticks, self.run_id)
         return self._mirror
 
     def _state_before(self, tick: WorkflowTick) -> BrokerState | None:
@@ -446,18 +438,7 @@ class LiveRun:
     def abort(self) -> None:
         """Stop the engine at once: cancel the control loop and every step task."""
         if self._adapter is not None:
-            shim = as_v2_runtime_compatibility_shim(self._adapter)
-            if shim is not None:
-                shim.abort()
+            _engine.abort(self._adapter)
         for task in list(self._tasks):
             task.cancel()
         self._notify()
-
-
-def _accepts(workflow: Workflow, step: str, event: Event) -> bool:
-    """Whether ``step``'s signature takes ``event`` (the engine's own check)."""
-    try:
-        workflow._validate_valid_step_message(step, event)
-    except Exception:
-        return False
-    return True

@@ -15,8 +15,15 @@ reuse the handler id, instead).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import ConflictError, HandlerNotFoundError
 from ..store.base import AbstractWorkflowStore, HandlerQuery, PersistentHandler, utcnow
+
+if TYPE_CHECKING:  # the command line imports ``reopen_failed`` alone
+    from ..registry import WorkflowRegistry
+    from .stopping import StopSignal
+    from .supervisor import Supervisor
 
 
 async def reopen_failed(
@@ -56,3 +63,32 @@ async def reopen_failed(
             "resume_attempts": 0,
         }
     )
+
+
+class Retrier:
+    """Retries failed runs of the workflows served here, and claims them at once."""
+
+    def __init__(
+        self,
+        store: AbstractWorkflowStore,
+        registry: WorkflowRegistry,
+        supervisor: Supervisor,
+        stop: StopSignal,
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._supervisor = supervisor
+        self._stop = stop
+
+    async def retry(
+        self, row: PersistentHandler, principal_in: list[str | None] | None
+    ) -> PersistentHandler:
+        """Reopen ``row`` (failed, of a workflow registered here) and adopt it; return it."""
+        if row.status == "failed" and self._registry.find(row.workflow_name) is None:
+            raise ConflictError(
+                f"Cannot retry: workflow '{row.workflow_name}' is not registered on this server"
+            )
+        reopened = await reopen_failed(self._store, row.handler_id, principal_in=principal_in)
+        if not self._stop.draining:  # else the row is left unowned, for the next owner
+            await self._supervisor.adopt([row.handler_id])
+        return reopened

@@ -19,20 +19,20 @@ from workflows.context.serializers import BaseSerializer, JsonSerializer
 from workflows.context.state_store import StateStore
 from workflows.events import Event
 from workflows.plugins.basic import BasicRuntime
-from workflows.runtime.runtime_decorators import (
+
+from .. import _engine
+from .._engine import (
     BaseInternalRunAdapterDecorator,
     BaseRuntimeDecorator,
-)
-from workflows.runtime.types.named_task import (
+    InternalRunAdapter,
     NamedTask,
     PendingStart,
     PendingWorker,
+    WaitForNextTaskResult,
+    WorkflowTick,
     all_tasks,
 )
-from workflows.runtime.types.named_task import pick_highest_priority as _pick_first
-from workflows.runtime.types.plugin import InternalRunAdapter, WaitForNextTaskResult
-from workflows.runtime.types.ticks import WorkflowTick
-
+from .._engine import pick_highest_priority as _pick_first
 from ..telemetry import step_coroutine
 
 
@@ -86,10 +86,11 @@ class DurableRuntime(BaseRuntimeDecorator):
 
     def get_serializer(self, workflow: Workflow) -> BaseSerializer:
         base = workflow.serializer or JsonSerializer(allowed_types=[])
-        return self._compose_serializer(workflow, base, *self._extra_types.get(id(workflow), ()))
+        extra = self._extra_types.get(id(workflow), ())
+        return _engine.compose_serializer(self, workflow, base, *extra)
 
     def get_internal_adapter(self, workflow: Workflow) -> InternalRunAdapter:
-        inner = self._decorated.get_internal_adapter(workflow)
+        inner = _engine.decorated(self).get_internal_adapter(workflow)
         observer = self._observers.get(inner.run_id)
         return inner if observer is None else _ObservedAdapter(inner, observer)
 

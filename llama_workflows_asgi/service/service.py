@@ -1,36 +1,26 @@
 """The run service facade: checks each call, then hands it to the room that does it.
 
-The rooms are `starting`, `recovery`, `launch`, `live_runs`, `reading`, `inbox`
-and `stopping` (see docs/architecture.md, "The run service, room by room"); this
-module keeps the lifecycle, lookups and pages, cancelling and retrying.
+Each public method checks the caller (the service runs, is not stopping, the
+handler is the caller's) and calls one room: `starting`, `recovery`, `inbox`,
+`reading`, `waiting`, `listing`, `cancelling`, `retry`, `shutdown`, `health`
+(see docs/architecture.md, "The run service, room by room"). This module wires
+the rooms together and keeps the lifecycle's own state: started, stopping, stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from workflows import Workflow
-from workflows.events import (
-    Event,
-    StartEvent,
-    StopEvent,
-    WorkflowCancelledEvent,
-)
+from workflows.events import Event, StartEvent, StopEvent
 
 from .. import codec
-from ..errors import (
-    BadRequestError,
-    ConflictError,
-    HandlerNotFoundError,
-    StoreUnavailableError,
-)
+from .._engine import move_to_runtime
+from ..errors import BadRequestError, ConflictError, StoreUnavailableError
 from ..registry import RegisteredWorkflow, WorkflowRegistry
 from ..store.base import (
     AbstractWorkflowStore,
@@ -38,35 +28,29 @@ from ..store.base import (
     HandlerQuery,
     PersistentHandler,
     Status,
-    utcnow,
 )
 from ..store.memory import MemoryWorkflowStore
 from ..telemetry import Telemetry
-from .config import ServiceConfig
+from .cancelling import Canceller
+from .config import DEFAULT_HEARTBEAT_INTERVAL, ServiceConfig
+from .health import background_problem
 from .inbox import Inbox
-from .launch import Launcher, stored_event
+from .launch import Launcher
+from .listing import HandlerPage, page_query, read_page
 from .live import LiveRun
 from .live_runs import LiveRuns
 from .ownership import Owner
 from .reading import EventReader, read_handler
 from .recovery import Recovery
 from .retention import RetentionTask
-from .retry import reopen_failed
+from .retry import Retrier
 from .runtime import DurableRuntime
+from .shutdown import Shutdown
 from .starting import Starter, check_handler_id, scoped_key
 from .stopping import StopSignal
 from .streams import EventStream
 from .supervisor import Supervisor
-
-logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class HandlerPage:
-    """A page of handlers and the cursor of the next one (``None`` on the last page)."""
-
-    handlers: list[PersistentHandler]
-    next_cursor: HandlerCursor | None
+from .waiting import Waiter
 
 
 class WorkflowService:
@@ -134,6 +118,17 @@ class WorkflowService:
         )
         self._inbox = Inbox(store, self.runtime, self._live, self._supervisor, self._stop)
         self.retention = RetentionTask(store, self.config)
+        self._waiter = Waiter(store, self._live, self.config, self._stop)
+        self._canceller = Canceller(store, self._live)
+        self._retrier = Retrier(store, self.registry, self._supervisor, self._stop)
+        self._shutdown = Shutdown(
+            store,
+            self.owner,
+            self.config,
+            live=self._live,
+            supervisor=self._supervisor,
+            retention=self.retention,
+        )
         self.telemetry.watch(self._live.values, lambda: self._writer.unwritten_since)
 
     @property
@@ -158,9 +153,7 @@ class WorkflowService:
         """Serve ``workflow`` as ``name``. The instance runs on this service only."""
         workflow.validate()
         try:
-            # The engine has no public way to move a constructed workflow onto
-            # another runtime; this is the one it uses itself.
-            workflow._switch_runtime(self.runtime)
+            move_to_runtime(workflow, self.runtime)
         except RuntimeError as exc:
             raise ValueError(
                 f"Workflow {name!r} has already run elsewhere; register a fresh instance"
@@ -202,7 +195,7 @@ class WorkflowService:
         if not self.running or self._drain is not None:
             return
         self._stop.begin()
-        self._drain = asyncio.ensure_future(self._release_all(time.monotonic()))
+        self._drain = asyncio.ensure_future(self._shutdown.release_all(time.monotonic()))
 
     @property
     def drained(self) -> bool:
@@ -223,36 +216,6 @@ class WorkflowService:
         await self.store.liveness.release(self.owner.id)
         await self.store.close()
         await self.runtime.destroy()
-
-    async def _release_all(self, began: float) -> None:
-        """Stop every local run and write its checkpoint and release by ``stop_timeout``."""
-        timeout = self.config.stop_timeout
-        deadline = began + timeout
-        await self.retention.stop()  # its deletes would compete with the final writes
-        await self._supervisor.stop()
-        runs = self._live.values()
-        # Engines stop at once on release; the reserve is for the final write.
-        engine_budget = max(0.0, timeout - min(1.0, timeout / 2))
-        await asyncio.gather(*(run.stop_engine(engine_budget) for run in runs))
-        try:
-            remaining = max(deadline - time.monotonic(), 0.05)
-            await asyncio.wait_for(self._write_release(), remaining)
-        except asyncio.TimeoutError:
-            logger.warning(
-                "shutdown could not write everything within stop_timeout (%ss); "
-                "runs resume from their last written checkpoint",
-                timeout,
-            )
-        except StoreUnavailableError as exc:
-            logger.warning(
-                "shutdown could not write everything (store unavailable: %s); "
-                "runs resume from their last written checkpoint",
-                exc,
-            )
-
-    async def _write_release(self) -> None:
-        await self._writer.drain()
-        await self.store.release_handlers(self.owner.id, None)
 
     def _on_liveness(self, held: bool) -> None:
         """The liveness token was lost (others may adopt our runs now) or is held again."""
@@ -285,26 +248,7 @@ class WorkflowService:
             return "The workflow service is not running"
         if self.draining:
             return "The workflow service is stopping"
-        try:
-            await self.store.ping()
-        except StoreUnavailableError as exc:
-            return f"The store is unreachable: {exc}"
-        if not self.store.liveness.held:
-            return "The server lost its database session and cannot own runs right now"
-        waited = self._writer.stalled_for()
-        if waited > self.config.max_unwritten_age:
-            error = self._writer.last_error
-            return (
-                f"Progress of {self._writer.unwritten_runs} run(s) unwritten for {waited:.1f}s"
-                + (f": {codec.readable_error(error)}" if error is not None else "")
-            )
-        silent = self._supervisor.silent_for()
-        if silent > self.config.lease_ttl / 2:
-            error = self._supervisor.last_error
-            return f"No ownership round completed for {silent:.1f}s" + (
-                f": {codec.readable_error(error)}" if error is not None else ""
-            )
-        return None
+        return await background_problem(self.store, self.config, self._writer, self._supervisor)
 
     # -- starting runs -------------------------------------------------------------------
 
@@ -350,9 +294,6 @@ class WorkflowService:
         handler = await self.start_run(workflow_name, start_event, **options)
         return await self.wait_for(handler.handler_id, principal=options.get("principal"))
 
-    def _serializer(self, entry: RegisteredWorkflow) -> Any:
-        return self.runtime.get_serializer(entry.workflow)
-
     # -- reading -------------------------------------------------------------------------
 
     async def get(self, handler_id: str, *, principal: str | None = None) -> PersistentHandler:
@@ -363,19 +304,12 @@ class WorkflowService:
         self, query: HandlerQuery, *, principal: str | None = None
     ) -> HandlerPage:
         """A page of handlers (without checkpoints), at most ``config.max_page_size`` long."""
-        size = min(query.limit or self.config.max_page_size, self.config.max_page_size)
-        scoped = query.model_copy(
-            update={
-                "limit": size + 1,
-                "load_ctx": False,
-                "principal_in": self._scope(principal) or query.principal_in,
-            }
+        return await read_page(
+            self.store,
+            query,
+            max_size=self.config.max_page_size,
+            principal_in=self._scope(principal),
         )
-        rows = await self.store.query(scoped)
-        if len(rows) <= size:
-            return HandlerPage(rows, None)
-        last = rows[size - 1]
-        return HandlerPage(rows[:size], HandlerCursor(last.started_at, last.handler_id))
 
     async def list_page(
         self,
@@ -392,14 +326,7 @@ class WorkflowService:
 
         ``after`` is the ``next_cursor`` of the previous page, passed back as it came.
         """
-        query = HandlerQuery(
-            status_in=None if statuses is None else list(statuses),
-            workflow_name_in=None if workflow_names is None else list(workflow_names),
-            handler_id_in=None if handler_ids is None else list(handler_ids),
-            descending=descending,
-            after=after,
-            limit=limit,
-        )
+        query = page_query(statuses, workflow_names, handler_ids, descending, after, limit)
         return await self.list_handlers(query, principal=principal)
 
     async def wait_for(self, handler_id: str, *, principal: str | None = None) -> PersistentHandler:
@@ -408,29 +335,7 @@ class WorkflowService:
         Raises ``StoreUnavailableError`` if the run ended here but its outcome
         cannot be written for now (it is kept, and written once the store is back).
         """
-        while True:
-            self._stop.refuse_if_stopping()
-            live = self._live.get(handler_id)
-            if live is not None:
-                await self._wait_written(live)
-                visible = not self.scoped or live.row.principal == principal
-                if live.final is not None and visible:
-                    return live.final  # exactly what was just written
-            row = await self.get(handler_id, principal=principal)
-            if row.is_terminal:
-                return row
-            await self._stop.pause(self.config.stream_poll_interval)
-
-    async def _wait_written(self, live: LiveRun) -> None:
-        while not live.finished.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(live.finished.wait(), self.config.poll_interval)
-            self._stop.refuse_if_stopping()  # a release that cannot be written must not hold it
-            error = self._writer.last_error
-            if not live.finished.is_set() and live.outcome is not None and error is not None:
-                raise StoreUnavailableError(
-                    f"The run finished but its outcome is not written yet: {error}"
-                )
+        return await self._waiter.wait_for(handler_id, self._scope(principal))
 
     def _scope(self, principal: str | None) -> list[str | None] | None:
         return [principal] if self.scoped else None
@@ -444,7 +349,7 @@ class WorkflowService:
         principal: str | None = None,
         after: int | Literal["now"] = "now",
         include_internal: bool = False,
-        heartbeat_interval: float | None = 25.0,
+        heartbeat_interval: float | None = DEFAULT_HEARTBEAT_INTERVAL,
     ) -> EventStream | None:
         """A stream of the handler's written events after ``after``.
 
@@ -460,7 +365,7 @@ class WorkflowService:
             heartbeat_interval=heartbeat_interval,
         )
 
-    # -- sending events and cancelling -----------------------------------------------------
+    # -- sending events, cancelling, retrying ------------------------------------------------
 
     async def send_event(
         self,
@@ -487,31 +392,7 @@ class WorkflowService:
     ) -> Literal["cancelled", "deleted"]:
         """Cancel a running handler (and with ``purge`` delete it, finished or not)."""
         row = await self.get(handler_id, principal=principal)
-        if not row.is_terminal:
-            await self._cancel_running(row)
-        elif not purge:
-            raise ConflictError(f"Handler '{handler_id}' is already {row.status}")
-        if not purge:
-            return "cancelled"
-        if not await self.store.delete(HandlerQuery(handler_id_in=[handler_id])):
-            raise HandlerNotFoundError(handler_id)
-        return "deleted"
-
-    async def _cancel_running(self, row: PersistentHandler) -> None:
-        live = self._live.attached(row.handler_id, row.run_id)
-        if live is not None:
-            assert live.handler is not None
-            if live.outcome is None:
-                await live.handler.cancel_run()
-            await live.finished.wait()
-            if live.outcome is not None and live.outcome.status == "cancelled":
-                return
-            raise ConflictError(f"Handler '{row.handler_id}' already finished")
-        cancelled = stored_event(WorkflowCancelledEvent())
-        if not await self.store.finalize_handler(
-            row.handler_id, status="cancelled", error=None, event=cancelled, at=utcnow()
-        ):
-            raise ConflictError(f"Handler '{row.handler_id}' already finished")
+        return await self._canceller.cancel(row, purge=purge)
 
     def _require_running(self) -> None:
         if not self.running:
@@ -521,8 +402,6 @@ class WorkflowService:
             raise StoreUnavailableError(
                 "The server lost its database session and cannot own runs right now", retry_after=1
             )
-
-    # -- retrying failed runs -------------------------------------------------------------
 
     async def retry(self, handler_id: str, *, principal: str | None = None) -> PersistentHandler:
         """Put a failed run back to running from its last checkpoint; return its handler.
@@ -535,11 +414,4 @@ class WorkflowService:
         """
         self._require_running()
         row = await self.get(handler_id, principal=principal)
-        if row.status == "failed" and self.registry.find(row.workflow_name) is None:
-            raise ConflictError(
-                f"Cannot retry: workflow '{row.workflow_name}' is not registered on this server"
-            )
-        reopened = await reopen_failed(self.store, handler_id, principal_in=self._scope(principal))
-        if not self.draining:  # else the row is left unowned, for the next owner
-            await self._supervisor.adopt([handler_id])
-        return reopened
+        return await self._retrier.retry(row, self._scope(principal))

@@ -22,7 +22,7 @@ from workflows import Context
 from workflows.context.serializers import JsonSerializer
 from workflows.events import Event, StartEvent
 
-from .. import codec
+from .. import _json, codec
 from ..errors import BadEventError, BadRequestError, ConflictError
 from ..registry import RegisteredWorkflow
 from ..store.base import (
@@ -247,7 +247,7 @@ def check_handler_id(handler_id: str) -> str:
 
 def scoped_key(principal: str | None, key: str) -> str:
     """The stored form of an idempotency key: one caller's key never matches another's."""
-    raw = codec.dumps([principal, key]).encode()
+    raw = _json.dumps([principal, key]).encode()
     return hashlib.sha256(raw).hexdigest()
 
 
@@ -261,7 +261,7 @@ def storable_envelope(
     be silently replaced).
     """
     envelope = codec.envelope(event)
-    payload = codec.dumps(envelope)
+    payload = _json.dumps(envelope)
     try:
         payload.encode("utf-8")
         # Decoded as it will be when resumed or delivered: our own JSON,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from workflows.events import StopEvent
 
+from .. import _json
 from .base import RESULT_CLASSES, InboxEntry, PersistentHandler, StoredEvent
 
 
@@ -15,17 +15,14 @@ def dump_json(value: Mapping[str, Any] | None) -> str | None:
     """Compact JSON text for a JSON column (``None`` stays SQL NULL)."""
     if value is None:
         return None
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _json.dumps(value)
 
 
 def load_json(text: str | None) -> dict[str, Any] | None:
     """The object stored by :func:`dump_json`; raises ``ValueError`` for anything else."""
     if text is None:
         return None
-    value = json.loads(text)
-    if not isinstance(value, dict):
-        raise ValueError("stored JSON is not an object")
-    return value
+    return _json.load_object(text)
 
 
 def handler_values(handler: PersistentHandler) -> dict[str, Any]:

@@ -21,9 +21,8 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from workflows.runtime.types.results import StepWorkerFailed
-from workflows.runtime.types.ticks import TickStepResult
 
+from .._engine import StepWorkerFailed, TickStepResult
 from ..store.base import PersistentHandler
 
 if TYPE_CHECKING:

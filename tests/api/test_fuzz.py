@@ -55,6 +55,7 @@ from tests.support.http import HANDLER_KEYS
 from tests.support.rows import Orphans, memory_orphans, sql_orphans, sql_reader
 from tests.support.stores import StoreFactory
 from tests.support.threaded import ThreadedServer
+from tests.support.waiting import eventually_sync
 from tests.support.workflows import (
     CounterWorkflow,
     CustomWorkflow,
@@ -244,7 +245,11 @@ def test_fuzzed_requests_keep_the_error_contract_and_leave_no_orphans(
     assert len(report.exercised) == operations == 14, report.exercised
     assert report.problems == [], "\n\n".join(report.problems[:20])
 
-    time.sleep(1.0)  # fuzzed hitl runs time out after 0.5 s; let their ends be written
+    # Fuzzed hitl runs time out after 0.5 s: their ends are written soon after.
+    eventually_sync(
+        lambda: fuzzed_server.call(running_without_a_live_run(fuzzed_server)) == [],
+        "every fuzzed run ended or live",
+    )
     assert fuzzed_server.call(running_without_a_live_run(fuzzed_server)) == []
     if database_url is None:
         orphans = fuzzed_server.call(orphans_in(fuzzed_server, None))

@@ -13,6 +13,7 @@ import pytest
 from llama_agents.client import WorkflowClient
 
 from tests.support.crash_app import ProcessInput
+from tests.support.http import wait_until_event
 from tests.support.processes import JournalLine, ServerProcess, read_journal, server_processes
 from tests.support.workflows import AnswerEvent
 
@@ -156,8 +157,8 @@ async def test_last_event_id_after_restart(restart: Restart, journal_path: Path)
     start = ProcessInput(name="l", items=["l1", "l2", "l3"], delay=0.5)
     handler = await client.run_workflow_nowait("processing", start_event=start)
     await wait_until(lambda: len(actions(read_journal(journal_path), "end")) >= 1, 15, "item 1")
-    await asyncio.sleep(0.2)  # the first progress event is written
     async with httpx.AsyncClient(base_url=first.url) as http:
+        await wait_until_event(http, handler.handler_id, "ProgressEvent")  # the first is written
         head = await http.get(
             f"/events/{handler.handler_id}", params={"after_sequence": "now"}, timeout=2
         )

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from tests.support.crash_app import TickerInput
 from tests.support.postgres import PostgresServer
 from tests.support.processes import ServerProcess, read_journal, server_processes
 from tests.support.servers import serving
+from tests.support.waiting import eventually, progress_written
 from tests.support.workflows import make_workflows
 
 pytestmark = pytest.mark.timeout(180)
@@ -117,7 +119,9 @@ async def test_postgres_restart_mid_run(
             )
             for i in range(3)
         ]
-        await asyncio.sleep(1.0)
+        for handler in accepted:
+            written = partial(progress_written, server.url, handler.handler_id)
+            await eventually(written, "progress written")
         await asyncio.to_thread(postgres_server.stop)
         try:
             async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:

@@ -14,6 +14,7 @@ from llama_agents.client import WorkflowClient
 
 from tests.support.crash_app import TickerInput
 from tests.support.processes import JournalLine, ServerProcess, read_journal, server_processes
+from tests.support.waiting import eventually, ticked
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -94,7 +95,7 @@ async def test_killed_process_runs_are_adopted_within_the_lease_timeout(
         client_a, client_b = WorkflowClient(base_url=a.url), WorkflowClient(base_url=b.url)
         mine = await start_tickers(client_a, "a", 4, steps=60)
         theirs = await start_tickers(client_b, "b", 4, steps=20)
-        await asyncio.sleep(1.5)
+        await eventually(lambda: ticked(journal_path, "a", 4, 10), "A's runs well under way")
         killed_at = a.kill()
         await wait_all_completed(client_b, mine + theirs, timeout=60)
 
@@ -141,7 +142,7 @@ async def test_graceful_shutdown_hands_runs_over_at_once_without_failing_them(
         await asyncio.gather(asyncio.to_thread(a.start), asyncio.to_thread(b.start))
         client_a, client_b = WorkflowClient(base_url=a.url), WorkflowClient(base_url=b.url)
         mine = await start_tickers(client_a, "a", 4, steps=40)
-        await asyncio.sleep(1.0)
+        await eventually(lambda: ticked(journal_path, "a", 4, 5), "A's runs under way")
         exit_code = await asyncio.to_thread(a.terminate)
         stopped_at = time.time()
         await wait_all_completed(client_b, mine, timeout=60)
@@ -164,7 +165,7 @@ async def test_cancel_from_another_process(
         await asyncio.gather(asyncio.to_thread(a.start), asyncio.to_thread(b.start))
         client_a, client_b = WorkflowClient(base_url=a.url), WorkflowClient(base_url=b.url)
         [handler_id] = await start_tickers(client_a, "x", 1, steps=200)
-        await asyncio.sleep(0.8)
+        await eventually(lambda: ticked(journal_path, "x", 1, 4), "the run under way")
         assert (await client_b.cancel_handler(handler_id)).status == "cancelled"
         cancelled_at = time.time()
         events = [e.type async for e in client_a.get_workflow_events(handler_id)]

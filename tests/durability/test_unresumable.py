@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.support.crash_app import TickerInput
 from tests.support.processes import ServerProcess, server_processes
+from tests.support.waiting import eventually, handler_status, progress_written
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -44,6 +45,10 @@ async def failed_handler(url: str, handler_id: str) -> dict[str, object]:
     return body
 
 
+async def is_failed(url: str, handler_id: str) -> bool:
+    return await handler_status(url, handler_id) == "failed"
+
+
 async def interrupted_ticker(make_server: Callable[..., ServerProcess]) -> str:
     first = make_server()
     with server_processes(first):
@@ -51,7 +56,7 @@ async def interrupted_ticker(make_server: Callable[..., ServerProcess]) -> str:
         client = WorkflowClient(base_url=first.url)
         start = TickerInput(name="t", steps=100, delay=0.1)
         handler = await client.run_workflow_nowait("ticker", start_event=start)
-        await asyncio.sleep(0.8)  # a few steps checkpointed
+        await eventually(lambda: progress_written(first.url, handler.handler_id), "a checkpoint")
         first.kill()
     return handler.handler_id
 
@@ -63,7 +68,7 @@ async def test_run_of_an_unregistered_workflow_is_failed(
     second = make_server(WF_SKIP_WORKFLOWS="ticker")
     with server_processes(second):
         await asyncio.to_thread(second.start)
-        await asyncio.sleep(0.5)
+        await eventually(lambda: is_failed(second.url, handler_id), "the resume gives up")
         body = await failed_handler(second.url, handler_id)
         events = [
             e async for e in WorkflowClient(base_url=second.url).get_workflow_events(handler_id)
@@ -87,7 +92,7 @@ async def test_unreadable_checkpoint_fails_the_run_not_the_server(
     second = make_server()
     with server_processes(second):
         await asyncio.to_thread(second.start)
-        await asyncio.sleep(0.5)
+        await eventually(lambda: is_failed(second.url, handler_id), "the resume gives up")
         body = await failed_handler(second.url, handler_id)
         async with httpx.AsyncClient(base_url=second.url) as http:
             healthy = (await http.get("/health")).json()

@@ -157,6 +157,14 @@ async def _has_started(service: WorkflowService, handler_id: str) -> bool:
     return any(e.event_type == "StepStateChanged" for e in events)
 
 
+async def _asked(service: WorkflowService, handler_id: str) -> bool:
+    """Whether the run's question is written: it waits for input (not yet released as idle)."""
+    row = await service.get(handler_id)
+    assert row.run_id is not None
+    events = await service.store.read_events(row.run_id)
+    return any(e.event_type == "AskEvent" for e in events)
+
+
 async def test_an_idle_run_is_released_and_leaves_no_state(service: WorkflowService) -> None:
     handler = await service.start_run("hitl")
     await wait_released_idle(service, handler.handler_id)
@@ -416,7 +424,7 @@ async def test_stop_does_not_fail_a_run_waiting_for_input(make_store: StoreFacto
     first = new_service(store)
     await first.start()
     handler = await first.start_run("hitl")
-    await asyncio.sleep(0.05)  # the run is waiting for input, not yet released as idle
+    await eventually(lambda: _asked(first, handler.handler_id), "the run waits for input")
     await first.stop()
 
     second = new_service(reopen(store, make_store))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from workflows.events import StartEvent
@@ -11,6 +10,7 @@ from workflows.events import StartEvent
 from llama_workflows_asgi import ServiceConfig, SqlAlchemyWorkflowStore, WorkflowService
 from llama_workflows_asgi.store._liveness_pg import PostgresLiveness
 from tests.support.postgres import PostgresServer
+from tests.support.waiting import eventually
 from tests.support.workflows import make_workflows
 
 pytestmark = pytest.mark.timeout(60)
@@ -33,15 +33,14 @@ async def test_losing_the_liveness_session_stops_runs_and_they_resume_once_it_is
     async with service.running_context():
         baseline = await service.run("slow", StartEvent(seconds=0.1))
         handler = await service.start_run("slow", StartEvent(seconds=1.0))
-        await asyncio.sleep(0.3)
+        await eventually(
+            lambda: step_starts(service, handler.handler_id), "the step runs", timeout=10
+        )
         postgres_server.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             f"WHERE application_name = '{PostgresLiveness.application_name}'"
         )
-        deadline = time.monotonic() + 10
-        while service.store.liveness.held:
-            assert time.monotonic() < deadline, "the loss was never noticed"
-            await asyncio.sleep(0.005)
+        await eventually(lambda: not service.store.liveness.held, "the loss is noticed")
         done = await asyncio.wait_for(service.wait_for(handler.handler_id), 20)
         assert service.store.liveness.held
         interrupted, plain = (

@@ -142,9 +142,14 @@ class FrameReader:
         return await asyncio.wait_for(read(), timeout)
 
 
-async def wait_until_idle(http: httpx.AsyncClient, handler_id: str) -> None:
-    """Wait until a run's ``WorkflowIdleEvent`` is written (it waits for input)."""
+async def wait_until_event(http: httpx.AsyncClient, handler_id: str, event_type: str) -> None:
+    """Wait until the run has written an event of ``event_type`` (internal ones included)."""
     params = {"after_sequence": "-1", "include_internal": "true"}
     async with http.stream("GET", f"/events/{handler_id}", params=params) as response:
         assert response.status_code == 200
-        await FrameReader(response).until_event("WorkflowIdleEvent")
+        await FrameReader(response).until_event(event_type)
+
+
+async def wait_until_idle(http: httpx.AsyncClient, handler_id: str) -> None:
+    """Wait until a run's ``WorkflowIdleEvent`` is written (it waits for input)."""
+    await wait_until_event(http, handler_id, "WorkflowIdleEvent")

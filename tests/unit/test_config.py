@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 
 import pytest
 
-from llama_workflows_asgi import ServiceConfig
+from llama_workflows_asgi import ServiceConfig, WorkflowService, workflow_router
+from llama_workflows_asgi.api.deps import EdgeLimits
+from llama_workflows_asgi.cli._runs import prune_runs
+from llama_workflows_asgi.service.config import DEFAULT_HEARTBEAT_INTERVAL
+from llama_workflows_asgi.service.streams import EventStream
 
 
 def test_defaults_are_valid() -> None:
@@ -108,3 +113,22 @@ def test_unwritten_progress_age_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_unwritten_age must be > 0"):
         ServiceConfig(max_unwritten_age=0)
     assert ServiceConfig(max_json_depth=200, max_unwritten_age=0.1).max_json_depth == 200
+
+
+def test_stream_defaults_are_the_one_heartbeat_interval() -> None:
+    """Every layer that defaults a heartbeat interval takes it from ``service.config``."""
+    fields = {f.name: f.default for f in dataclasses.fields(EventStream)}
+    assert fields["heartbeat_interval"] == DEFAULT_HEARTBEAT_INTERVAL
+    assert EdgeLimits(64).heartbeat_interval == DEFAULT_HEARTBEAT_INTERVAL
+    for function, name in (
+        (WorkflowService.open_stream, "heartbeat_interval"),
+        (workflow_router, "sse_heartbeat_interval"),
+    ):
+        default = inspect.signature(function).parameters[name].default
+        assert default == DEFAULT_HEARTBEAT_INTERVAL, function
+
+
+def test_prune_defaults_are_retentions() -> None:
+    parameters = inspect.signature(prune_runs).parameters
+    assert parameters["pause"].default == ServiceConfig().retention_pause
+    assert parameters["batch_size"].default == ServiceConfig().retention_batch_size

@@ -1,0 +1,137 @@
+"""The engine's private API, in one place.
+
+Durability needs a few things ``llama-index-workflows`` does not offer publicly:
+moving a workflow onto our runtime, the step table and a step's accepted
+events, the control loop's state and its reducer (to checkpoint without
+replaying), and the runtime internals (ticks, tasks, adapters) a runtime
+decorator works with. Everything of the engine that is underscored, or lives
+under ``workflows.runtime`` rather than the package's public surface, is reached
+through this module only; the rest of the package imports the names below.
+
+Checked against llama-index-workflows 2.26.1 (``pyproject.toml`` pins
+``>=2.26.1,<2.27``). Before widening the pin, run ``tests/unit/test_engine.py``: it
+checks that each thing used here still exists and behaves as relied upon.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workflows import Workflow
+from workflows.context.serializers import BaseSerializer
+from workflows.events import Event
+from workflows.runtime.control_loop import rebuild_state_from_ticks
+from workflows.runtime.runtime_decorators import (
+    BaseInternalRunAdapterDecorator,
+    BaseRuntimeDecorator,
+)
+from workflows.runtime.types.internal_state import BrokerState
+from workflows.runtime.types.named_task import (
+    NamedTask,
+    PendingStart,
+    PendingWorker,
+    all_tasks,
+    pick_highest_priority,
+)
+from workflows.runtime.types.plugin import (
+    ExternalRunAdapter,
+    InternalRunAdapter,
+    Runtime,
+    WaitForNextTaskResult,
+    as_snapshottable_adapter,
+    as_v2_runtime_compatibility_shim,
+)
+from workflows.runtime.types.results import StepWorkerFailed
+from workflows.runtime.types.step_id import StepId
+from workflows.runtime.types.ticks import (
+    TickAddEvent,
+    TickIdleRelease,
+    TickStepResult,
+    TickTimeout,
+    WorkflowTick,
+)
+
+__all__ = [
+    "BaseInternalRunAdapterDecorator",
+    "BaseRuntimeDecorator",
+    "BrokerState",
+    "ExternalRunAdapter",
+    "InternalRunAdapter",
+    "NamedTask",
+    "PendingStart",
+    "PendingWorker",
+    "StepId",
+    "StepWorkerFailed",
+    "TickAddEvent",
+    "TickIdleRelease",
+    "TickStepResult",
+    "TickTimeout",
+    "WaitForNextTaskResult",
+    "WorkflowTick",
+    "abort",
+    "advance",
+    "all_tasks",
+    "compose_serializer",
+    "decorated",
+    "initial_state",
+    "move_to_runtime",
+    "pick_highest_priority",
+    "step_accepts",
+    "step_names",
+]
+
+
+def move_to_runtime(workflow: Workflow, runtime: Runtime) -> None:
+    """Make ``runtime`` run ``workflow``; raises ``RuntimeError`` if it already ran elsewhere.
+
+    The engine has no public way to move a constructed workflow onto another
+    runtime; this is the one it uses itself.
+    """
+    workflow._switch_runtime(runtime)
+
+
+def step_names(workflow: Workflow) -> set[str]:
+    """The names of the workflow's steps (the engine's own table of steps)."""
+    return set(workflow._get_steps())
+
+
+def step_accepts(workflow: Workflow, step: str, event: Event) -> bool:
+    """Whether ``step``'s signature takes ``event`` (the engine's own check)."""
+    try:
+        workflow._validate_valid_step_message(step, event)
+    except Exception:
+        return False
+    return True
+
+
+def initial_state(adapter: ExternalRunAdapter) -> BrokerState:
+    """The control-loop state a started run began from (to mirror it tick by tick)."""
+    snapshottable = as_snapshottable_adapter(adapter)
+    if snapshottable is None:
+        raise RuntimeError("the engine runtime does not expose run snapshots")
+    return snapshottable.init_state
+
+
+def advance(state: BrokerState, ticks: list[WorkflowTick], run_id: str) -> BrokerState:
+    """``state`` after the control loop reduced ``ticks`` (a copy: states are never mutated)."""
+    return rebuild_state_from_ticks(state, ticks, run_id=run_id)
+
+
+def abort(adapter: ExternalRunAdapter) -> None:
+    """Cancel a run's control loop at once, emitting nothing (the engine's v2 hard abort)."""
+    shim = as_v2_runtime_compatibility_shim(adapter)
+    if shim is not None:
+        shim.abort()
+
+
+def decorated(runtime: BaseRuntimeDecorator) -> Runtime:
+    """The runtime a decorator forwards to."""
+    inner: Runtime = runtime._decorated
+    return inner
+
+
+def compose_serializer(
+    runtime: Runtime, workflow: Workflow, base: BaseSerializer, *types: type[Any]
+) -> BaseSerializer:
+    """``base`` resolving the workflow's declared types plus ``types`` (the runtime caches it)."""
+    return runtime._compose_serializer(workflow, base, *types)

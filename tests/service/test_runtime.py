@@ -1,0 +1,110 @@
+"""``service.runtime``: the engine's runtime, reporting what each observed run does."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from workflows import Context, Workflow, step
+from workflows.events import Event, StartEvent, StopEvent
+
+from llama_workflows_asgi import _engine
+from llama_workflows_asgi.service.runtime import DurableRuntime
+from tests.support.waiting import eventually
+from tests.support.workflows import CounterWorkflow, GreetWorkflow, ProgressEvent
+
+pytestmark = pytest.mark.timeout(20)
+
+
+class Recorder:
+    """A ``RunObserver`` that keeps every report."""
+
+    def __init__(self) -> None:
+        self.ticks: list[Any] = []
+        self.events: list[Event] = []
+        self.state_changes = 0
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.interrupts: list[BaseException] = []
+
+    def observe_tick(self, tick: Any) -> None:
+        self.ticks.append(tick)
+
+    def observe_event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def observe_state_change(self) -> None:
+        self.state_changes += 1
+
+    def track_task(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.append(task)
+
+    def observe_interrupt(self, exc: BaseException) -> None:
+        self.interrupts.append(exc)
+
+
+async def run_observed(workflow: Workflow, run_id: str, **start: Any) -> tuple[Any, Recorder]:
+    runtime, recorder = DurableRuntime(), Recorder()
+    _engine.move_to_runtime(workflow, runtime)
+    await runtime.launch()
+    try:
+        runtime.observe(run_id, recorder)
+        result = await workflow.run(run_id=run_id, start_event=StartEvent(**start))
+        runtime.forget(run_id)
+        return result, recorder
+    finally:
+        await runtime.destroy()
+
+
+async def test_an_observed_run_reports_its_ticks_events_and_tasks() -> None:
+    result, seen = await run_observed(GreetWorkflow(), "r1", name="Ada")
+    assert result == {"greeting": "Hello, Ada!"}
+    progress = [e for e in seen.events if isinstance(e, ProgressEvent)]
+    assert [e.i for e in progress] == [0, 1, 2]
+    assert isinstance(seen.events[-1], StopEvent)
+    assert seen.ticks  # the control loop's ticks, to checkpoint from
+    assert seen.tasks
+    assert all(t.done() for t in seen.tasks)
+
+
+async def test_state_store_edits_are_reported() -> None:
+    result, seen = await run_observed(CounterWorkflow(), "r2")
+    assert result == {"count": 1}
+    assert seen.state_changes >= 1
+
+
+class Interrupting(Workflow):
+    @step
+    async def stop_everything(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        raise KeyboardInterrupt
+
+
+async def test_an_interrupt_in_a_step_is_reported_not_raised_out_of_the_loop() -> None:
+    runtime, recorder = DurableRuntime(), Recorder()
+    workflow = Interrupting(timeout=None)
+    _engine.move_to_runtime(workflow, runtime)
+    await runtime.launch()
+    try:
+        runtime.observe("r3", recorder)
+        handler = workflow.run(run_id="r3")
+        await eventually(lambda: bool(recorder.interrupts), "the step raised")
+        assert [type(e) for e in recorder.interrupts] == [KeyboardInterrupt]
+        _engine.abort(runtime.get_external_adapter("r3"))
+        with pytest.raises(BaseException):  # noqa: PT011, B017 - aborted, however it ends
+            await asyncio.wait_for(handler, 5)
+    finally:
+        await runtime.destroy()
+
+
+class Extra(Event):
+    note: str
+
+
+def test_allowed_types_are_resolved_by_the_workflow_serializer() -> None:
+    runtime, workflow = DurableRuntime(), GreetWorkflow()
+    before = runtime.get_serializer(workflow)
+    with pytest.raises(Exception, match="Extra"):
+        before.deserialize(before.serialize(Extra(note="n")))
+    runtime.allow_types(workflow, (Extra,))
+    after = runtime.get_serializer(workflow)
+    assert after.deserialize(after.serialize(Extra(note="n"))) == Extra(note="n")
