@@ -21,7 +21,7 @@ from tests.support.processes import ServerProcess, read_journal, server_processe
 
 pytestmark = pytest.mark.timeout(180)
 
-RUNS, STEPS = 6, 40
+RUNS, STEPS = 6, 50
 
 
 @asynccontextmanager
@@ -64,9 +64,9 @@ async def stream_types(
 ) -> list[str]:
     """Event types streamed for a run: all of them, or just the first one."""
     types: list[str] = []
-    async with client.stream(
-        "GET", f"/events/{handler_id}", params={"sse": "false", "after_sequence": "-1"}
-    ) as response:
+    # The ticker streams nothing but its result: the first event is an internal one.
+    params = {"sse": "false", "after_sequence": "-1", "include_internal": str(first_only).lower()}
+    async with client.stream("GET", f"/events/{handler_id}", params=params) as response:
         assert response.status_code == 200
         async for line in response.aiter_lines():
             if line:
@@ -92,7 +92,7 @@ async def test_two_workers_on_one_sqlite_file(tmp_path: Path) -> None:
             pids = sorted(clients)
             handler_ids = []
             for i in range(RUNS):  # started on both workers in turn
-                body = {"start_event": {"name": f"r{i}", "steps": STEPS, "delay": 0.1}}
+                body = {"start_event": {"name": f"r{i}", "steps": STEPS, "delay": 0.15}}
                 started = await clients[pids[i % 2]].post("/workflows/ticker/run-nowait", json=body)
                 assert started.status_code == 200, started.text
                 handler_ids.append(started.json()["handler_id"])
@@ -104,18 +104,23 @@ async def test_two_workers_on_one_sqlite_file(tmp_path: Path) -> None:
                 for handler_id in handler_ids:
                     got = await client.get(f"/handlers/{handler_id}")
                     assert got.json()["status"] == "running"
+            # Each worker streams a run the other one executes (the last use
+            # of its connection: a stream left early closes it).
             for pid, client in clients.items():
-                for handler_id in handler_ids:
-                    if placed[handler_id] != pid:
-                        assert await stream_types(client, handler_id, first_only=True)
-            victim = pids[0]
-            survivor = clients[pids[1]]
-            os.kill(victim, signal.SIGKILL)
-            killed_at = time.time()
-            # The survivor, or the worker uvicorn starts instead: any may answer.
-            ends = await asyncio.gather(*(stream_anywhere(server.url, h) for h in handler_ids))
-            finals = [(await survivor.get(f"/handlers/{h}")).json() for h in handler_ids]
+                remote = next(h for h in handler_ids if placed[h] != pid)
+                assert await stream_types(client, remote, first_only=True)
+        victim = pids[0]
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.time()
+        # The survivor, or the worker uvicorn starts instead: any may answer.
+        ends = await asyncio.gather(*(stream_anywhere(server.url, h) for h in handler_ids))
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            finals = [(await http.get(f"/handlers/{h}")).json() for h in handler_ids]
 
+    ticks_at_kill = [
+        x for x in read_journal(journal_path) if x.action == "stop" and x.at <= killed_at
+    ]
+    assert len(ticks_at_kill) < RUNS * STEPS, "the kill came before the runs were done"
     assert all(types[-1] == "StopEvent" for types in ends)
     assert [f["status"] for f in finals] == ["completed"] * RUNS
     assert all(f["result"]["value"]["result"]["ticks"] == STEPS for f in finals)
