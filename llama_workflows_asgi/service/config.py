@@ -96,7 +96,7 @@ class ServiceConfig:
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.lease_ttl <= self.poll_interval * 2:
-            raise ValueError("lease_ttl must exceed twice poll_interval so heartbeats renew in time")
+            raise ValueError("lease_ttl must exceed twice poll_interval so heartbeats renew")
         if self.max_resume_attempts < 1 or self.claim_batch_size < 1 or self.max_page_size < 1:
             raise ValueError("max_resume_attempts, claim_batch_size and max_page_size must be >= 1")
         if not 1 <= self.max_json_depth <= _CHECKPOINTABLE_DEPTH:
