@@ -25,12 +25,13 @@ class ServiceConfig:
     """How the run service checkpoints, shares runs with other processes and streams.
 
     Attributes:
-        lease_ttl: Seconds a process's ownership of a run lasts without renewal.
+        lease_ttl: Seconds a process's heartbeat (its row in the owners table,
+            renewed every ownership round) lasts without renewal.
             A process that is gone but whose death cannot be proven (its
             database session still open on a server that has not noticed, a
             store without liveness tokens) has its runs adopted after about this
             long; a provably dead one at the next ownership round.
-        poll_interval: Seconds between ownership rounds: lease renewal, adopting
+        poll_interval: Seconds between ownership rounds: heartbeat, adopting
             runs nobody owns, picking up events and cancels sent to other processes.
         stream_poll_interval: Seconds between event-log reads while streaming a
             run executing in another process.
@@ -101,7 +102,7 @@ class ServiceConfig:
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.lease_ttl <= self.poll_interval * 2:
-            raise ValueError("lease_ttl must exceed twice poll_interval so leases renew in time")
+            raise ValueError("lease_ttl must exceed twice poll_interval so heartbeats renew")
         if self.max_resume_attempts < 1 or self.claim_batch_size < 1 or self.max_page_size < 1:
             raise ValueError("max_resume_attempts, claim_batch_size and max_page_size must be >= 1")
         if not 1 <= self.max_json_depth <= _CHECKPOINTABLE_DEPTH:

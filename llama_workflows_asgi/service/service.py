@@ -174,6 +174,7 @@ class WorkflowService:
             return
         await self.store.start()
         await self.store.liveness.acquire(self.owner.id, self._on_liveness)
+        await self._supervisor.register()
         await self.runtime.launch()
         self._stop.reset()
         self._drain = None

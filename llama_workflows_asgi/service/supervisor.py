@@ -1,4 +1,4 @@
-"""Ownership rounds: renew leases, honour remote cancels and events, adopt orphaned runs."""
+"""Ownership rounds: renew our heartbeat, honour remote cancels and events, adopt orphaned runs."""
 
 from __future__ import annotations
 
@@ -26,12 +26,14 @@ logger = logging.getLogger(__name__)
 class Supervisor:
     """Runs one ownership round every ``poll_interval`` (the first one at once).
 
-    A round renews this process's leases in one statement; a live run whose row
-    is no longer ours (cancelled or finished elsewhere, or adopted after our
-    lease lapsed) is stopped here. Events recorded for our runs by other
-    processes are delivered. Runs nobody live owns are claimed in batches and
-    resumed. If the store stays unreachable for most of a lease, every local
-    run is stopped, since another process may adopt them once it is back.
+    A round renews this process's heartbeat (one owners row, whatever the
+    number of runs) and reads back which runs are still ours; a live run whose
+    row is no longer ours (cancelled or finished elsewhere, or adopted after
+    our heartbeat lapsed) is stopped here. Events recorded for our runs by
+    other processes are delivered. Runs nobody live owns are claimed in
+    batches and resumed. If the store stays unreachable for most of
+    ``lease_ttl``, every local run is stopped, since another process may adopt
+    them once it is back.
     """
 
     def __init__(
@@ -57,6 +59,13 @@ class Supervisor:
         self._last_round = time.monotonic()
         self.last_error: BaseException | None = None
         self._failures = FailureLog(logger, "ownership round")
+
+    async def register(self) -> None:
+        """Write this owner's heartbeat row, before any row names this process its owner."""
+        now = utcnow()
+        expires_at = now + timedelta(seconds=self._config.lease_ttl)
+        await self._store.heartbeat(self._owner.id, now=now, expires_at=expires_at)
+        self._last_renewal = time.monotonic()
 
     def start(self) -> None:
         """Start the rounds."""
@@ -102,8 +111,9 @@ class Supervisor:
         running = [
             r for r in self._live.values() if r.handler is not None and not r.finished.is_set()
         ]
-        lease_until = utcnow() + timedelta(seconds=self._config.lease_ttl)
-        owned = await self._store.renew_leases(self._owner.id, lease_until)
+        now = utcnow()
+        expires_at = now + timedelta(seconds=self._config.lease_ttl)
+        owned = await self._store.heartbeat(self._owner.id, now=now, expires_at=expires_at)
         self._last_renewal = time.monotonic()
         for run in running:
             if run.handler_id not in owned and not run.finished.is_set():
@@ -162,5 +172,5 @@ class Supervisor:
         if silent_for > self._config.lease_ttl * 0.75:
             for run in self._live.values():
                 if not run.finished.is_set():
-                    logger.warning("lease of run %s may lapse; stopping it here", run.run_id)
+                    logger.warning("heartbeat may lapse; stopping run %s here", run.run_id)
                     self._live.lose(run)

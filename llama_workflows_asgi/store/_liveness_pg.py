@@ -33,6 +33,7 @@ class PostgresLiveness(Liveness):
     """
 
     application_name = "llama_workflows_asgi liveness"
+    kind = "advisory_lock"
 
     def __init__(
         self,
@@ -59,6 +60,10 @@ class PostgresLiveness(Liveness):
         settings.setdefault("application_name", self.application_name)
         args["server_settings"] = settings
         return create_async_engine(self.url, poolclass=NullPool, connect_args=args)
+
+    def token_key(self, owner_id: str) -> int | None:
+        """The advisory lock key of ``owner_id`` (see ``pg_locks.objid``)."""
+        return owner_key(owner_id)
 
     async def acquire(self, owner_id: str, on_change: OnChange | None = None) -> None:
         async with self._lock:

@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, Select, and_, exists, false, literal, or_,
 from sqlalchemy.sql.expression import FromClause
 
 from .base import HandlerQuery
-from .schema import UtcDateTime, handlers_table, inbox_table
+from .schema import UtcDateTime, handlers_table, inbox_table, owners_table
 
 T = TypeVar("T")
 
@@ -19,6 +19,7 @@ CHUNK = 1000
 
 handlers = handlers_table
 inbox = inbox_table
+owners = owners_table
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
@@ -75,17 +76,16 @@ def claimable(
     """Rows of ``table`` (handlers or an alias of it) that a live process may take over.
 
     Running, not idle unless its inbox holds an event, and unowned, owned by a
-    dead process, or with a missing or expired lease.
+    process proven dead, or owned by one whose heartbeat is not alive at
+    ``now`` (its owners row expired, or it has none).
     """
     c = table.c
     waiting = exists().where(inbox.c.handler_id == c.handler_id)
+    owner_alive = exists().where(
+        owners.c.owner_id == c.owner_id, owners.c.expires_at >= literal(now, UtcDateTime())
+    )
     return and_(
         c.status == "running",
         or_(c.idle_since.is_(None), waiting),
-        or_(
-            c.owner_id.is_(None),
-            c.owner_id.in_(list(dead_owners)),
-            c.lease_expires_at.is_(None),
-            c.lease_expires_at < literal(now, UtcDateTime()),
-        ),
+        or_(c.owner_id.is_(None), c.owner_id.in_(list(dead_owners)), ~owner_alive),
     )

@@ -26,6 +26,7 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
+    exists,
     func,
     insert,
     literal,
@@ -50,12 +51,12 @@ from .base import (
     Status,
     StoredEvent,
 )
-from .schema import UtcDateTime, events_table, handlers_table, inbox_table
+from .schema import UtcDateTime, events_table, handlers_table, inbox_table, owners_table
 
 P = TypeVar("P")
 R = TypeVar("R")
 
-handlers, events, inbox = handlers_table, events_table, inbox_table
+handlers, events, inbox, owners = handlers_table, events_table, inbox_table, owners_table
 c = handlers.c
 
 
@@ -426,6 +427,46 @@ enqueue_event = one_by_one(_enqueue_event)
 
 
 @dataclass(frozen=True)
+class Beat:
+    """An owner's heartbeat: who, until when, and its liveness token."""
+
+    owner_id: str
+    now: datetime
+    expires_at: datetime
+    token_kind: str | None = None
+    token_key: int | None = None
+
+
+async def _beat(conn: AsyncConnection, beat: Beat) -> None:
+    """Create or renew ``beat``'s owner row: one row, whatever the owner holds."""
+    values = {
+        "owner_id": beat.owner_id,
+        "heartbeat_at": beat.now,
+        "expires_at": beat.expires_at,
+        "token_kind": beat.token_kind,
+        "token_key": beat.token_key,
+    }
+    insert_ = _upsert_insert(conn)(owners).values(values)
+    renewed = {name: insert_.excluded[name] for name in values if name != "owner_id"}
+    await conn.execute(
+        insert_.on_conflict_do_update(index_elements=[owners.c.owner_id], set_=renewed)
+    )
+
+
+async def _heartbeat(conn: AsyncConnection, beat: Beat) -> set[str]:
+    await _beat(conn, beat)
+    # Lapsed owners holding nothing any more: an absent row means the same.
+    holds = exists().where(c.owner_id == owners.c.owner_id, c.status == "running")
+    lapsed = owners.c.expires_at < literal(beat.now, UtcDateTime())
+    await conn.execute(delete(owners).where(lapsed, ~holds))
+    owned = select(c.handler_id).where(c.owner_id == beat.owner_id, c.status == "running")
+    return set((await conn.execute(owned)).scalars())
+
+
+heartbeat = one_by_one(_heartbeat)
+
+
+@dataclass(frozen=True)
 class Claim:
     """Payload of :func:`claim_handlers`."""
 
@@ -435,6 +476,7 @@ class Claim:
     dead_owners: tuple[str, ...]
     handler_ids: tuple[str, ...] | None
     limit: int
+    beat: Beat
 
 
 async def _claim_handlers(conn: AsyncConnection, op: Claim) -> list[PersistentHandler]:
@@ -456,6 +498,7 @@ async def _claim_handlers(conn: AsyncConnection, op: Claim) -> list[PersistentHa
     previous = {row.handler_id: row.owner_id for row in await conn.execute(pick)}
     if not previous:
         return []
+    await _beat(conn, op.beat)  # what we take must not look abandoned
     stmt = (
         update(handlers)
         .where(c.handler_id.in_(list(previous)))
@@ -477,20 +520,6 @@ async def _claim_handlers(conn: AsyncConnection, op: Claim) -> list[PersistentHa
 claim_handlers = one_by_one(_claim_handlers)
 
 
-async def _renew_leases(conn: AsyncConnection, op: tuple[str, datetime]) -> set[str]:
-    owner_id, lease_until = op
-    stmt = (
-        update(handlers)
-        .where(c.owner_id == owner_id, c.status == "running")
-        .values(lease_expires_at=lease_until)
-        .returning(c.handler_id)
-    )
-    return set((await conn.execute(stmt)).scalars())
-
-
-renew_leases = one_by_one(_renew_leases)
-
-
 async def _release_handlers(conn: AsyncConnection, op: tuple[str, tuple[str, ...] | None]) -> None:
     owner_id, handler_ids = op
     stmt = (
@@ -498,6 +527,7 @@ async def _release_handlers(conn: AsyncConnection, op: tuple[str, tuple[str, ...
     )
     if handler_ids is None:
         await conn.execute(stmt)
+        await conn.execute(delete(owners).where(owners.c.owner_id == owner_id))
         return
     for ids in chunks(handler_ids):
         await conn.execute(stmt.where(c.handler_id.in_(ids)))

@@ -10,9 +10,11 @@ execution needs:
   status, fenced by ownership so a process that lost a run cannot write to it;
 * ``enqueue_event`` / ``read_inbox`` record events sent to a run, so an event
   acknowledged to a caller survives a crash before the run consumed it;
-* ``claim_handlers`` / ``renew_leases`` / ``release_handlers`` implement the
-  ownership lease that lets several processes share one database, and
-  ``liveness`` the tokens that prove an owner dead before its lease expires.
+* ``heartbeat`` / ``claim_handlers`` / ``release_handlers`` implement run
+  ownership, which lets several processes share one database: each owner
+  renews one row of its own (its heartbeat), runs name their owner, and a run
+  whose owner's heartbeat lapsed is adoptable; ``liveness`` holds the tokens
+  that prove an owner dead before its heartbeat lapses.
 
 All timestamps are timezone-aware UTC datetimes.
 """
@@ -92,7 +94,10 @@ class PersistentHandler(BaseModel):
     serializer format (``__is_pydantic``, ``value``, ``qualified_name``) or as
     a legacy plain value (which becomes ``StopEvent(result=value)``). The
     fields after ``completed_at`` are the server's bookkeeping: the start
-    event, who started the run, the ownership lease and idempotency data.
+    event, who started the run, its owner and idempotency data
+    (``lease_expires_at`` is the owner's heartbeat expiry when the run was
+    claimed or created: informative, never renewed; the owner's heartbeat
+    decides whether the run may be adopted).
     ``previous_owner_id`` is not stored: it is set on the rows
     ``claim_handlers`` returns, naming who owned the run before the claim
     (``None`` if nobody did).
@@ -327,7 +332,7 @@ class AbstractWorkflowStore(ABC):
     def liveness(self) -> Liveness:
         """The owners' liveness tokens (see ``store.liveness``).
 
-        The default proves no owner dead: their runs wait for their leases.
+        The default proves no owner dead: their runs wait for their heartbeats to lapse.
         """
         return _UNPROVEN
 
@@ -469,6 +474,16 @@ class AbstractWorkflowStore(ABC):
     # -- ownership -----------------------------------------------------------------
 
     @abstractmethod
+    async def heartbeat(self, owner_id: str, *, now: datetime, expires_at: datetime) -> set[str]:
+        """Record that ``owner_id`` is alive until ``expires_at``; return the runs it owns.
+
+        One owner row is written (created or renewed, with the liveness token's
+        kind and key), whatever the number of runs; rows of owners whose
+        heartbeat lapsed before ``now`` and that own no running handler are
+        deleted. Returns the ids of the running handlers ``owner_id`` owns.
+        """
+
+    @abstractmethod
     async def claim_handlers(
         self,
         owner_id: str,
@@ -481,25 +496,32 @@ class AbstractWorkflowStore(ABC):
     ) -> list[PersistentHandler]:
         """Take ownership of running handlers nobody live owns, in one batch.
 
-        A handler is claimable when it is running and its owner is unset, its
-        lease expired before ``now``, or its owner is in ``dead_owners``; and it
-        is not idle (released while waiting for input) unless its inbox holds an
-        event. With ``handler_ids`` only those are considered. Claiming from an
-        owner that did not release the run counts a resume attempt. Returns the
-        claimed rows with their checkpoints and ``previous_owner_id``.
+        A handler is claimable when it is running and either unowned, owned by
+        an owner with no heartbeat alive at ``now`` (its row expired before
+        ``now``, or it has none), or owned by one of ``dead_owners``; and it is
+        not idle (released while waiting for input) unless its inbox holds an
+        event. With ``handler_ids`` only those are considered. When anything is
+        claimed, ``owner_id``'s heartbeat is renewed to ``lease_until`` in the
+        same transaction (claimed runs are never born adoptable) and their
+        ``lease_expires_at`` is set to it. Claiming from an owner that did not
+        release the run counts a resume attempt. Returns the claimed rows with
+        their checkpoints and ``previous_owner_id``.
         """
 
     @abstractmethod
-    async def renew_leases(self, owner_id: str, lease_until: datetime) -> set[str]:
-        """Extend every lease ``owner_id`` holds; return the handler ids it still owns."""
-
-    @abstractmethod
     async def release_handlers(self, owner_id: str, handler_ids: Sequence[str] | None) -> None:
-        """Give up ownership (of ``handler_ids`` or of everything) without changing status."""
+        """Give up ownership (of ``handler_ids`` or of everything) without changing status.
+
+        Releasing everything (``None``) also deletes ``owner_id``'s heartbeat row.
+        """
 
     @abstractmethod
     async def list_owners(self) -> set[str]:
-        """The owner ids currently recorded on running handlers."""
+        """The owners that have a heartbeat row: those whose liveness is worth probing.
+
+        An owner without one (or with a lapsed one) needs no probe: its runs
+        are adoptable already.
+        """
 
 
 _UNPROVEN = UnprovenLiveness()

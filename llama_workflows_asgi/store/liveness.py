@@ -55,10 +55,16 @@ def owner_key(owner_id: str) -> int:
 class Liveness(ABC):
     """The liveness tokens of one store: hold ours, probe others'.
 
-    ``held`` is whether every token acquired here is currently held.
+    ``held`` is whether every token acquired here is currently held;
+    ``kind`` names the token, as the owners table records it.
     """
 
     held: bool = True
+    kind: str | None = None
+
+    def token_key(self, owner_id: str) -> int | None:
+        """The database key of ``owner_id``'s token, if it has one (an advisory lock's)."""
+        return None
 
     @abstractmethod
     async def acquire(self, owner_id: str, on_change: OnChange | None = None) -> None:
@@ -92,6 +98,8 @@ class UnprovenLiveness(Liveness):
 class LocalLiveness(Liveness):
     """Tokens of a store only this process can see: an owner is alive while it holds one."""
 
+    kind = "process"
+
     def __init__(self) -> None:
         self._held: set[str] = set()
 
@@ -116,6 +124,8 @@ class FileLockLiveness(Liveness):
     dead (it takes its lock before it writes any row); the prober then removes
     the file so files of crashed processes do not pile up.
     """
+
+    kind = "flock"
 
     def __init__(self, database: str | os.PathLike[str]) -> None:
         path = Path(database).resolve()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -47,6 +48,7 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
         self._events: dict[str, list[StoredEvent]] = {}
         self._inbox: dict[int, InboxEntry] = {}
         self._inbox_ids = itertools.count(1)
+        self._owners: dict[str, _OwnerBeat] = {}
         self._liveness = LocalLiveness()
 
     @property
@@ -219,6 +221,18 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
 
     # -- ownership -----------------------------------------------------------------
 
+    async def heartbeat(self, owner_id: str, *, now: datetime, expires_at: datetime) -> set[str]:
+        self._owners[owner_id] = _OwnerBeat(now, expires_at)
+        holding = {h.owner_id for h in self._handlers.values() if h.status == "running"}
+        for other, beat in list(self._owners.items()):
+            if beat.expires_at < now and other not in holding:
+                del self._owners[other]  # lapsed and holding nothing: an absent row says the same
+        return {
+            hid
+            for hid, h in self._handlers.items()
+            if h.owner_id == owner_id and h.status == "running"
+        }
+
     async def claim_handlers(
         self,
         owner_id: str,
@@ -229,14 +243,14 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
         handler_ids: Sequence[str] | None = None,
         limit: int = 100,
     ) -> list[PersistentHandler]:
-        dead = set(dead_owners)
+        dead = set(dead_owners) | self._lapsed(now)
         waiting = {e.handler_id for e in self._inbox.values()}
         pool = self._handlers.values() if handler_ids is None else self._pick(handler_ids)
         claimed: list[PersistentHandler] = []
         for handler in sorted(pool, key=_order_key):
             if len(claimed) >= limit:
                 break
-            if not _claimable(handler, now, dead, waiting):
+            if not _claimable(handler, dead, waiting):
                 continue
             attempts = handler.resume_attempts + (handler.owner_id is not None)
             updated = handler.model_copy(
@@ -248,19 +262,14 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
             )
             self._handlers[handler.handler_id] = updated
             claimed.append(updated.model_copy(update={"previous_owner_id": handler.owner_id}))
+        if claimed:
+            self._owners[owner_id] = _OwnerBeat(now, lease_until)
         return claimed
 
-    async def renew_leases(self, owner_id: str, lease_until: datetime) -> set[str]:
-        owned = {
-            hid
-            for hid, h in self._handlers.items()
-            if h.owner_id == owner_id and h.status == "running"
-        }
-        for hid in owned:
-            self._handlers[hid] = self._handlers[hid].model_copy(
-                update={"lease_expires_at": lease_until}
-            )
-        return owned
+    def _lapsed(self, now: datetime) -> set[str]:
+        """Owners of running handlers whose heartbeat is not alive at ``now``."""
+        owners = {h.owner_id for h in self._handlers.values() if h.owner_id is not None}
+        return {o for o in owners if o not in self._owners or self._owners[o].expires_at < now}
 
     async def release_handlers(self, owner_id: str, handler_ids: Sequence[str] | None) -> None:
         pool = self._handlers.values() if handler_ids is None else self._pick(handler_ids)
@@ -269,13 +278,11 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
                 self._handlers[handler.handler_id] = handler.model_copy(
                     update={"owner_id": None, "lease_expires_at": None}
                 )
+        if handler_ids is None:
+            self._owners.pop(owner_id, None)
 
     async def list_owners(self) -> set[str]:
-        return {
-            h.owner_id
-            for h in self._handlers.values()
-            if h.owner_id is not None and h.status == "running"
-        }
+        return set(self._owners)
 
     # -- helpers -------------------------------------------------------------------
 
@@ -341,15 +348,21 @@ def _order_key(handler: PersistentHandler) -> tuple[datetime, str]:
     return handler.started_at, handler.handler_id
 
 
-def _claimable(
-    handler: PersistentHandler, now: datetime, dead: set[str], waiting: set[str]
-) -> bool:
+@dataclass(frozen=True)
+class _OwnerBeat:
+    """An owner's last heartbeat (the memory store's owners row)."""
+
+    heartbeat_at: datetime
+    expires_at: datetime
+
+
+def _claimable(handler: PersistentHandler, gone: set[str], waiting: set[str]) -> bool:
+    """Running, not idle unless an event waits, and unowned or owned by a ``gone`` owner."""
     if handler.status != "running":
         return False
     if handler.idle_since is not None and handler.handler_id not in waiting:
         return False
-    expired = handler.lease_expires_at is None or handler.lease_expires_at < now
-    return handler.owner_id is None or handler.owner_id in dead or expired
+    return handler.owner_id is None or handler.owner_id in gone
 
 
 def _with_sequence(event: StoredEvent, sequence: int) -> StoredEvent:

@@ -1,4 +1,4 @@
-"""The database schema: three ``workflow_``-prefixed tables and their metadata.
+"""The database schema: four ``workflow_``-prefixed tables and their metadata.
 
 ``metadata`` is public so a host's own Alembic environment can see these
 tables (and exclude them, see :func:`exclude_workflow_tables`). The schema
@@ -109,8 +109,10 @@ class HandlerRow(Base):
     start_event: Mapped[str | None] = mapped_column(Text)
     principal: Mapped[str | None] = mapped_column(String(255))
     idle_since: Mapped[datetime | None] = mapped_column(UtcDateTime())
-    # Lease renewal and owner listing look rows up by owner.
+    # Heartbeats list the runs an owner still holds; claims look owners up.
     owner_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    # The owner's heartbeat expiry when the run was claimed or created; not
+    # renewed and not consulted for adoption (``workflow_owners`` decides).
     lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     resume_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
@@ -149,10 +151,30 @@ class InboxRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class OwnerRow(Base):
+    """``workflow_owners``: one row per live process that owns runs, renewed every round.
+
+    A run is adoptable once its owner's row has lapsed (``expires_at`` before
+    now) or is missing, or its liveness token is provably free. ``token_kind``
+    names that token (``advisory_lock`` on PostgreSQL, ``flock`` beside a
+    SQLite file, ``process`` in memory) and ``token_key`` is the advisory
+    lock's key, for an operator looking the session up in ``pg_locks``.
+    """
+
+    __tablename__ = "workflow_owners"
+
+    owner_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    token_kind: Mapped[str | None] = mapped_column(String(32))
+    token_key: Mapped[int | None] = mapped_column(BigInteger)
+
+
 # Core handles on the tables: the store issues Core statements, not ORM sessions.
 handlers_table = cast(Table, HandlerRow.__table__)
 events_table = cast(Table, EventRow.__table__)
 inbox_table = cast(Table, InboxRow.__table__)
+owners_table = cast(Table, OwnerRow.__table__)
 
 
 def is_workflow_table(name: str | None) -> bool:

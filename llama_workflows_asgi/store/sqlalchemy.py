@@ -47,7 +47,7 @@ from .base import (
     prune_cutoff,
 )
 from .liveness import FileLockLiveness, Liveness, LocalLiveness
-from .schema import events_table, handlers_table, inbox_table
+from .schema import events_table, handlers_table, inbox_table, owners_table
 
 T = TypeVar("T")
 P = TypeVar("P")
@@ -325,6 +325,14 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
 
     # -- ownership -----------------------------------------------------------------
 
+    async def heartbeat(self, owner_id: str, *, now: datetime, expires_at: datetime) -> set[str]:
+        owned: set[str] = await self._write(writes.heartbeat, self._beat(owner_id, now, expires_at))
+        return owned
+
+    def _beat(self, owner_id: str, now: datetime, expires_at: datetime) -> writes.Beat:
+        key = self._liveness.token_key(owner_id)
+        return writes.Beat(owner_id, now, expires_at, self._liveness.kind, key)
+
     async def claim_handlers(
         self,
         owner_id: str,
@@ -336,21 +344,17 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         limit: int = 100,
     ) -> list[PersistentHandler]:
         ids = None if handler_ids is None else tuple(handler_ids)
-        op = writes.Claim(owner_id, now, lease_until, tuple(dead_owners), ids, limit)
+        beat = self._beat(owner_id, now, lease_until)
+        op = writes.Claim(owner_id, now, lease_until, tuple(dead_owners), ids, limit, beat)
         claimed: list[PersistentHandler] = await self._write(writes.claim_handlers, op)
         return claimed
-
-    async def renew_leases(self, owner_id: str, lease_until: datetime) -> set[str]:
-        owned: set[str] = await self._write(writes.renew_leases, (owner_id, lease_until))
-        return owned
 
     async def release_handlers(self, owner_id: str, handler_ids: Sequence[str] | None) -> None:
         ids = None if handler_ids is None else tuple(handler_ids)
         await self._write(writes.release_handlers, (owner_id, ids))
 
     async def list_owners(self) -> set[str]:
-        h = handlers_table.c
-        stmt = select(h.owner_id).where(h.owner_id.is_not(None), h.status == "running").distinct()
+        stmt = select(owners_table.c.owner_id)
         rows = await self._read(lambda conn: _all_rows(conn, stmt))
         return {owner for (owner,) in rows}
 

@@ -29,6 +29,8 @@ async def put(
     else:
         extra = {"completed_at": ended}
     await store.create_handler(handler(handler_id, status=status, started_at=ended, **extra))
+    if status == "running":
+        await store.heartbeat("elsewhere", now=utcnow(), expires_at=utcnow() + timedelta(days=1))
 
 
 async def test_old_finished_runs_go_per_status(make_store: StoreFactory) -> None:

@@ -563,11 +563,12 @@ async def test_claim_rules(store: AbstractWorkflowStore) -> None:
     now = at(1000)
     rows = {
         "unowned": handler("unowned", started_at=at(1)),
-        "expired": handler("expired", owner_id="o1", lease_expires_at=now - timedelta(seconds=1)),
-        "no-lease": handler("no-lease", owner_id="o1"),
-        "live": handler("live", owner_id="o1", lease_expires_at=now + timedelta(seconds=1)),
-        "at-now": handler("at-now", owner_id="o1", lease_expires_at=now),
-        "dead": handler("dead", owner_id="dead-1", lease_expires_at=now + timedelta(hours=1)),
+        # The owner's heartbeat decides, not the run's own lease.
+        "lapsed": handler("lapsed", owner_id="o-lapsed", lease_expires_at=now + timedelta(hours=1)),
+        "no-row": handler("no-row", owner_id="o-gone", lease_expires_at=now + timedelta(hours=1)),
+        "live": handler("live", owner_id="o1", lease_expires_at=now - timedelta(hours=1)),
+        "at-now": handler("at-now", owner_id="o-now"),
+        "dead": handler("dead", owner_id="dead-1"),
         "done": handler("done", status="completed"),
         "idle": handler("idle", idle_since=at(5)),
         "idle-mail": handler("idle-mail", idle_since=at(5), run_id="rm"),
@@ -575,6 +576,13 @@ async def test_claim_rules(store: AbstractWorkflowStore) -> None:
     for h in rows.values():
         await store.create_handler(h)
     await store.enqueue_event("idle-mail", "rm", "{}", None, at(6))
+    for owner, until in [
+        ("o-lapsed", now - timedelta(seconds=1)),
+        ("o1", now + timedelta(seconds=1)),
+        ("o-now", now),
+        ("dead-1", now + timedelta(hours=1)),
+    ]:
+        await store.heartbeat(owner, now=at(0), expires_at=until)
 
     lease = now + timedelta(minutes=5)
     claimed = await store.claim_handlers(
@@ -582,25 +590,27 @@ async def test_claim_rules(store: AbstractWorkflowStore) -> None:
     )
     assert [h.handler_id for h in claimed] == [
         "dead",
-        "expired",
         "idle-mail",
-        "no-lease",
+        "lapsed",
+        "no-row",
         "unowned",
     ]
     attempts = {h.handler_id: h.resume_attempts for h in claimed}
-    assert attempts == {"dead": 1, "expired": 1, "idle-mail": 0, "no-lease": 1, "unowned": 0}
+    assert attempts == {"dead": 1, "idle-mail": 0, "lapsed": 1, "no-row": 1, "unowned": 0}
     previous = {h.handler_id: h.previous_owner_id for h in claimed}
     assert previous == {
         "dead": "dead-1",
-        "expired": "o1",
         "idle-mail": None,
-        "no-lease": "o1",
+        "lapsed": "o-lapsed",
+        "no-row": "o-gone",
         "unowned": None,
     }
     assert all(h.owner_id == "me" and h.lease_expires_at == lease for h in claimed)
-    stored = await get(store, "expired")
+    stored = await get(store, "lapsed")
     assert stored is not None
     assert (stored.owner_id, stored.resume_attempts) == ("me", 1)
+    # Claiming renewed our heartbeat: what we took is not adoptable.
+    assert "me" in await store.list_owners()
     assert await store.claim_handlers("other", now=now, lease_until=lease) == []
 
 
@@ -618,7 +628,7 @@ async def test_claim_returns_checkpoints_in_order_up_to_the_limit(
     assert await store.claim_handlers("you", now=T0, lease_until=LEASE, handler_ids=[]) == []
 
 
-async def test_renew_release_and_list_owners(store: AbstractWorkflowStore) -> None:
+async def test_heartbeat_release_and_list_owners(store: AbstractWorkflowStore) -> None:
     for name, owner, status in [
         ("a", "o1", "running"),
         ("b", "o1", "running"),
@@ -628,22 +638,44 @@ async def test_renew_release_and_list_owners(store: AbstractWorkflowStore) -> No
         await store.create_handler(
             handler(name, owner_id=owner, status=status, lease_expires_at=T0)
         )
+    assert await store.list_owners() == set()
+    assert await store.heartbeat("o1", now=T0, expires_at=LEASE) == {"a", "b"}
+    assert await store.heartbeat("o2", now=T0, expires_at=at(1)) == {"c"}
+    assert await store.heartbeat("nobody", now=T0, expires_at=LEASE) == set()
+    assert await store.list_owners() == {"o1", "o2", "nobody"}
+    # Lapsed owners holding nothing are forgotten; o2 still holds c.
+    assert await store.heartbeat(
+        "o1", now=LEASE + timedelta(days=1), expires_at=LEASE + timedelta(days=2)
+    ) == {"a", "b"}
     assert await store.list_owners() == {"o1", "o2"}
-    assert await store.renew_leases("o1", LEASE) == {"a", "b"}
-    assert await store.renew_leases("nobody", LEASE) == set()
+    # A heartbeat writes no run: per-run leases are not renewed.
     leases = {h.handler_id: h.lease_expires_at for h in await store.query(HandlerQuery())}
-    assert leases == {"a": LEASE, "b": LEASE, "c": T0, "d": T0}
+    assert leases == {"a": T0, "b": T0, "c": T0, "d": T0}
 
     await store.release_handlers("o1", ["a", "c"])  # c is not o1's: untouched
     owners = {h.handler_id: h.owner_id for h in await store.query(HandlerQuery())}
     assert owners == {"a": None, "b": "o1", "c": "o2", "d": "o3"}
-    await store.release_handlers("o2", None)
+    await store.release_handlers("o2", None)  # everything: its heartbeat row goes too
     await store.release_handlers("o1", [])
     assert await store.list_owners() == {"o1"}
     released = await get(store, "c")
     assert released is not None
     assert released.lease_expires_at is None
     assert released.status == "running"
+
+
+async def test_a_lapsed_owner_loses_its_runs_and_its_writes(store: AbstractWorkflowStore) -> None:
+    h = handler("h", owner_id="o1")
+    await store.create_handler(h)
+    assert await store.heartbeat("o1", now=T0, expires_at=at(10)) == {"h"}
+    assert await store.claim_handlers("me", now=at(5), lease_until=at(20)) == []
+    [taken] = await store.claim_handlers("me", now=at(11), lease_until=at(20))
+    assert (taken.previous_owner_id, taken.resume_attempts) == ("o1", 1)
+    # The old owner comes back: it owns nothing any more, and is fenced off.
+    assert await store.heartbeat("o1", now=at(12), expires_at=at(30)) == set()
+    assert await store.save_progress([progress(h, events=[event(0)])]) == {"h"}
+    assert await store.read_events("run-h") == []
+    assert await store.save_progress([progress(taken, events=[event(0)])]) == set()
 
 
 # -- SQL stores only -----------------------------------------------------------------------

@@ -8,28 +8,44 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, inspect, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import (
+    Column,
+    Connection,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    insert,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from llama_workflows_asgi.errors import SchemaError
 from llama_workflows_asgi.store import SqlAlchemyWorkflowStore, SqliteWorkflowStore, metadata
 from llama_workflows_asgi.store import migrate as migrations
+from llama_workflows_asgi.store._rows import handler_values
 from llama_workflows_asgi.store.schema import (
     VERSION_TABLE,
     exclude_workflow_tables,
+    handlers_table,
     only_workflow_tables,
+    owners_table,
 )
+from tests.support.factories import handler
 from tests.support.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[2]
-OUR_TABLES = {"workflow_handlers", "workflow_events", "workflow_inbox"}
+OUR_TABLES = {"workflow_handlers", "workflow_events", "workflow_inbox", "workflow_owners"}
 
 
 def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -99,11 +115,11 @@ def test_module_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert migrations.main(["check", "--url", url]) == 1
     assert "upgrade --url" in capsys.readouterr().err
     assert migrations.main(["upgrade", "--url", url]) == 0
-    assert capsys.readouterr().out.strip().endswith("cli.db is now at 0001")
+    assert capsys.readouterr().out.strip().endswith("cli.db is now at 0002_owner_heartbeats")
     assert migrations.main(["current", "--url", url]) == 0
     assert capsys.readouterr().out.strip() == migrations.head_revision()
     assert migrations.main(["check", "--url", url]) == 0
-    assert "is at head (0001)" in capsys.readouterr().out
+    assert "is at head (0002_owner_heartbeats)" in capsys.readouterr().out
     assert migrations.main(["downgrade", "base", "--url", url]) == 0
     assert capsys.readouterr().out.strip().endswith("is now at base")
     assert migrations.main(["current", "--url", url]) == 0
@@ -116,7 +132,8 @@ def test_scripts_are_found_through_the_package() -> None:
     location = Path(migrations.script_directory())
     assert (location / "env.py").is_file()
     assert (location / "versions" / "0001_initial_schema.py").is_file()
-    assert migrations.head_revision() == "0001"
+    assert (location / "versions" / "0002_owner_heartbeats.py").is_file()
+    assert migrations.head_revision() == "0002_owner_heartbeats"
 
 
 # -- models and migrations never drift -------------------------------------------------
@@ -153,6 +170,65 @@ async def test_drift_check_is_not_blind(tmp_path: Path) -> None:
     finally:
         await engine.dispose()
     assert {entry[0] for entry in diff} == {"add_index", "remove_column"}
+
+
+# -- 0002: owner heartbeats -------------------------------------------------------------
+
+
+async def test_owner_heartbeats_revision_keeps_live_leases(empty_url: str) -> None:
+    """Upgrading a 0001 database: runs with a live lease keep their owner; and back."""
+    now = datetime.now(timezone.utc)
+    hour = timedelta(hours=1)
+    rows = [
+        handler("live-1", owner_id="alive", lease_expires_at=now + hour),
+        handler("live-2", owner_id="alive", lease_expires_at=now + 2 * hour),
+        handler("stale", owner_id="gone", lease_expires_at=now - hour),
+        handler("done", owner_id="over", status="completed", lease_expires_at=now + hour),
+        handler("free"),
+    ]
+    engine = create_async_engine(empty_url, poolclass=NullPool)
+    try:
+        await migrations.upgrade(engine, "0001")
+        async with engine.begin() as conn:
+            await conn.execute(insert(handlers_table), [handler_values(h) for h in rows])
+        await migrations.upgrade(engine)
+        assert await _owner_expiries(engine) == {"alive": now + 2 * hour}
+
+        store = SqlAlchemyWorkflowStore(empty_url)
+        await store.start()
+        try:
+            claimed = await store.claim_handlers("new", now=now, lease_until=now + hour / 60)
+        finally:
+            await store.close()
+        assert [h.handler_id for h in claimed] == ["free", "stale"]
+
+        await migrations.downgrade(engine, "0001")
+        assert "workflow_owners" not in await inspect_db(empty_url, tables)
+        assert await _leases(engine) == {
+            "live-1": ("alive", now + 2 * hour),
+            "live-2": ("alive", now + 2 * hour),
+            "stale": ("new", now + hour / 60),
+            "free": ("new", now + hour / 60),
+            "done": ("over", now + hour),
+        }
+    finally:
+        await engine.dispose()
+
+
+async def _owner_expiries(engine: AsyncEngine) -> dict[str, datetime]:
+    o = owners_table.c
+    async with engine.connect() as conn:
+        return {
+            row.owner_id: row.expires_at
+            for row in await conn.execute(select(o.owner_id, o.expires_at))
+        }
+
+
+async def _leases(engine: AsyncEngine) -> dict[str, tuple[str | None, datetime | None]]:
+    h = handlers_table.c
+    stmt = select(h.handler_id, h.owner_id, h.lease_expires_at)
+    async with engine.connect() as conn:
+        return {r.handler_id: (r.owner_id, r.lease_expires_at) for r in await conn.execute(stmt)}
 
 
 # -- what the store does at startup ----------------------------------------------------

@@ -3,7 +3,8 @@
 Configured by environment variables:
 
 * ``WF_DATABASE_URL``: the store's URL (required).
-* ``WF_PROCESS``: a name recorded by every step execution (default: the pid).
+* ``WF_PROCESS``: a name recorded by every step execution (default: the pid);
+  with ``WF_WORKERS`` set (``uvicorn --workers``) each worker adds ``/<pid>``.
 * ``WF_JOURNAL``: a file where steps append what they do, one line per action,
   so tests can tell which process did what and when.
 * ``WF_IDLE_TIMEOUT``, ``WF_LEASE_TTL``, ``WF_POLL_INTERVAL``: service tunables.
@@ -36,7 +37,16 @@ from workflows.events import Event, StartEvent, StopEvent
 from llama_workflows_asgi import ServiceConfig, SqlAlchemyWorkflowStore, WorkflowServer
 from tests.support.workflows import AnswerEvent, AskEvent, FaultyWorkflow, pattern_workflows
 
-PROCESS = os.environ.get("WF_PROCESS", str(os.getpid()))
+
+def _process_name() -> str:
+    name = os.environ.get("WF_PROCESS")
+    if name is None:
+        return str(os.getpid())
+    # uvicorn --workers: the workers share one name, so each adds its pid.
+    return f"{name}/{os.getpid()}" if os.environ.get("WF_WORKERS") else name
+
+
+PROCESS = _process_name()
 
 
 def journal(run_id: str, action: str, detail: str = "") -> None:
@@ -206,4 +216,11 @@ def create_asgi_app() -> Any:
         app = create_app().app
         FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
         return app
-    return create_app().app
+    app = create_app().app
+
+    @app.get("/test/pid")
+    async def pid() -> dict[str, int]:
+        """Which worker answers on this connection (``uvicorn --workers``)."""
+        return {"pid": os.getpid()}
+
+    return app

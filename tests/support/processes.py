@@ -38,6 +38,8 @@ class ServerProcess:
     ready_at: float = 0.0
     wrapper: list[str] = field(default_factory=list)
     """A command the server runs under (``unshare ...``): SIGKILL then goes to it."""
+    workers: int = 1
+    """``uvicorn --workers``: more than one makes this process a supervisor of workers."""
 
     @property
     def url(self) -> str:
@@ -56,6 +58,9 @@ class ServerProcess:
             "tests.support.crash_app:create_asgi_app",
         ]
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
+        if self.workers > 1:
+            command += ["--workers", str(self.workers)]
+            env["WF_WORKERS"] = str(self.workers)
         self.started_at = time.time()
         self.process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=log)
         self._wait_ready(timeout)
