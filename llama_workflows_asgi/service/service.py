@@ -42,6 +42,7 @@ from ..store.base import (
 )
 from ..store.memory import MemoryWorkflowStore
 from ..telemetry import Telemetry
+from ..versions import check_version
 from .config import ServiceConfig
 from .inbox import Inbox
 from .launch import Launcher, stored_event
@@ -131,10 +132,16 @@ class WorkflowService:
             self.config,
             live=self._live,
             recovery=self._recovery,
+            registry=self.registry,
+            count_queued=self.telemetry.enabled,
         )
         self._inbox = Inbox(store, self.runtime, self._live, self._supervisor, self._stop)
         self.retention = RetentionTask(store, self.config)
-        self.telemetry.watch(self._live.values, lambda: self._writer.unwritten_since)
+        self.telemetry.watch(
+            self._live.values,
+            lambda: self._writer.unwritten_since,
+            lambda: self._supervisor.queued,
+        )
 
     @property
     def _runs(self) -> dict[str, LiveRun]:
@@ -153,9 +160,22 @@ class WorkflowService:
     # -- registration --------------------------------------------------------------------
 
     def add_workflow(
-        self, name: str, workflow: Workflow, additional_events: Iterable[type[Event]] = ()
+        self,
+        name: str,
+        workflow: Workflow,
+        additional_events: Iterable[type[Event]] = (),
+        *,
+        version: str | None = None,
     ) -> RegisteredWorkflow:
-        """Serve ``workflow`` as ``name``. The instance runs on this service only."""
+        """Serve ``workflow`` as ``name``. The instance runs on this service only.
+
+        Its runs record ``version`` (by default the workflow's fingerprint, see
+        ``versions``), and this process claims and resumes only runs of the
+        versions it serves (and those recorded without one). Raises
+        ``ValueError`` for a taken name or an invalid version.
+        """
+        if version is not None:
+            check_version(version)  # before the workflow moves onto this runtime
         workflow.validate()
         try:
             # The engine has no public way to move a constructed workflow onto
@@ -165,7 +185,7 @@ class WorkflowService:
             raise ValueError(
                 f"Workflow {name!r} has already run elsewhere; register a fresh instance"
             ) from exc
-        entry = self.registry.add(name, workflow, additional_events)
+        entry = self.registry.add(name, workflow, additional_events, version)
         entry.events.max_depth = self.config.max_json_depth
         self.runtime.allow_types(workflow, (*entry.declared_events, *codec.FRAMEWORK_EVENTS))
         for cls in (*entry.declared_events, workflow.stop_event_class):
@@ -387,6 +407,7 @@ class WorkflowService:
         after: HandlerCursor | None = None,
         limit: int | None = None,
         principal: str | None = None,
+        versions: Sequence[str] | None = None,
     ) -> HandlerPage:
         """A page of handlers matching the filters (``None``: no filter), after ``after``.
 
@@ -396,6 +417,7 @@ class WorkflowService:
             status_in=None if statuses is None else list(statuses),
             workflow_name_in=None if workflow_names is None else list(workflow_names),
             handler_id_in=None if handler_ids is None else list(handler_ids),
+            version_in=None if versions is None else list(versions),
             descending=descending,
             after=after,
             limit=limit,

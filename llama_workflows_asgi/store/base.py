@@ -94,7 +94,9 @@ class PersistentHandler(BaseModel):
     serializer format (``__is_pydantic``, ``value``, ``qualified_name``) or as
     a legacy plain value (which becomes ``StopEvent(result=value)``). The
     fields after ``completed_at`` are the server's bookkeeping: the start
-    event, who started the run, the ownership lease and idempotency data.
+    event, who started the run, the ownership lease, idempotency data and
+    the version of the workflow that started it (``None`` on rows written
+    before versions were recorded).
     ``previous_owner_id`` is not stored: it is set on the rows
     ``claim_handlers`` returns, naming who owned the run before the claim
     (``None`` if nobody did).
@@ -120,6 +122,7 @@ class PersistentHandler(BaseModel):
     resume_attempts: int = 0
     idempotency_key: str | None = None
     request_hash: str | None = None
+    version: str | None = None
     previous_owner_id: str | None = None
 
     @property
@@ -238,6 +241,7 @@ class HandlerQuery(BaseModel):
     workflow_name_in: list[str] | None = None
     status_in: list[Status] | None = None
     principal_in: list[str | None] | None = None
+    version_in: list[str | None] | None = None
     descending: bool = False
     after: HandlerCursor | None = None
     limit: int | None = Field(default=None, ge=1)
@@ -480,15 +484,20 @@ class AbstractWorkflowStore(ABC):
         dead_owners: Sequence[str] = (),
         handler_ids: Sequence[str] | None = None,
         limit: int = 100,
+        versions: Mapping[str, Sequence[str]] | None = None,
     ) -> list[PersistentHandler]:
         """Take ownership of running handlers nobody live owns, in one batch.
 
         A handler is claimable when it is running and its owner is unset, its
         lease expired before ``now``, or its owner is in ``dead_owners``; and it
         is not idle (released while waiting for input) unless its inbox holds an
-        event. With ``handler_ids`` only those are considered. Claiming from an
-        owner that did not release the run counts a resume attempt. Returns the
-        claimed rows with their checkpoints and ``previous_owner_id``.
+        event. With ``handler_ids`` only those are considered. With
+        ``versions`` (workflow name to the versions this process serves) only
+        runs of a served name and version are, and those of a served name
+        recorded without a version. The oldest (by ``started_at``) go first, at
+        most ``limit``. Claiming from an owner that did not release the run
+        counts a resume attempt. Returns the claimed rows with their
+        checkpoints and ``previous_owner_id``.
         """
 
     @abstractmethod
@@ -502,6 +511,17 @@ class AbstractWorkflowStore(ABC):
     @abstractmethod
     async def list_owners(self) -> set[str]:
         """The owner ids currently recorded on running handlers."""
+
+    async def count_queued(self) -> dict[str, int]:
+        """Running handlers nobody owns that are not idle (waiting for a replica), by workflow.
+
+        Stores should answer in one statement; this default reads the rows.
+        """
+        counts: dict[str, int] = {}
+        for row in await self.query(HandlerQuery(status_in=["running"], load_ctx=False)):
+            if row.owner_id is None and row.idle_since is None:
+                counts[row.workflow_name] = counts.get(row.workflow_name, 0) + 1
+        return counts
 
 
 _UNPROVEN = UnprovenLiveness()

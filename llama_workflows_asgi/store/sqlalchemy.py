@@ -337,9 +337,11 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         dead_owners: Sequence[str] = (),
         handler_ids: Sequence[str] | None = None,
         limit: int = 100,
+        versions: Mapping[str, Sequence[str]] | None = None,
     ) -> list[PersistentHandler]:
         ids = None if handler_ids is None else tuple(handler_ids)
-        op = writes.Claim(owner_id, now, lease_until, tuple(dead_owners), ids, limit)
+        served = None if versions is None else {k: tuple(v) for k, v in versions.items()}
+        op = writes.Claim(owner_id, now, lease_until, tuple(dead_owners), ids, limit, served)
         claimed: list[PersistentHandler] = await self._write(writes.claim_handlers, op)
         return claimed
 
@@ -356,6 +358,16 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         stmt = select(h.owner_id).where(h.owner_id.is_not(None), h.status == "running").distinct()
         rows = await self._read(lambda conn: _all_rows(conn, stmt))
         return {owner for (owner,) in rows}
+
+    async def count_queued(self) -> dict[str, int]:
+        h = handlers_table.c
+        stmt = (
+            select(h.workflow_name, func.count())
+            .where(h.status == "running", h.owner_id.is_(None), h.idle_since.is_(None))
+            .group_by(h.workflow_name)
+        )
+        rows = await self._read(lambda conn: _all_rows(conn, stmt))
+        return {name: count for name, count in rows}
 
 
 class SqliteWorkflowStore(SqlAlchemyWorkflowStore):
