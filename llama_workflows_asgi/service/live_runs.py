@@ -50,6 +50,7 @@ class LiveRuns:
         self.by_handler: dict[str, LiveRun] = {}
         self.background: set[asyncio.Task[Any]] = set()
         self._reserved = 0
+        self._queued_meanwhile = False
         self.room_freed = asyncio.Event()
         """Set when a run leaves while ``max_live_runs`` bounds this process."""
         self.releases_idle = False  # idle runs are released only while the service runs
@@ -93,6 +94,17 @@ class LiveRuns:
             yield
         finally:
             self._reserved -= slots
+            if self._queued_meanwhile and self._reserved == 0:
+                # A start queued its run because of this reservation; if the
+                # claim left room, the run is claimed now, not a round later.
+                self._queued_meanwhile = False
+                if not self.is_full():
+                    self.room_freed.set()
+
+    def queued(self) -> None:
+        """A start wrote its run unowned because this process was full."""
+        if self._reserved:
+            self._queued_meanwhile = True
 
     def get(self, handler_id: str) -> LiveRun | None:
         """The live run of ``handler_id``, or ``None`` when it does not execute here."""

@@ -227,6 +227,7 @@ class Starter:
         replay = await self._write_row(queued, replaces)
         if replay is not None:
             return replay
+        self._live.queued()
         self._telemetry.queued(queued)
         return queued.model_copy(update={"ctx": None})
 

@@ -109,9 +109,14 @@ class Supervisor:
             if self._config.max_live_runs is None:
                 await asyncio.sleep(left)
                 return
+            # asyncio.wait, not wait_for: before Python 3.12 wait_for may swallow
+            # a cancellation that arrives as the event is set, and stop() would hang.
+            waiter = asyncio.ensure_future(room_freed.wait())
             try:
-                await asyncio.wait_for(room_freed.wait(), left)
-            except asyncio.TimeoutError:
+                done, _ = await asyncio.wait({waiter}, timeout=left)
+            finally:
+                waiter.cancel()
+            if not done:
                 return
             room_freed.clear()
             try:

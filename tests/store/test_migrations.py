@@ -135,7 +135,7 @@ async def test_versions_revision_keeps_old_rows_and_goes_back(empty_url: str) ->
             )
         await migrations.upgrade(engine)
         async with engine.connect() as conn:
-            rows = (await conn.execute(text("SELECT handler_id, version FROM workflow_handlers")))
+            rows = await conn.execute(text("SELECT handler_id, version FROM workflow_handlers"))
             assert rows.all() == [("old", None)]
         await migrations.downgrade(engine, "0001")
         async with engine.connect() as conn:
