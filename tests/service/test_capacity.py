@@ -1,4 +1,4 @@
-"""Work shared by capacity: ``max_live_runs`` queues runs in the database, ``max_queued_runs`` refuses.
+"""Capacity: ``max_live_runs`` queues runs in the database, ``max_queued_runs`` refuses more.
 
 Every test runs on the memory store and SQLite (the two-process PostgreSQL
 case is ``tests/durability/test_capacity.py``). The ownership rounds are set
@@ -140,7 +140,8 @@ async def test_run_and_idempotent_replays_work_while_queued(service: WorkflowSer
         GATES[name].set()
     result = await asyncio.wait_for(waiting, 20)
     assert result.status == "completed"
-    assert result.result is not None and result.result.result == batch[3]
+    assert result.result is not None
+    assert result.result.result == batch[3]
     assert (await service.wait_for(first.handler_id)).status == "completed"
     rows = await service.store.query(HandlerQuery(load_ctx=False))
     assert len(rows) == 4  # the replay wrote nothing
@@ -153,24 +154,25 @@ async def test_over_http_a_queued_start_looks_like_any_start_and_refusals_are_50
     server.add_workflow("gated", Gated(timeout=None))
     batch = names(4)
     transport = httpx.ASGITransport(app=server.app)
-    async with server.router.lifespan_context(server.app):
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+    lifespan = server.router.lifespan_context(server.app)
+    client = httpx.AsyncClient(transport=transport, base_url="http://test")
+    async with lifespan, client as http:
 
-            async def start(name: str, key: str | None = None) -> httpx.Response:
-                headers = {"Idempotency-Key": key} if key else {}
-                body = {"start_event": {"name": name}}
-                return await http.post("/workflows/gated/run-nowait", json=body, headers=headers)
+        async def start(name: str, key: str | None = None) -> httpx.Response:
+            headers = {"Idempotency-Key": key} if key else {}
+            body = {"start_event": {"name": name}}
+            return await http.post("/workflows/gated/run-nowait", json=body, headers=headers)
 
-            live, queued = await start(batch[0]), await start(batch[1], key="q")
-            refused = await start(batch[2])
-            replay = await start(batch[1], key="q")
-            listed = (await http.get("/handlers")).json()["handlers"]
-            for name in batch[:2]:
-                GATES[name].set()
-            await server.service.wait_for(queued.json()["handler_id"])
-            GATES[batch[3]].set()
-            body = {"start_event": {"name": batch[3]}}
-            done = await http.post("/workflows/gated/run", json=body)
+        live, queued = await start(batch[0]), await start(batch[1], key="q")
+        refused = await start(batch[2])
+        replay = await start(batch[1], key="q")
+        listed = (await http.get("/handlers")).json()["handlers"]
+        for name in batch[:2]:
+            GATES[name].set()
+        await server.service.wait_for(queued.json()["handler_id"])
+        GATES[batch[3]].set()
+        body = {"start_event": {"name": batch[3]}}
+        done = await http.post("/workflows/gated/run", json=body)
     assert live.status_code == queued.status_code == replay.status_code == 200
     assert list(queued.json()) == list(live.json())
     assert queued.json()["status"] == "running"
