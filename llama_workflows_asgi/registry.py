@@ -30,7 +30,7 @@ class RegisteredWorkflow:
     def __post_init__(self) -> None:
         self.events = EventRegistry(self.declared_events, self.workflow.start_event_class)
         if not self.version:
-            self.version = fingerprint(self.workflow, self.additional_events)
+            self.version = fingerprint(self.workflow)
         check_version(self.version)
 
     @property

@@ -2,10 +2,10 @@
 
 A version is given with ``add_workflow(..., version="2024-06")`` or, by default,
 is a fingerprint of the workflow's shape: its step names and the qualified
-names of the events each step accepts and emits (and of the additional events
-it was registered with). The fingerprint is stable across processes and hash
-seeds; it changes when a step is added, removed, renamed or retyped, not when
-only a step's body changes (give an explicit version for such a change when
+names of the events each step accepts and emits. The fingerprint is stable
+across processes and hash seeds; it changes when a step is added, removed,
+renamed or retyped, not when only a step's body changes or events are declared
+with ``additional_events`` (give an explicit version for such a change when
 checkpoints of the old code must not be resumed by the new).
 """
 
@@ -18,7 +18,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from workflows import Workflow
-from workflows.events import Event
 
 from .codec import qualified_name
 
@@ -37,12 +36,9 @@ def check_version(version: str) -> str:
     return version
 
 
-def fingerprint(workflow: Workflow, additional_events: Iterable[type[Event]] = ()) -> str:
+def fingerprint(workflow: Workflow) -> str:
     """A version naming ``workflow``'s steps and event types (``fp-`` and 16 hex digits)."""
-    shape = {
-        "steps": {name: _step_shape(step) for name, step in workflow._get_steps().items()},
-        "additional_events": sorted(qualified_name(cls) for cls in additional_events),
-    }
+    shape = {name: _step_shape(step) for name, step in workflow._get_steps().items()}
     text = json.dumps(shape, sort_keys=True, separators=(",", ":"))
     return FINGERPRINT_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:16]
 

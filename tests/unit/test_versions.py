@@ -60,7 +60,6 @@ def test_the_fingerprint_names_steps_and_event_types() -> None:
     assert fingerprint(TwoSteps()) == version
     assert fingerprint(TwoStepsOtherBody()) == version  # only the shape counts
     assert fingerprint(Renamed()) != version
-    assert fingerprint(TwoSteps(), [Middle]) != version
 
 
 def test_the_fingerprint_is_the_same_in_other_processes_and_hash_seeds() -> None:
