@@ -16,6 +16,7 @@ unchanged when it calls the service directly.
     │   └── HandlerNotFoundError
     ├── ConflictError              409  the request contradicts the current state
     ├── StoreUnavailableError      503  the database cannot be reached right now
+    │   └── RunQueueFullError      503  every replica is full and max_queued_runs wait
     └── SchemaError                     the database schema is missing or outdated
 """
 
@@ -68,6 +69,10 @@ class StoreUnavailableError(WorkflowServerError):
     def __init__(self, message: str, *, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RunQueueFullError(StoreUnavailableError):
+    """This process is full and ``max_queued_runs`` runs already wait for room: retry later."""
 
 
 class SchemaError(WorkflowServerError):

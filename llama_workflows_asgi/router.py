@@ -50,15 +50,22 @@ class WorkflowRouter(APIRouter):
         return self.service.store
 
     def add_workflow(
-        self, name: str, workflow: Workflow, additional_events: Iterable[type[Event]] | None = None
+        self,
+        name: str,
+        workflow: Workflow,
+        additional_events: Iterable[type[Event]] | None = None,
+        *,
+        version: str | None = None,
     ) -> None:
         """Serve ``workflow`` under ``/workflows/{name}``.
 
         ``additional_events`` declares events a step waits for with
         ``ctx.wait_for_event`` without naming them in its signature, so callers
-        may send them.
+        may send them. ``version`` is what its runs record (default: a
+        fingerprint of its steps and event types); this process resumes only
+        runs of the versions it serves (see docs/operations.md, rolling deploys).
         """
-        self.service.add_workflow(name, workflow, additional_events or ())
+        self.service.add_workflow(name, workflow, additional_events or (), version=version)
 
     def health_router(self, path: str = "/health") -> APIRouter:
         """A router holding only the health route, for probes that carry no credentials.

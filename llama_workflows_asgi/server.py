@@ -57,10 +57,15 @@ class WorkflowServer:
         return self.router.store
 
     def add_workflow(
-        self, name: str, workflow: Workflow, additional_events: Iterable[type[Event]] | None = None
+        self,
+        name: str,
+        workflow: Workflow,
+        additional_events: Iterable[type[Event]] | None = None,
+        *,
+        version: str | None = None,
     ) -> None:
         """Serve ``workflow`` as ``name`` (see ``WorkflowRouter.add_workflow``)."""
-        self.router.add_workflow(name, workflow, additional_events)
+        self.router.add_workflow(name, workflow, additional_events, version=version)
 
     def get_workflows(self) -> dict[str, Workflow]:
         """The registered workflows, by name, in registration order."""

@@ -35,14 +35,21 @@ async def list_handlers(
     status: Repeated = None,
     workflow_name: Repeated = None,
     handler_id: Repeated = None,
+    version: Repeated = None,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
     order: Literal["asc", "desc"] = "asc",
 ) -> Response:
-    """Handlers, oldest first (``order=desc`` for newest first), a page at a time."""
+    """Handlers, oldest first (``order=desc`` for newest first), a page at a time.
+
+    ``version`` keeps the runs started by those workflow versions (see
+    ``add_workflow(..., version=...)``); the version itself is not part of the
+    handler JSON, which keeps the reference server's shape.
+    """
     page = await service.list_page(
         statuses=params.status_filter(status),
         workflow_names=params.name_filter(workflow_name),
         handler_ids=params.name_filter(handler_id),
+        versions=params.name_filter(version),
         descending=order == "desc",
         after=None if not cursor else params.decode_cursor(cursor),
         limit=limit,

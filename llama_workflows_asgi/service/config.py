@@ -70,6 +70,19 @@ class ServiceConfig:
             400. Keep it well below 250, the most the engine can checkpoint.
         max_unwritten_age: Seconds progress may wait unwritten (the database
             is away or locked) before ``/health`` reports the writer stalled.
+        max_live_runs: Most runs this process holds at once (``None``: no
+            bound). A run counts from its start or claim until its outcome or
+            release is written, waiting for input included, until
+            ``idle_timeout`` releases it; a released run never counts. A run
+            started while the process is full is written unowned (the caller
+            sees it ``running`` as usual) and claimed, oldest first, by the
+            first replica with room, this one included as soon as a run ends.
+        max_queued_runs: Most runs that may wait unowned for a replica with room
+            (``None``: no bound). Beyond it, a start on a full process is
+            refused with ``StoreUnavailableError`` (503 with ``Retry-After``)
+            and nothing is written. Counted across the database, so several
+            replicas starting at once may overshoot it by a few.
+        queue_retry_after: The ``Retry-After`` seconds of that refusal.
     """
 
     lease_ttl: float = 8.0
@@ -90,6 +103,9 @@ class ServiceConfig:
     retention_pause: float = DEFAULT_PRUNE_PAUSE
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     max_unwritten_age: float = 5.0
+    max_live_runs: int | None = None
+    max_queued_runs: int | None = None
+    queue_retry_after: int = 2
 
     def __post_init__(self) -> None:
         # A zero or negative poll would make the ownership loop (or a stream of a
@@ -109,6 +125,15 @@ class ServiceConfig:
             # Deeper input would be accepted and then fail to checkpoint.
             raise ValueError(f"max_json_depth must be between 1 and {_CHECKPOINTABLE_DEPTH}")
         self._check_retention()
+        self._check_capacity()
+
+    def _check_capacity(self) -> None:
+        if self.max_live_runs is not None and self.max_live_runs < 1:
+            raise ValueError("max_live_runs must be >= 1, or None for no bound")
+        if self.max_queued_runs is not None and self.max_queued_runs < 0:
+            raise ValueError("max_queued_runs must be >= 0, or None for no bound")
+        if self.queue_retry_after < 1:
+            raise ValueError("queue_retry_after must be >= 1")
 
     def _check_retention(self) -> None:
         unknown = sorted(set(self.retention_by_status) - set(FINISHED_STATUSES))

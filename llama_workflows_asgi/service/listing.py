@@ -57,12 +57,15 @@ def page_query(
     descending: bool,
     after: HandlerCursor | None,
     limit: int | None,
+    *,
+    versions: Sequence[str] | None = None,
 ) -> HandlerQuery:
     """The store query for a listing's filters (``None``: no filter), after ``after``."""
     return HandlerQuery(
         status_in=None if statuses is None else list(statuses),
         workflow_name_in=None if workflow_names is None else list(workflow_names),
         handler_id_in=None if handler_ids is None else list(handler_ids),
+        version_in=None if versions is None else list(versions),
         descending=descending,
         after=after,
         limit=limit,

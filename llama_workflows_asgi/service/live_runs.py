@@ -6,6 +6,11 @@ unregistered: its end or release is written (retired), this process lost it,
 or it never started. The set also writes the runs' progress (through its
 ``ProgressWriter``, which retires or loses them once written), releases runs
 that sat idle for ``idle_timeout``, and keeps the background tasks of its runs.
+
+With ``max_live_runs`` it also keeps the count of room left: live runs and
+slots reserved by a claim in flight (so that a start and a claim never both
+take the last slot), and an event set whenever a run leaves, so that the
+ownership rounds claim the next waiting run at once.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +49,10 @@ class LiveRuns:
         self._runtime = runtime
         self.by_handler: dict[str, LiveRun] = {}
         self.background: set[asyncio.Task[Any]] = set()
+        self._reserved = 0
+        self._queued_meanwhile = False
+        self.room_freed = asyncio.Event()
+        """Set when a run leaves while ``max_live_runs`` bounds this process."""
         self.releases_idle = False  # idle runs are released only while the service runs
         self.writer = ProgressWriter(store, owner.id, delay=config.checkpoint_delay, runs=self)
 
@@ -58,6 +68,37 @@ class LiveRuns:
     def values(self) -> list[LiveRun]:
         """The live runs, as a list that later registrations do not change."""
         return list(self.by_handler.values())
+
+    def room(self) -> int | None:
+        """How many more runs may be live here (``None``: no bound)."""
+        bound = self._config.max_live_runs
+        if bound is None:
+            return None
+        return max(0, bound - len(self.by_handler) - self._reserved)
+
+    def is_full(self) -> bool:
+        """Whether ``max_live_runs`` runs are live (or reserved) here."""
+        return self.room() == 0
+
+    @contextmanager
+    def reserving(self, slots: int) -> Iterator[None]:
+        """Hold ``slots`` of room while a claim is written and its runs registered."""
+        self._reserved += slots
+        try:
+            yield
+        finally:
+            self._reserved -= slots
+            if self._queued_meanwhile and self._reserved == 0:
+                # A start queued its run because of this reservation; if the
+                # claim left room, the run is claimed now, not a round later.
+                self._queued_meanwhile = False
+                if not self.is_full():
+                    self.room_freed.set()
+
+    def queued(self) -> None:
+        """A start wrote its run unowned because this process was full."""
+        if self._reserved:
+            self._queued_meanwhile = True
 
     def get(self, handler_id: str) -> LiveRun | None:
         """The live run of ``handler_id``, or ``None`` when it does not execute here."""
@@ -106,6 +147,8 @@ class LiveRuns:
         """Forget ``live`` here (its engine observer, idle timer and telemetry span too)."""
         if self.by_handler.get(live.handler_id) is live:
             del self.by_handler[live.handler_id]
+            if self._config.max_live_runs is not None:
+                self.room_freed.set()
         if live.idle_timer is not None:
             live.idle_timer.cancel()  # it would keep the finished run alive until it fires
         self._runtime.forget(live.run_id)

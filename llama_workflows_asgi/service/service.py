@@ -31,6 +31,7 @@ from ..store.base import (
 )
 from ..store.memory import MemoryWorkflowStore
 from ..telemetry import Telemetry
+from ..versions import check_version
 from .cancelling import Canceller
 from .config import DEFAULT_HEARTBEAT_INTERVAL, ServiceConfig
 from .health import background_problem
@@ -115,6 +116,8 @@ class WorkflowService:
             self.config,
             live=self._live,
             recovery=self._recovery,
+            registry=self.registry,
+            count_queued=self.telemetry.enabled,
         )
         self._inbox = Inbox(store, self.runtime, self._live, self._supervisor, self._stop)
         self.retention = RetentionTask(store, self.config)
@@ -129,7 +132,11 @@ class WorkflowService:
             supervisor=self._supervisor,
             retention=self.retention,
         )
-        self.telemetry.watch(self._live.values, lambda: self._writer.unwritten_since)
+        self.telemetry.watch(
+            self._live.values,
+            lambda: self._writer.unwritten_since,
+            lambda: self._supervisor.queued,
+        )
 
     @property
     def _runs(self) -> dict[str, LiveRun]:
@@ -148,9 +155,22 @@ class WorkflowService:
     # -- registration --------------------------------------------------------------------
 
     def add_workflow(
-        self, name: str, workflow: Workflow, additional_events: Iterable[type[Event]] = ()
+        self,
+        name: str,
+        workflow: Workflow,
+        additional_events: Iterable[type[Event]] = (),
+        *,
+        version: str | None = None,
     ) -> RegisteredWorkflow:
-        """Serve ``workflow`` as ``name``. The instance runs on this service only."""
+        """Serve ``workflow`` as ``name``. The instance runs on this service only.
+
+        Its runs record ``version`` (by default the workflow's fingerprint, see
+        ``versions``), and this process claims and resumes only runs of the
+        versions it serves (and those recorded without one). Raises
+        ``ValueError`` for a taken name or an invalid version.
+        """
+        if version is not None:
+            check_version(version)  # before the workflow moves onto this runtime
         workflow.validate()
         try:
             move_to_runtime(workflow, self.runtime)
@@ -158,7 +178,7 @@ class WorkflowService:
             raise ValueError(
                 f"Workflow {name!r} has already run elsewhere; register a fresh instance"
             ) from exc
-        entry = self.registry.add(name, workflow, additional_events)
+        entry = self.registry.add(name, workflow, additional_events, version)
         entry.events.max_depth = self.config.max_json_depth
         self.runtime.allow_types(workflow, (*entry.declared_events, *codec.FRAMEWORK_EVENTS))
         for cls in (*entry.declared_events, workflow.stop_event_class):
@@ -322,12 +342,15 @@ class WorkflowService:
         after: HandlerCursor | None = None,
         limit: int | None = None,
         principal: str | None = None,
+        versions: Sequence[str] | None = None,
     ) -> HandlerPage:
         """A page of handlers matching the filters (``None``: no filter), after ``after``.
 
         ``after`` is the ``next_cursor`` of the previous page, passed back as it came.
         """
-        query = page_query(statuses, workflow_names, handler_ids, descending, after, limit)
+        query = page_query(
+            statuses, workflow_names, handler_ids, descending, after, limit, versions=versions
+        )
         return await self.list_handlers(query, principal=principal)
 
     async def wait_for(self, handler_id: str, *, principal: str | None = None) -> PersistentHandler:

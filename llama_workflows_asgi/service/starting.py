@@ -23,7 +23,7 @@ from workflows.context.serializers import JsonSerializer
 from workflows.events import Event, StartEvent
 
 from .. import _json, codec
-from ..errors import BadEventError, BadRequestError, ConflictError
+from ..errors import BadEventError, BadRequestError, ConflictError, RunQueueFullError
 from ..registry import RegisteredWorkflow
 from ..store.base import (
     AbstractWorkflowStore,
@@ -94,6 +94,8 @@ class Starter:
             if replay is not None:
                 return replay
         event = _start_event_for(entry, start_event)
+        if self._live.is_full():
+            await self._check_queue_room()
         storable_envelope(entry, event, self._runtime.get_serializer(entry.workflow), start=True)
         ctx, replaces = await self._initial_context(entry, handler_id, principal, context)
         row = self._new_row(entry, handler_id or new_id(), event, principal, key, request_hash)
@@ -184,7 +186,50 @@ class Starter:
             lease_expires_at=now + timedelta(seconds=self._config.lease_ttl),
             idempotency_key=key,
             request_hash=request_hash if key is not None else None,
+            version=entry.version,
         )
+
+    async def _check_queue_room(self) -> None:
+        """Refuse a start this full process would queue beyond ``max_queued_runs``."""
+        bound = self._config.max_queued_runs
+        if bound is None:
+            return
+        waiting = sum((await self._store.count_queued()).values())
+        if waiting >= bound:
+            raise RunQueueFullError(
+                f"The server is at capacity and {waiting} run(s) already wait for room; "
+                "retry later",
+                retry_after=self._config.queue_retry_after,
+            )
+
+    async def _write_row(
+        self, row: PersistentHandler, replaces: str | None
+    ) -> PersistentHandler | None:
+        """Write the new row; return the first handler if its idempotency key won meanwhile."""
+        try:
+            await self._store.create_handler(row, replaces_run_id=replaces)
+        except IdempotencyKeyExistsError:
+            assert row.idempotency_key is not None
+            replay = await self._replay(row.idempotency_key, row.request_hash, row.principal)
+            if replay is None:
+                raise
+            return replay
+        except HandlerExistsError as exc:
+            taken = _IN_USE if self._scoped else "Handler '{}' is already running"
+            raise ConflictError(taken.format(row.handler_id)) from exc
+        return None
+
+    async def _create_queued(
+        self, row: PersistentHandler, replaces: str | None
+    ) -> PersistentHandler:
+        """Write the run unowned: the first replica with room (maybe this one) claims it."""
+        queued = row.model_copy(update={"owner_id": None, "lease_expires_at": None})
+        replay = await self._write_row(queued, replaces)
+        if replay is not None:
+            return replay
+        self._live.queued()
+        self._telemetry.queued(queued)
+        return queued.model_copy(update={"ctx": None})
 
     async def _create_and_launch(
         self,
@@ -193,26 +238,20 @@ class Starter:
         event: StartEvent,
         replaces: str | None,
     ) -> PersistentHandler:
+        if self._live.is_full():  # decided with the registration, no await in between
+            return await self._create_queued(row, replaces)
         # Registered before the row exists so an ownership round never takes
         # the freshly written row for an orphan.
         live = self._live.register(row, entry, next_sequence=0)
         live.telemetry = self._telemetry.accepted(row)  # records the trace context in the row
         try:
-            await self._store.create_handler(row, replaces_run_id=replaces)
-        except IdempotencyKeyExistsError:
-            self._live.unregister(live)
-            assert row.idempotency_key is not None
-            replay = await self._replay(row.idempotency_key, row.request_hash, row.principal)
-            if replay is None:
-                raise
-            return replay
-        except HandlerExistsError as exc:
-            self._live.unregister(live)
-            taken = _IN_USE if self._scoped else "Handler '{}' is already running"
-            raise ConflictError(taken.format(row.handler_id)) from exc
+            replay = await self._write_row(row, replaces)
         except BaseException:
             self._live.unregister(live)
             raise
+        if replay is not None:
+            self._live.unregister(live)
+            return replay
         if self._stop.draining:
             # Accepted and written, but stopping began meanwhile: the next owner runs it.
             self._live.unregister(live)

@@ -1,4 +1,9 @@
-"""Ownership rounds: renew our heartbeat, honour remote cancels and events, adopt orphaned runs."""
+"""Ownership rounds: renew our heartbeat, honour remote cancels and events, adopt orphaned runs.
+
+Claims take only runs of a workflow version this process serves, and with
+``max_live_runs`` no more than the room left, oldest first; a run leaving
+makes room, and the next waiting run is claimed at once, between rounds.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from ..errors import StoreUnavailableError
+from ..registry import WorkflowRegistry
 from ..store.base import AbstractWorkflowStore, utcnow
 from .config import ServiceConfig
 from .guard import FailureLog, start_guarded
@@ -44,8 +50,14 @@ class Supervisor:
         *,
         live: LiveRuns,
         recovery: Recovery,
+        registry: WorkflowRegistry,
+        count_queued: bool = False,
     ) -> None:
         self._store = store
+        self._registry = registry
+        self._count_queued = count_queued
+        self.queued: dict[str, int] = {}
+        """Runs waiting unowned for room, by workflow, as of the last round (if counted)."""
         self._owner = owner
         self._config = config
         self._live = live
@@ -96,7 +108,30 @@ class Supervisor:
                 self._last_round = time.monotonic()
                 self._failures.cleared()
             self.first_round.set()
-            await asyncio.sleep(self._config.poll_interval)
+            await self._between_rounds()
+
+    async def _between_rounds(self) -> None:
+        """Sleep until the next round, claiming waiting runs whenever room frees up here."""
+        deadline = time.monotonic() + self._config.poll_interval
+        room_freed = self._live.room_freed
+        while (left := deadline - time.monotonic()) > 0:
+            if self._config.max_live_runs is None:
+                await asyncio.sleep(left)
+                return
+            # asyncio.wait, not wait_for: before Python 3.12 wait_for may swallow
+            # a cancellation that arrives as the event is set, and stop() would hang.
+            waiter = asyncio.ensure_future(room_freed.wait())
+            try:
+                done, _ = await asyncio.wait({waiter}, timeout=left)
+            finally:
+                waiter.cancel()
+            if not done:
+                return
+            room_freed.clear()
+            try:
+                await self.adopt()
+            except Exception as exc:  # the next round reports it
+                logger.debug("claim after a run left failed: %s", exc)
 
     async def round(self) -> None:
         """One ownership round."""
@@ -104,6 +139,8 @@ class Supervisor:
             await self._renew()
             await self._deliver_remote_events()
             await self._adopt(None)
+        if self._count_queued:
+            self.queued = await self._store.count_queued()
 
     async def _renew(self) -> None:
         # Runs started after this snapshot may not be written yet: only those
@@ -149,18 +186,24 @@ class Supervisor:
             dead = await liveness.probe(others) if others else set()
         claimed = 0
         while True:
-            now = utcnow()
-            rows = await self._store.claim_handlers(
-                self._owner.id,
-                now=now,
-                lease_until=now + timedelta(seconds=self._config.lease_ttl),
-                dead_owners=sorted(dead),
-                handler_ids=handler_ids,
-                limit=self._config.claim_batch_size,
-            )
-            await self._recovery.resume_batch(rows)
+            room, batch = self._live.room(), self._config.claim_batch_size
+            limit = batch if room is None else min(room, batch)
+            if limit == 0:
+                return claimed  # full: whoever has room claims them
+            with self._live.reserving(limit):
+                now = utcnow()
+                rows = await self._store.claim_handlers(
+                    self._owner.id,
+                    now=now,
+                    lease_until=now + timedelta(seconds=self._config.lease_ttl),
+                    dead_owners=sorted(dead),
+                    handler_ids=handler_ids,
+                    limit=limit,
+                    versions=self._registry.versions(),
+                )
+                await self._recovery.resume_batch(rows)
             claimed += len(rows)
-            if len(rows) < self._config.claim_batch_size:
+            if len(rows) < limit:
                 return claimed
 
     def _on_store_trouble(self, exc: Exception) -> None:

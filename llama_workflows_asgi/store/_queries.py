@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, literal, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    exists,
+    false,
+    literal,
+    or_,
+    select,
+    true,
+    tuple_,
+)
 from sqlalchemy.sql.expression import FromClause
 
 from .base import HandlerQuery
@@ -39,15 +50,17 @@ def query_filters(query: HandlerQuery) -> list[ColumnElement[bool]]:
     if query.status_in is not None:
         conditions.append(c.status.in_(query.status_in))
     if query.principal_in is not None:
-        conditions.append(_principal_in(query.principal_in))
+        conditions.append(_nullable_in(c.principal, query.principal_in))
+    if query.version_in is not None:
+        conditions.append(_nullable_in(c.version, query.version_in))
     return conditions
 
 
-def _principal_in(principals: Sequence[str | None]) -> ColumnElement[bool]:
-    named = [p for p in principals if p is not None]
-    matches: list[ColumnElement[bool]] = [handlers.c.principal.in_(named)] if named else []
-    if None in principals:
-        matches.append(handlers.c.principal.is_(None))
+def _nullable_in(column: ColumnElement[str], values: Sequence[str | None]) -> ColumnElement[bool]:
+    named = [v for v in values if v is not None]
+    matches: list[ColumnElement[bool]] = [column.in_(named)] if named else []
+    if None in values:
+        matches.append(column.is_(None))
     return or_(false(), *matches)
 
 
@@ -68,6 +81,24 @@ def listing(query: HandlerQuery) -> Select[tuple[object, ...]]:
     else:
         stmt = stmt.order_by(c.started_at, c.handler_id)
     return stmt.limit(query.limit) if query.limit is not None else stmt
+
+
+def served(table: FromClause, versions: Mapping[str, Sequence[str]] | None) -> ColumnElement[bool]:
+    """Rows of ``table`` a process serving ``versions`` (name to versions) may run.
+
+    A row recorded without a version (written before versions were) goes to
+    any process serving its workflow name. ``None`` serves everything.
+    """
+    c = table.c
+    if versions is None:
+        return true()
+    return or_(
+        false(),
+        *(
+            and_(c.workflow_name == name, or_(c.version.is_(None), c.version.in_(list(served))))
+            for name, served in sorted(versions.items())
+        ),
+    )
 
 
 def claimable(

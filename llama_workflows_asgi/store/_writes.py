@@ -14,7 +14,7 @@ another process cannot change them between the decision and the write.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..errors import ConflictError, WorkflowServerError
 from . import state
 from ._batch import BatchFunction, Outcome
-from ._queries import chunks, claimable, query_filters
+from ._queries import chunks, claimable, query_filters, served
 from ._rows import event_values, handler_from_row, handler_values
 from .base import (
     HandlerExistsError,
@@ -477,6 +477,7 @@ class Claim:
     handler_ids: tuple[str, ...] | None
     limit: int
     beat: Beat
+    versions: Mapping[str, tuple[str, ...]] | None = None
 
 
 async def _claim_handlers(conn: AsyncConnection, op: Claim) -> list[PersistentHandler]:
@@ -484,6 +485,7 @@ async def _claim_handlers(conn: AsyncConnection, op: Claim) -> list[PersistentHa
     pick = (
         select(candidate.c.handler_id, candidate.c.owner_id)
         .where(claimable(candidate, now=op.now, dead_owners=op.dead_owners))
+        .where(served(candidate, op.versions))
         .order_by(candidate.c.started_at, candidate.c.handler_id)
         .limit(op.limit)
         # Rows another process is claiming right now are skipped, not waited for;

@@ -97,7 +97,8 @@ class PersistentHandler(BaseModel):
     event, who started the run, its owner and idempotency data
     (``lease_expires_at`` is the owner's heartbeat expiry when the run was
     claimed or created: informative, never renewed; the owner's heartbeat
-    decides whether the run may be adopted).
+    decides whether the run may be adopted), and the version of the workflow
+    that started it (``None`` on rows written before versions were recorded).
     ``previous_owner_id`` is not stored: it is set on the rows
     ``claim_handlers`` returns, naming who owned the run before the claim
     (``None`` if nobody did).
@@ -123,6 +124,7 @@ class PersistentHandler(BaseModel):
     resume_attempts: int = 0
     idempotency_key: str | None = None
     request_hash: str | None = None
+    version: str | None = None
     previous_owner_id: str | None = None
 
     @property
@@ -241,6 +243,7 @@ class HandlerQuery(BaseModel):
     workflow_name_in: list[str] | None = None
     status_in: list[Status] | None = None
     principal_in: list[str | None] | None = None
+    version_in: list[str | None] | None = None
     descending: bool = False
     after: HandlerCursor | None = None
     limit: int | None = Field(default=None, ge=1)
@@ -493,6 +496,7 @@ class AbstractWorkflowStore(ABC):
         dead_owners: Sequence[str] = (),
         handler_ids: Sequence[str] | None = None,
         limit: int = 100,
+        versions: Mapping[str, Sequence[str]] | None = None,
     ) -> list[PersistentHandler]:
         """Take ownership of running handlers nobody live owns, in one batch.
 
@@ -500,12 +504,16 @@ class AbstractWorkflowStore(ABC):
         an owner with no heartbeat alive at ``now`` (its row expired before
         ``now``, or it has none), or owned by one of ``dead_owners``; and it is
         not idle (released while waiting for input) unless its inbox holds an
-        event. With ``handler_ids`` only those are considered. When anything is
-        claimed, ``owner_id``'s heartbeat is renewed to ``lease_until`` in the
-        same transaction (claimed runs are never born adoptable) and their
-        ``lease_expires_at`` is set to it. Claiming from an owner that did not
-        release the run counts a resume attempt. Returns the claimed rows with
-        their checkpoints and ``previous_owner_id``.
+        event. With ``handler_ids`` only those are considered. With
+        ``versions`` (workflow name to the versions this process serves) only
+        runs of a served name and version are, and those of a served name
+        recorded without a version. The oldest (by ``started_at``) go first, at
+        most ``limit``. When anything is claimed, ``owner_id``'s heartbeat is
+        renewed to ``lease_until`` in the same transaction (claimed runs are
+        never born adoptable) and their ``lease_expires_at`` is set to it.
+        Claiming from an owner that did not release the run counts a resume
+        attempt. Returns the claimed rows with their checkpoints and
+        ``previous_owner_id``.
         """
 
     @abstractmethod
@@ -522,6 +530,17 @@ class AbstractWorkflowStore(ABC):
         An owner without one (or with a lapsed one) needs no probe: its runs
         are adoptable already.
         """
+
+    async def count_queued(self) -> dict[str, int]:
+        """Running handlers nobody owns that are not idle (waiting for a replica), by workflow.
+
+        Stores should answer in one statement; this default reads the rows.
+        """
+        counts: dict[str, int] = {}
+        for row in await self.query(HandlerQuery(status_in=["running"], load_ctx=False)):
+            if row.owner_id is None and row.idle_since is None:
+                counts[row.workflow_name] = counts.get(row.workflow_name, 0) + 1
+        return counts
 
 
 _UNPROVEN = UnprovenLiveness()

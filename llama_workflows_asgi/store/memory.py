@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -242,6 +242,7 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
         dead_owners: Sequence[str] = (),
         handler_ids: Sequence[str] | None = None,
         limit: int = 100,
+        versions: Mapping[str, Sequence[str]] | None = None,
     ) -> list[PersistentHandler]:
         dead = set(dead_owners) | self._lapsed(now)
         waiting = {e.handler_id for e in self._inbox.values()}
@@ -250,7 +251,7 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
         for handler in sorted(pool, key=_order_key):
             if len(claimed) >= limit:
                 break
-            if not _claimable(handler, dead, waiting):
+            if not _claimable(handler, dead, waiting) or not _served(handler, versions):
                 continue
             attempts = handler.resume_attempts + (handler.owner_id is not None)
             updated = handler.model_copy(
@@ -337,6 +338,8 @@ def _filter(rows: Iterable[PersistentHandler], query: HandlerQuery) -> Iterable[
             continue
         if query.principal_in is not None and h.principal not in query.principal_in:
             continue
+        if query.version_in is not None and h.version not in query.version_in:
+            continue
         yield h
 
 
@@ -363,6 +366,13 @@ def _claimable(handler: PersistentHandler, gone: set[str], waiting: set[str]) ->
     if handler.idle_since is not None and handler.handler_id not in waiting:
         return False
     return handler.owner_id is None or handler.owner_id in gone
+
+
+def _served(handler: PersistentHandler, versions: Mapping[str, Sequence[str]] | None) -> bool:
+    if versions is None:
+        return True
+    served = versions.get(handler.workflow_name)
+    return served is not None and (handler.version is None or handler.version in served)
 
 
 def _with_sequence(event: StoredEvent, sequence: int) -> StoredEvent:

@@ -117,6 +117,8 @@ class HandlerRow(Base):
     resume_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
     request_hash: Mapped[str | None] = mapped_column(String(128))
+    # The workflow version that started the run (NULL on rows from before 0003).
+    version: Mapped[str | None] = mapped_column(String(64))
 
 
 class EventRow(Base):

@@ -342,10 +342,12 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         dead_owners: Sequence[str] = (),
         handler_ids: Sequence[str] | None = None,
         limit: int = 100,
+        versions: Mapping[str, Sequence[str]] | None = None,
     ) -> list[PersistentHandler]:
         ids = None if handler_ids is None else tuple(handler_ids)
         beat = self._beat(owner_id, now, lease_until)
-        op = writes.Claim(owner_id, now, lease_until, tuple(dead_owners), ids, limit, beat)
+        served = None if versions is None else {k: tuple(v) for k, v in versions.items()}
+        op = writes.Claim(owner_id, now, lease_until, tuple(dead_owners), ids, limit, beat, served)
         claimed: list[PersistentHandler] = await self._write(writes.claim_handlers, op)
         return claimed
 
@@ -357,6 +359,16 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         stmt = select(owners_table.c.owner_id)
         rows = await self._read(lambda conn: _all_rows(conn, stmt))
         return {owner for (owner,) in rows}
+
+    async def count_queued(self) -> dict[str, int]:
+        h = handlers_table.c
+        stmt = (
+            select(h.workflow_name, func.count())
+            .where(h.status == "running", h.owner_id.is_(None), h.idle_since.is_(None))
+            .group_by(h.workflow_name)
+        )
+        rows = await self._read(lambda conn: _all_rows(conn, stmt))
+        return {name: count for name, count in rows}
 
 
 class SqliteWorkflowStore(SqlAlchemyWorkflowStore):

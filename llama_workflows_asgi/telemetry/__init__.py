@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
@@ -71,6 +71,7 @@ class Telemetry:
         self._backend = _load_backend()
         self._live_runs: Callable[[], Sequence[RunSource]] = list
         self._unwritten_since: Callable[[], float | None] = lambda: None
+        self._queued_runs: Callable[[], Mapping[str, int]] = dict
 
     @property
     def enabled(self) -> bool:
@@ -81,9 +82,11 @@ class Telemetry:
         self,
         live_runs: Callable[[], Sequence[RunSource]],
         unwritten_since: Callable[[], float | None],
+        queued_runs: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
-        """Report the service's live and waiting runs and its writer's backlog as gauges."""
+        """Report the service's live, waiting and queued runs and its writer's backlog."""
         self._live_runs, self._unwritten_since = live_runs, unwritten_since
+        self._queued_runs = queued_runs
         if self._backend is not None:
             self._backend.watch(self)
 
@@ -94,6 +97,10 @@ class Telemetry:
     def unwritten_since(self) -> float | None:
         """Monotonic time of the watched writer's oldest unwritten progress."""
         return self._unwritten_since()
+
+    def queued_runs(self) -> Mapping[str, int]:
+        """Runs waiting unowned for a replica with room, by workflow (last ownership round)."""
+        return self._queued_runs()
 
     def accepted(self, row: PersistentHandler) -> RunTelemetry:
         """A new run was accepted (its row not yet written).
@@ -109,6 +116,14 @@ class Telemetry:
             if carrier and row.start_event is not None:
                 row.start_event = {**row.start_event, TRACE_CONTEXT_KEY: carrier}
         return run
+
+    def queued(self, row: PersistentHandler) -> None:
+        """A new run was written unowned, to wait for a replica with room.
+
+        It gets its span where it is claimed (a resume, without a link to the
+        request that queued it).
+        """
+        _logs.state(row, "queued")
 
     def _announce_start(self, run: RunTelemetry) -> None:
         if self._backend is not None:

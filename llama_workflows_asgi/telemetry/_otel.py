@@ -12,7 +12,7 @@ import asyncio
 import functools
 import time
 import weakref
-from collections.abc import Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, Protocol
@@ -61,6 +61,9 @@ class GaugeSource(Protocol):
 
     def unwritten_since(self) -> float | None:
         """Monotonic time of the oldest progress not yet written."""
+
+    def queued_runs(self) -> Mapping[str, int]:
+        """Runs waiting unowned in the database for a replica with room, by workflow."""
 
 
 class OtelBackend:
@@ -129,6 +132,13 @@ class OtelBackend:
             "Runs in this process waiting for an event",
         )
         meter.create_observable_gauge(
+            "workflow.run.queued",
+            [self._observe_queued],
+            "{run}",
+            "Runs waiting unowned in the database for a replica with room "
+            "(the same figure from every replica of one database)",
+        )
+        meter.create_observable_gauge(
             "workflow.writer.unwritten.age",
             [self._observe_unwritten],
             "s",
@@ -167,6 +177,14 @@ class OtelBackend:
 
     def _observe_waiting(self, _: CallbackOptions) -> Iterable[Observation]:
         return _by_workflow(r for r in self._runs() if r.idle_since is not None)
+
+    def _observe_queued(self, _: CallbackOptions) -> Iterable[Observation]:
+        # Every service of this process shares the database's figure: the largest.
+        counts: dict[str, int] = {}
+        for source in self._sources():
+            for name, count in dict(source.queued_runs()).items():
+                counts[name] = max(counts.get(name, 0), count)
+        return [Observation(n, {"workflow.name": name}) for name, n in sorted(counts.items())]
 
     def _observe_unwritten(self, _: CallbackOptions) -> Iterable[Observation]:
         now = time.monotonic()

@@ -236,7 +236,7 @@ def test_bad_urls_and_unmigrated_databases(postgres_server: PostgresServer, tmp_
     upgraded = cli("migrate", "upgrade", db=empty)
     assert upgraded.returncode == 0, upgraded.stderr
     assert invoke("migrate", "check", db=empty).returncode == 0
-    assert invoke("migrate", "current", db=empty).stdout.strip() == "0002_owner_heartbeats"
+    assert invoke("migrate", "current", db=empty).stdout.strip() == "0003_workflow_versions"
     assert listed(invoke("runs", "list", "--json", db=empty)) == []
 
 

@@ -115,11 +115,12 @@ def test_module_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert migrations.main(["check", "--url", url]) == 1
     assert "upgrade --url" in capsys.readouterr().err
     assert migrations.main(["upgrade", "--url", url]) == 0
-    assert capsys.readouterr().out.strip().endswith("cli.db is now at 0002_owner_heartbeats")
+    head = migrations.head_revision()
+    assert capsys.readouterr().out.strip().endswith(f"cli.db is now at {head}")
     assert migrations.main(["current", "--url", url]) == 0
     assert capsys.readouterr().out.strip() == migrations.head_revision()
     assert migrations.main(["check", "--url", url]) == 0
-    assert "is at head (0002_owner_heartbeats)" in capsys.readouterr().out
+    assert f"is at head ({head})" in capsys.readouterr().out
     assert migrations.main(["downgrade", "base", "--url", url]) == 0
     assert capsys.readouterr().out.strip().endswith("is now at base")
     assert migrations.main(["current", "--url", url]) == 0
@@ -133,7 +134,36 @@ def test_scripts_are_found_through_the_package() -> None:
     assert (location / "env.py").is_file()
     assert (location / "versions" / "0001_initial_schema.py").is_file()
     assert (location / "versions" / "0002_owner_heartbeats.py").is_file()
-    assert migrations.head_revision() == "0002_owner_heartbeats"
+    assert (location / "versions" / "0003_workflow_versions.py").is_file()
+    assert migrations.head_revision() == "0003_workflow_versions"
+
+
+async def test_versions_revision_keeps_old_rows_and_goes_back(empty_url: str) -> None:
+    """0001 rows survive the upgrade with a NULL version; the downgrade drops the column."""
+    engine = create_async_engine(empty_url, poolclass=NullPool)
+    try:
+        await migrations.upgrade(engine, "0001")
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO workflow_handlers (handler_id, workflow_name, status, started_at) "
+                    "VALUES ('old', 'greet', 'running', CURRENT_TIMESTAMP)"
+                )
+            )
+        await migrations.upgrade(engine)
+        async with engine.connect() as conn:
+            rows = await conn.execute(text("SELECT handler_id, version FROM workflow_handlers"))
+            assert rows.all() == [("old", None)]
+        await migrations.downgrade(engine, "0001")
+        async with engine.connect() as conn:
+            columns = await conn.run_sync(
+                lambda sync: {c["name"] for c in inspect(sync).get_columns("workflow_handlers")}
+            )
+            count = await conn.scalar(text("SELECT count(*) FROM workflow_handlers"))
+    finally:
+        await engine.dispose()
+    assert "version" not in columns
+    assert count == 1
 
 
 # -- models and migrations never drift -------------------------------------------------

@@ -9,6 +9,11 @@ Configured by environment variables:
   so tests can tell which process did what and when.
 * ``WF_IDLE_TIMEOUT``, ``WF_LEASE_TTL``, ``WF_POLL_INTERVAL``: service tunables.
 * ``WF_SKIP_WORKFLOWS``: comma-separated workflow names not to register.
+* ``WF_MAX_LIVE_RUNS``, ``WF_MAX_QUEUED_RUNS``: capacity settings; with
+  ``WF_JOURNAL_LIVE=1`` every tick also journals how many runs are live in its
+  process (action ``live``).
+* ``WF_TICKER_VERSION``: serve ``ticker`` at this version; its step code then
+  reports that version in the run's result (``code``).
 * The documented waiting patterns (``tests.support.workflows.pattern_workflows``)
   are served as ``pattern_<name>``.
 * ``WF_SQLITE_MAX_PAGES``: cap the SQLite file at this many pages, so it fills
@@ -47,6 +52,8 @@ def _process_name() -> str:
 
 
 PROCESS = _process_name()
+TICKER_VERSION = os.environ.get("WF_TICKER_VERSION")
+_SERVERS: list[WorkflowServer] = []
 
 
 def journal(run_id: str, action: str, detail: str = "") -> None:
@@ -130,6 +137,8 @@ class TickerWorkflow(Workflow):
     async def tick(self, ev: Tick, ctx: Context) -> Tick | StopEvent:
         name = await ctx.store.get("name")
         journal(name, "start", str(ev.n))
+        if os.environ.get("WF_JOURNAL_LIVE") == "1":
+            journal(name, "live", str(sum(len(s.service._runs) for s in _SERVERS)))
         try:
             await asyncio.sleep(float(await ctx.store.get("delay")))
         except asyncio.CancelledError:
@@ -137,7 +146,8 @@ class TickerWorkflow(Workflow):
             raise
         journal(name, "stop", str(ev.n))
         if ev.n + 1 >= int(await ctx.store.get("steps")):
-            return StopEvent(result={"name": name, "ticks": ev.n + 1})
+            result = {"name": name, "ticks": ev.n + 1, "code": TICKER_VERSION or "default"}
+            return StopEvent(result=result)
         return Tick(n=ev.n + 1)
 
 
@@ -165,7 +175,10 @@ class CrashingWorkflow(Workflow):
 
 def _config() -> ServiceConfig:
     idle = os.environ.get("WF_IDLE_TIMEOUT")
+    live, queued = os.environ.get("WF_MAX_LIVE_RUNS"), os.environ.get("WF_MAX_QUEUED_RUNS")
     return ServiceConfig(
+        max_live_runs=int(live) if live else None,
+        max_queued_runs=int(queued) if queued else None,
         lease_ttl=float(os.environ.get("WF_LEASE_TTL", "8")),
         poll_interval=float(os.environ.get("WF_POLL_INTERVAL", "1")),
         idle_timeout=None if idle in (None, "none") else float(idle),
@@ -188,6 +201,7 @@ def create_app() -> WorkflowServer:
         _cap_sqlite_size(int(os.environ["WF_SQLITE_MAX_PAGES"]))
     store = SqlAlchemyWorkflowStore(os.environ["WF_DATABASE_URL"], migrate=True)
     server = WorkflowServer(store, config=_config(), sse_heartbeat_interval=1.0)
+    _SERVERS.append(server)
     skipped = set(filter(None, os.environ.get("WF_SKIP_WORKFLOWS", "").split(",")))
     workflows: dict[str, Workflow] = {
         "processing": ProcessingWorkflow(timeout=None),
@@ -198,7 +212,8 @@ def create_app() -> WorkflowServer:
     }
     for name, workflow in workflows.items():
         if name not in skipped:
-            server.add_workflow(name, workflow)
+            version = TICKER_VERSION if name == "ticker" else None
+            server.add_workflow(name, workflow, version=version)
     for name, (workflow, additional) in pattern_workflows().items():
         server.add_workflow(f"pattern_{name}", workflow, additional)
     return server

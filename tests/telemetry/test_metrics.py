@@ -243,3 +243,31 @@ async def test_failed_writes_are_counted_and_keep_the_backlog_age(
     assert total(points(sdk, "workflow.writer.commit.failures")) >= failures_before + 2
     store.failing = False
     await eventually(lambda: service._writer.unwritten_since is None, "the backlog is written")
+
+
+async def test_queued_gauge_counts_runs_waiting_for_room(sdk: Sdk) -> None:
+    name = f"queued-{uuid.uuid4().hex[:8]}"
+    config = ServiceConfig(max_live_runs=1, poll_interval=0.05, lease_ttl=1.0)
+    service = WorkflowService(MemoryWorkflowStore(), config=config)
+    service.add_workflow(name, GatedWorkflow(timeout=None))
+    gates = [uuid.uuid4().hex for _ in range(3)]
+    for gate in gates:
+        _GATES[gate] = asyncio.Event()
+    async with service.running_context():
+        handlers = [
+            await service.start_run(name, StartEvent(gate=gate))  # type: ignore[call-arg]
+            for gate in gates
+        ]
+        await eventually(
+            lambda: total(points(sdk, "workflow.run.queued", workflow__name=name)) == 2,
+            "two runs are counted as queued",
+        )
+        assert total(points(sdk, "workflow.run.live", workflow__name=name)) == 1
+        for gate in gates:
+            _GATES[gate].set()
+        for handler in handlers:
+            assert (await service.wait_for(handler.handler_id)).status == "completed"
+        await eventually(
+            lambda: points(sdk, "workflow.run.queued", workflow__name=name) == [],
+            "nothing is queued any more",
+        )
