@@ -57,6 +57,7 @@ from .starting import Starter, check_handler_id, scoped_key
 from .stopping import StopSignal
 from .streams import EventStream
 from .supervisor import Supervisor
+from .tail import SharedTail
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,8 @@ class WorkflowService:
         self._drain: asyncio.Task[None] | None = None
         self._live = LiveRuns(store, self.owner, self.config, self.runtime)
         self._writer = self._live.writer
-        self._reader = EventReader(store, self._live, self.config, self._stop)
+        self._tail = SharedTail(store, self.config.stream_poll_interval)
+        self._reader = EventReader(store, self._live, self.config, self._stop, self._tail)
         self._launcher = Launcher(store, self.runtime, self._live)
         self._starter = Starter(
             store,
@@ -181,11 +183,13 @@ class WorkflowService:
             return
         await self.store.start()
         await self.store.liveness.acquire(self.owner.id, self._on_liveness)
+        await self.store.notifications.start()
         await self.runtime.launch()
         self._stop.reset()
         self._drain = None
         self._writer.start()
         self._supervisor.start()
+        self._tail.start()
         self.retention.start()
         self.running = self._live.releases_idle = True
 
@@ -221,6 +225,7 @@ class WorkflowService:
         await self._writer.stop()
         self._live.clear()
         await self.store.liveness.release(self.owner.id)
+        await self.store.notifications.close()
         await self.store.close()
         await self.runtime.destroy()
 
@@ -230,6 +235,7 @@ class WorkflowService:
         deadline = began + timeout
         await self.retention.stop()  # its deletes would compete with the final writes
         await self._supervisor.stop()
+        await self._tail.stop()  # its streams end; their clients reconnect elsewhere
         runs = self._live.values()
         # Engines stop at once on release; the reserve is for the final write.
         engine_budget = max(0.0, timeout - min(1.0, timeout / 2))
@@ -444,12 +450,14 @@ class WorkflowService:
         principal: str | None = None,
         after: int | Literal["now"] = "now",
         include_internal: bool = False,
-        heartbeat_interval: float | None = 25.0,
+        heartbeat_interval: float | None = None,
     ) -> EventStream | None:
         """A stream of the handler's written events after ``after``.
 
         ``"now"`` starts after the last written event. Returns ``None`` when the
-        run has finished and nothing is left after the cursor.
+        run has finished and nothing is left after the cursor. Heartbeats are
+        the HTTP edge's (``sse_heartbeat_interval``): ``heartbeat_interval`` is
+        accepted for callers written before, and ignored.
         """
         self._stop.refuse_if_stopping()
         row = await self.get(handler_id, principal=principal)
@@ -457,7 +465,6 @@ class WorkflowService:
             row,
             after=after,
             include_internal=include_internal,
-            heartbeat_interval=heartbeat_interval,
         )
 
     # -- sending events and cancelling -----------------------------------------------------

@@ -116,6 +116,8 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
                 continue
             self._apply(handler, item)
         self._evict_completed()
+        written = {i.run_id for i in batch if i.events and i.handler_id not in lost}
+        self.notifications.published("events", written)
         return lost
 
     def _apply(self, handler: PersistentHandler, item: RunProgress) -> None:
@@ -174,6 +176,7 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
                 "lease_expires_at": None,
             }
         )
+        self.notifications.published("wake", [handler_id])
         return True
 
     async def reopen_handler(
@@ -242,6 +245,7 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
             return None
         entry = InboxEntry(next(self._inbox_ids), handler_id, run_id, payload, step, at)
         self._inbox[entry.id] = entry
+        self.notifications.published("wake", [handler_id])
         return entry.id
 
     async def read_inbox(self, handler_ids: Sequence[str]) -> list[InboxEntry]:
@@ -300,6 +304,7 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
                 self._handlers[handler.handler_id] = handler.model_copy(
                     update={"owner_id": None, "lease_expires_at": None}
                 )
+        self.notifications.published("free", handler_ids or ["*"])
 
     async def list_owners(self) -> set[str]:
         return {
