@@ -142,22 +142,24 @@ class SharedTail:
         if not self._watches:
             return
         gone = await self._gone_runs() if check_rows else set()
-        fed: set[str] = set()
         while True:
             positions = {
                 run: min(w.position for w in watches) for run, watches in self._watches.items()
             }
             found = await self._store.read_new_events(positions, limit=_READ_LIMIT)
             self.reads += 1
-            fed.update(found)
             for run_id, events in found.items():
                 for watch in self._watches.get(run_id, []):
                     watch._feed(events)
             if sum(map(len, found.values())) < _READ_LIMIT:
                 break  # else more is waiting: read on at once
-        for run_id in gone - fed:
-            for watch in self._watches.pop(run_id, []):
-                watch._end()
+        # The rows were read first: a watch of a gone run with nothing new now
+        # will never get anything (a final event commits with its status).
+        for run_id in gone:
+            for watch in list(self._watches.get(run_id, [])):
+                if not watch.events:
+                    watch._end()
+                    self.unwatch(watch)
 
     async def _gone_runs(self) -> set[str]:
         """Watched runs whose row is gone, replaced, or finished (its terminal event read)."""

@@ -6,7 +6,8 @@ Configured by environment variables:
 * ``WF_PROCESS``: a name recorded by every step execution (default: the pid).
 * ``WF_JOURNAL``: a file where steps append what they do, one line per action,
   so tests can tell which process did what and when.
-* ``WF_IDLE_TIMEOUT``, ``WF_LEASE_TTL``, ``WF_POLL_INTERVAL``: service tunables.
+* ``WF_IDLE_TIMEOUT``, ``WF_LEASE_TTL``, ``WF_POLL_INTERVAL``, ``WF_STREAM_POLL_INTERVAL``:
+  service tunables.
 * ``WF_SKIP_WORKFLOWS``: comma-separated workflow names not to register.
 * The documented waiting patterns (``tests.support.workflows.pattern_workflows``)
   are served as ``pattern_<name>``.
@@ -159,7 +160,7 @@ def _config() -> ServiceConfig:
         lease_ttl=float(os.environ.get("WF_LEASE_TTL", "8")),
         poll_interval=float(os.environ.get("WF_POLL_INTERVAL", "1")),
         idle_timeout=None if idle in (None, "none") else float(idle),
-        stream_poll_interval=0.2,
+        stream_poll_interval=float(os.environ.get("WF_STREAM_POLL_INTERVAL", "0.2")),
         adopt_local_dead_owners=os.environ.get("WF_LOCAL_ADOPTION", "1") == "1",
     )
 
