@@ -1,6 +1,7 @@
 """An answer sent to one replica for a run live on another: how long until it is streamed back.
 
-    python -m benchmarks.cross_replica [--rounds 20] [--poll-interval 1] [--stream-poll-interval 0.5]
+    python -m benchmarks.cross_replica [--rounds 20] [--poll-interval 1]
+                                       [--stream-poll-interval 0.5]
 
 Two uvicorn processes of the test app (``tests.support.crash_app``) share one
 PostgreSQL (durable settings). Each round starts a ``hitl`` run on one replica,

@@ -143,6 +143,7 @@ class SharedTail:
             return
         gone = await self._gone_runs() if check_rows else set()
         while True:
+            read_for = [w for watches in self._watches.values() for w in watches]
             positions = {
                 run: min(w.position for w in watches) for run, watches in self._watches.items()
             }
@@ -153,22 +154,23 @@ class SharedTail:
                     watch._feed(events)
             if sum(map(len, found.values())) < _READ_LIMIT:
                 break  # else more is waiting: read on at once
-        # The rows were read first: a watch of a gone run with nothing new now
-        # will never get anything (a final event commits with its status).
-        for run_id in gone:
-            for watch in list(self._watches.get(run_id, [])):
-                if not watch.events:
-                    watch._end()
-                    self.unwatch(watch)
+        # The rows were read first: a watch of a gone run that the last read
+        # brought nothing will never get anything (a final event commits with
+        # its status). Watches added meanwhile wait for the next check.
+        for watch in read_for:
+            if watch.run_id in gone and not watch.events and not watch.ended:
+                watch._end()
+                self.unwatch(watch)
 
     async def _gone_runs(self) -> set[str]:
         """Watched runs whose row is gone, replaced, or finished (its terminal event read)."""
-        handler_ids = sorted({w.handler_id for ws in self._watches.values() for w in ws})
-        query = HandlerQuery(handler_id_in=handler_ids, load_ctx=False)
+        # Watches come and go while the query runs: judge only those asked about.
+        asked = {run_id: watches[0].handler_id for run_id, watches in self._watches.items()}
+        query = HandlerQuery(handler_id_in=sorted(set(asked.values())), load_ctx=False)
         rows = {row.handler_id: row for row in await self._store.query(query)}
         gone = set()
-        for run_id, watches in self._watches.items():
-            row = rows.get(watches[0].handler_id)
+        for run_id, handler_id in asked.items():
+            row = rows.get(handler_id)
             if row is None or row.run_id != run_id or row.is_terminal:
                 gone.add(run_id)
         return gone

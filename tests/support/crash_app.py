@@ -7,7 +7,7 @@ Configured by environment variables:
 * ``WF_JOURNAL``: a file where steps append what they do, one line per action,
   so tests can tell which process did what and when.
 * ``WF_IDLE_TIMEOUT``, ``WF_LEASE_TTL``, ``WF_POLL_INTERVAL``, ``WF_STREAM_POLL_INTERVAL``:
-  service tunables.
+  service tunables; ``WF_SSE_HEARTBEAT``: the SSE heartbeat interval (default 1 s).
 * ``WF_SKIP_WORKFLOWS``: comma-separated workflow names not to register.
 * The documented waiting patterns (``tests.support.workflows.pattern_workflows``)
   are served as ``pattern_<name>``.
@@ -178,7 +178,8 @@ def create_app() -> WorkflowServer:
     if os.environ.get("WF_SQLITE_MAX_PAGES"):
         _cap_sqlite_size(int(os.environ["WF_SQLITE_MAX_PAGES"]))
     store = SqlAlchemyWorkflowStore(os.environ["WF_DATABASE_URL"], migrate=True)
-    server = WorkflowServer(store, config=_config(), sse_heartbeat_interval=1.0)
+    heartbeat = float(os.environ.get("WF_SSE_HEARTBEAT", "1"))
+    server = WorkflowServer(store, config=_config(), sse_heartbeat_interval=heartbeat)
     skipped = set(filter(None, os.environ.get("WF_SKIP_WORKFLOWS", "").split(",")))
     workflows: dict[str, Workflow] = {
         "processing": ProcessingWorkflow(timeout=None),
