@@ -108,7 +108,9 @@ class _Feed:
             self.close()
             self._watch = reader._tail.watch(self._handler_id, run_id, cursor)
             reader._tail.poke()  # what was written since the cursor, at once
-        events = await self._watch.next(min(timeout, reader._config.stream_poll_interval * 2))
+        # Waits its full time even if the run starts executing here meanwhile:
+        # its events still come, through the tail (the run's writes wake it).
+        events = await self._watch.next(timeout)
         return None if reader._stop.draining else events
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ Configured by environment variables:
 * ``WF_SPAN_FILE``: export every OpenTelemetry span to this file (JSON lines),
   instrument the app with the FastAPI instrumentation, and journal the
   LlamaIndex instrumentation tags each processing step runs with.
+* ``WF_COUNT_STATEMENTS=1``: count the SQL statements sent (``GET /__counts``).
 
 Run with ``python -m uvicorn --factory tests.support.crash_app:create_asgi_app``.
 """
@@ -208,4 +209,20 @@ def create_asgi_app() -> Any:
         app = create_app().app
         FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
         return app
-    return create_app().app
+    app = create_app().app
+    if os.environ.get("WF_COUNT_STATEMENTS") == "1":
+        _count_statements(app)
+    return app
+
+
+def _count_statements(app: Any) -> None:
+    """Count the SQL statements the process sends; ``GET /__counts`` reports them."""
+    counts = {"all": 0, "events": 0}
+
+    @event.listens_for(Engine, "before_cursor_execute")
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        counts["all"] += 1
+        if "FROM workflow_events" in statement:
+            counts["events"] += 1
+
+    app.add_api_route("/__counts", lambda: dict(counts), methods=["GET"])
