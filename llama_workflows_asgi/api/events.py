@@ -34,11 +34,10 @@ async def stream_events(
         principal=principal,
         after=params.stream_position(after_sequence, last_event_id, as_sse),
         include_internal=params.flag(include_internal, "include_internal", False),
-        heartbeat_interval=limits.heartbeat_interval if as_sse else None,
     )
     if stream is None:
         return Response(status_code=204)
-    return stream_response(stream, as_sse, with_names)
+    return stream_response(stream, as_sse, with_names, limits.heartbeat_interval)
 
 
 async def send_event(

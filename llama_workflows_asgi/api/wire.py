@@ -20,7 +20,8 @@ from .. import codec
 from .._http import json_response
 from ..errors import StoreUnavailableError
 from ..models import HandlerData
-from ..service import EventStream, Heartbeat, PersistentHandler, StoredEvent
+from ..service import EventStream, PersistentHandler, StoredEvent
+from .heartbeat import Heartbeat, with_heartbeats
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +103,13 @@ def redacted_graph(graph: dict[str, Any]) -> dict[str, Any]:
     return graph
 
 
-def stream_response(stream: EventStream, sse: bool, with_names: bool) -> Response:
-    """The stream as SSE frames (``id:`` + ``data:``) or NDJSON lines."""
+def stream_response(
+    stream: EventStream, sse: bool, with_names: bool, heartbeat_interval: float | None = None
+) -> Response:
+    """The stream as SSE frames (``id:`` + ``data:``) or NDJSON lines.
+
+    SSE streams send a heartbeat comment after ``heartbeat_interval`` quiet seconds.
+    """
 
     def frame(event: StoredEvent) -> str:
         payload = event.payload if with_names else codec.without_qualified_name(event.payload)
@@ -112,7 +118,7 @@ def stream_response(stream: EventStream, sse: bool, with_names: bool) -> Respons
     async def frames() -> AsyncIterator[bytes]:
         # Everything written since the last read goes out in one chunk.
         try:
-            async for item in stream:
+            async for item in with_heartbeats(stream, heartbeat_interval if sse else None):
                 if isinstance(item, Heartbeat):
                     yield _HEARTBEAT_FRAME
                 else:

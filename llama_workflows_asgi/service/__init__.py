@@ -14,14 +14,13 @@ from ..store.base import (
 from .config import ServiceConfig
 from .listing import HandlerPage
 from .service import WorkflowService
-from .streams import EventStream, Heartbeat
+from .streams import EventStream
 
 __all__ = [
     "AbstractWorkflowStore",
     "EventStream",
     "HandlerCursor",
     "HandlerPage",
-    "Heartbeat",
     "PersistentHandler",
     "ServiceConfig",
     "Status",

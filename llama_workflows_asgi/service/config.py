@@ -33,8 +33,10 @@ class ServiceConfig:
             long; a provably dead one at the next ownership round.
         poll_interval: Seconds between ownership rounds: heartbeat, adopting
             runs nobody owns, picking up events and cancels sent to other processes.
-        stream_poll_interval: Seconds between event-log reads while streaming a
-            run executing in another process.
+        stream_poll_interval: Seconds between the reads of the process's shared
+            stream tail, which feeds every stream of a run not executing here
+            (elsewhere, or released) with one statement for all; on PostgreSQL a
+            notification of new events makes it read at once.
         idle_timeout: Seconds a run waiting for input stays in memory before it
             is checkpointed and released; an incoming event brings it back.
             ``None`` keeps idle runs in memory.

@@ -1,22 +1,27 @@
 """Reading a run's event log: where a stream starts, and what it is fed next.
 
 Events of a run live here come from its in-memory tail (only what is already
-written is shown); events of any other run come from the store, polled every
-``stream_poll_interval`` until its terminal event is read. A graceful stop
-ends every stream; its client reconnects from its last event elsewhere.
+written is shown); events of any other run (executing elsewhere, or released
+while it waits) come from the process's shared tail (``tail``), which reads
+the store once per ``stream_poll_interval`` for all such streams, and at once
+when a wakeup names the run. A stream follows its run as it moves: from the
+shared tail to the live run when it starts executing here, and back. A
+graceful stop ends every stream; its client reconnects from its last event
+elsewhere.
 """
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Literal
 
 from ..errors import HandlerNotFoundError
 from ..store.base import AbstractWorkflowStore, HandlerQuery, PersistentHandler, StoredEvent
 from .config import ServiceConfig
+from .live import LiveRun
 from .live_runs import LiveRuns
 from .stopping import StopSignal
 from .streams import EventStream
+from .tail import SharedTail, Watch
 
 
 class EventReader:
@@ -28,11 +33,13 @@ class EventReader:
         live: LiveRuns,
         config: ServiceConfig,
         stop: StopSignal,
+        tail: SharedTail,
     ) -> None:
         self._store = store
         self._live = live
         self._config = config
         self._stop = stop
+        self._tail = tail
 
     async def open(
         self,
@@ -40,7 +47,6 @@ class EventReader:
         *,
         after: int | Literal["now"],
         include_internal: bool,
-        heartbeat_interval: float | None,
     ) -> EventStream | None:
         """A stream of ``row``'s written events after ``after`` (``None``: nothing is left)."""
         if row.run_id is None:
@@ -49,13 +55,9 @@ class EventReader:
         first = await self._events_after(row.handler_id, row.run_id, cursor)
         if not first and row.is_terminal:
             return None
+        feed = _Feed(self, row.handler_id)
         return EventStream(
-            row.run_id,
-            cursor,
-            first,
-            partial(self._next_events, row.handler_id),
-            include_internal=include_internal,
-            heartbeat_interval=heartbeat_interval,
+            row.run_id, cursor, first, feed, include_internal=include_internal, on_close=feed.close
         )
 
     async def _last_sequence(self, run_id: str) -> int:
@@ -73,34 +75,49 @@ class EventReader:
                 return [e for e in live.tail if e.sequence > cursor]
         return await self._store.read_events(run_id, after_sequence=cursor)
 
-    async def _next_events(
-        self, handler_id: str, run_id: str, cursor: int, timeout: float
+    async def _next_live(
+        self, live: LiveRun, handler_id: str, run_id: str, cursor: int, timeout: float
     ) -> list[StoredEvent] | None:
+        if live.durable_sequence <= cursor:
+            await live.wait_changed(timeout)
         if self._stop.draining:
-            return None  # the stream ends; its client reconnects from its last event
-        live = self._live.of_run(handler_id, run_id)
-        if live is not None:
-            if live.durable_sequence <= cursor:
-                await live.wait_changed(timeout)
-            if self._stop.draining:
-                return None
-            return await self._events_after(handler_id, run_id, cursor)
-        events = await self._store.read_events(run_id, after_sequence=cursor)
-        if events:
-            return events
-        if not await self._still_streamable(handler_id, run_id, cursor):
             return None
-        await self._stop.pause(min(timeout, self._config.stream_poll_interval))
-        return []
+        return await self._events_after(handler_id, run_id, cursor)
 
-    async def _still_streamable(self, handler_id: str, run_id: str, cursor: int) -> bool:
-        rows = await self._store.query(HandlerQuery(handler_id_in=[handler_id], load_ctx=False))
-        if not rows or rows[0].run_id != run_id:
-            return False
-        if rows[0].is_terminal:
-            # The terminal event is written with the status: read it now.
-            return bool(await self._store.read_events(run_id, after_sequence=cursor, limit=1))
-        return True
+
+class _Feed:
+    """What one stream reads next: its run's in-memory tail while it is live here,
+    else a watch on the shared tail (taken when first needed, dropped when the
+    run becomes live here or the stream ends).
+    """
+
+    def __init__(self, reader: EventReader, handler_id: str) -> None:
+        self._reader = reader
+        self._handler_id = handler_id
+        self._watch: Watch | None = None
+
+    async def __call__(self, run_id: str, cursor: int, timeout: float) -> list[StoredEvent] | None:
+        reader = self._reader
+        if reader._stop.draining:
+            return None  # the stream ends; its client reconnects from its last event
+        live = reader._live.of_run(self._handler_id, run_id)
+        if live is not None:
+            self.close()
+            return await reader._next_live(live, self._handler_id, run_id, cursor, timeout)
+        if self._watch is None or self._watch.position != cursor:
+            self.close()
+            self._watch = reader._tail.watch(self._handler_id, run_id, cursor)
+            reader._tail.poke()  # what was written since the cursor, at once
+        # Waits its full time even if the run starts executing here meanwhile:
+        # its events still come, through the tail (the run's writes wake it).
+        events = await self._watch.next(timeout)
+        return None if reader._stop.draining else events
+
+    def close(self) -> None:
+        """Stop watching the shared tail."""
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            self._reader._tail.unwatch(watch)
 
 
 async def read_handler(

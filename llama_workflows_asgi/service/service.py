@@ -33,7 +33,7 @@ from ..store.memory import MemoryWorkflowStore
 from ..telemetry import Telemetry
 from ..versions import check_version
 from .cancelling import Canceller
-from .config import DEFAULT_HEARTBEAT_INTERVAL, ServiceConfig
+from .config import ServiceConfig
 from .health import background_problem
 from .inbox import Inbox
 from .launch import Launcher
@@ -51,6 +51,7 @@ from .starting import Starter, check_handler_id, scoped_key
 from .stopping import StopSignal
 from .streams import EventStream
 from .supervisor import Supervisor
+from .tail import SharedTail
 from .waiting import Waiter
 
 
@@ -87,7 +88,8 @@ class WorkflowService:
         self._drain: asyncio.Task[None] | None = None
         self._live = LiveRuns(store, self.owner, self.config, self.runtime)
         self._writer = self._live.writer
-        self._reader = EventReader(store, self._live, self.config, self._stop)
+        self._tail = SharedTail(store, self.config.stream_poll_interval)
+        self._reader = EventReader(store, self._live, self.config, self._stop, self._tail)
         self._launcher = Launcher(store, self.runtime, self._live)
         self._starter = Starter(
             store,
@@ -131,6 +133,7 @@ class WorkflowService:
             live=self._live,
             supervisor=self._supervisor,
             retention=self.retention,
+            tail=self._tail,
         )
         self.telemetry.watch(
             self._live.values,
@@ -194,12 +197,14 @@ class WorkflowService:
             return
         await self.store.start()
         await self.store.liveness.acquire(self.owner.id, self._on_liveness)
+        await self.store.notifications.start()
         await self._supervisor.register()
         await self.runtime.launch()
         self._stop.reset()
         self._drain = None
         self._writer.start()
         self._supervisor.start()
+        self._tail.start()
         self.retention.start()
         self.running = self._live.releases_idle = True
 
@@ -235,6 +240,7 @@ class WorkflowService:
         await self._writer.stop()
         self._live.clear()
         await self.store.liveness.release(self.owner.id)
+        await self.store.notifications.close()
         await self.store.close()
         await self.runtime.destroy()
 
@@ -373,12 +379,14 @@ class WorkflowService:
         principal: str | None = None,
         after: int | Literal["now"] = "now",
         include_internal: bool = False,
-        heartbeat_interval: float | None = DEFAULT_HEARTBEAT_INTERVAL,
+        heartbeat_interval: float | None = None,
     ) -> EventStream | None:
         """A stream of the handler's written events after ``after``.
 
         ``"now"`` starts after the last written event. Returns ``None`` when the
-        run has finished and nothing is left after the cursor.
+        run has finished and nothing is left after the cursor. Heartbeats are
+        the HTTP edge's (``sse_heartbeat_interval``): ``heartbeat_interval`` is
+        accepted for callers written before, and ignored.
         """
         self._stop.refuse_if_stopping()
         row = await self.get(handler_id, principal=principal)
@@ -386,7 +394,6 @@ class WorkflowService:
             row,
             after=after,
             include_internal=include_internal,
-            heartbeat_interval=heartbeat_interval,
         )
 
     # -- sending events, cancelling, retrying ------------------------------------------------

@@ -1,6 +1,6 @@
 """The order of a graceful stop: what stops first, and what is written last.
 
-Retention and ownership rounds stop first (their statements would compete
+Retention, ownership rounds and the shared stream tail stop first (their statements would compete
 with the final writes), then every local run's engine, then the last progress
 and the release of every run owned here are written, all within
 ``stop_timeout``. Whatever cannot be written in time is resumed by the next
@@ -20,6 +20,7 @@ from .live_runs import LiveRuns
 from .ownership import Owner
 from .retention import RetentionTask
 from .supervisor import Supervisor
+from .tail import SharedTail
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class Shutdown:
         live: LiveRuns,
         supervisor: Supervisor,
         retention: RetentionTask,
+        tail: SharedTail,
     ) -> None:
         self._store = store
         self._owner = owner
@@ -43,6 +45,7 @@ class Shutdown:
         self._live = live
         self._supervisor = supervisor
         self._retention = retention
+        self._tail = tail
 
     async def release_all(self, began: float) -> None:
         """Stop every local run and write its checkpoint and release by ``stop_timeout``."""
@@ -50,6 +53,7 @@ class Shutdown:
         deadline = began + timeout
         await self._retention.stop()  # its deletes would compete with the final writes
         await self._supervisor.stop()
+        await self._tail.stop()  # its streams end; their clients reconnect elsewhere
         runs = self._live.values()
         # Engines stop at once on release; the reserve is for the final write.
         engine_budget = max(0.0, timeout - min(1.0, timeout / 2))

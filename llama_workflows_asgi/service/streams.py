@@ -1,20 +1,17 @@
-"""Reading a run's event log as a live stream."""
+"""Reading a run's event log as a live stream.
+
+How long a reader may go without a batch (an SSE heartbeat, say) is the
+reader's business: :meth:`EventStream.next_batch` waits at most as long as
+it is told and says when nothing came.
+"""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import telemetry
 from ..store.base import StoredEvent
-
-
-class Heartbeat:
-    """Yielded by a stream when nothing happened for a heartbeat interval."""
-
-
-HEARTBEAT = Heartbeat()
 
 NextEvents = Callable[[str, int, float], Awaitable[list[StoredEvent] | None]]
 """``(run_id, after_sequence, timeout) -> events``; ``None`` when the run is gone."""
@@ -24,9 +21,10 @@ NextEvents = Callable[[str, int, float], Awaitable[list[StoredEvent] | None]]
 class EventStream:
     """The written events of one run after a cursor, ending with its terminal event.
 
-    Iterating yields lists of ``StoredEvent`` (internal ones only when asked)
-    and ``HEARTBEAT`` after ``heartbeat_interval`` seconds without anything to send.
-    ``cursor`` is the sequence of the last event read.
+    Iterating yields non-empty lists of ``StoredEvent`` (internal ones only
+    when asked) until the terminal event; :meth:`next_batch` reads with a
+    time limit. ``cursor`` is the sequence of the last event read. ``on_close``
+    runs once when the stream ends or is closed (it frees what feeds it).
     """
 
     run_id: str
@@ -34,28 +32,47 @@ class EventStream:
     first: list[StoredEvent]
     next_events: NextEvents
     include_internal: bool = False
-    heartbeat_interval: float | None = 25.0
+    on_close: Callable[[], None] | None = None
+    ended: bool = field(default=False, init=False)
+    _first_read: bool = field(default=False, init=False)
 
-    async def __aiter__(self) -> AsyncIterator[list[StoredEvent] | Heartbeat]:
-        """Batches of events as they are written (one batch per read), or heartbeats."""
+    async def __aiter__(self) -> AsyncIterator[list[StoredEvent]]:
+        """Batches of events as they are written (one batch per read)."""
         with telemetry.stream_open():
-            async for item in self._read():
-                yield item
+            try:
+                while (batch := await self.next_batch(60.0)) is not None:
+                    if batch:
+                        yield batch
+            finally:
+                self.close()
 
-    async def _read(self) -> AsyncIterator[list[StoredEvent] | Heartbeat]:
-        batch: list[StoredEvent] | None = self.first
-        quiet_since = time.monotonic()
-        while batch is not None:
-            visible, ended = self._visible(batch)
-            if visible:
-                yield visible
-                quiet_since = time.monotonic()
-            if ended:
-                return
-            if self._heartbeat_due(quiet_since):
-                yield HEARTBEAT
-                quiet_since = time.monotonic()
-            batch = await self.next_events(self.run_id, self.cursor, self._wait(quiet_since))
+    async def next_batch(self, timeout: float) -> list[StoredEvent] | None:
+        """The visible events written after the cursor, waiting up to ``timeout`` for some.
+
+        ``[]`` when none came in time (or only hidden ones), ``None`` once the
+        stream has ended (its terminal event was returned, or the run is gone).
+        """
+        if self.ended:
+            return None
+        if not self._first_read:
+            self._first_read = True
+            batch: list[StoredEvent] | None = self.first
+        else:
+            batch = await self.next_events(self.run_id, self.cursor, timeout)
+        if batch is None:
+            self.close()
+            return None
+        visible, terminal = self._visible(batch)
+        if terminal:
+            self.close()
+        return visible
+
+    def close(self) -> None:
+        """End the stream and free what feeds it. Idempotent."""
+        self.ended = True
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            on_close()
 
     def _visible(self, batch: list[StoredEvent]) -> tuple[list[StoredEvent], bool]:
         """The events of ``batch`` to send, up to the terminal one; and whether it came."""
@@ -67,12 +84,3 @@ class EventStream:
             if event.terminal:
                 return visible, True
         return visible, False
-
-    def _heartbeat_due(self, quiet_since: float) -> bool:
-        interval = self.heartbeat_interval
-        return interval is not None and time.monotonic() - quiet_since >= interval
-
-    def _wait(self, quiet_since: float) -> float:
-        if self.heartbeat_interval is None:
-            return 60.0
-        return max(0.0, self.heartbeat_interval - (time.monotonic() - quiet_since))

@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from ..errors import StoreUnavailableError
 from ..registry import WorkflowRegistry
-from ..store.base import AbstractWorkflowStore, utcnow
+from ..store.base import AbstractWorkflowStore, HandlerQuery, utcnow
+from ..store.notifications import Notice
 from .config import ServiceConfig
 from .guard import FailureLog, start_guarded
 from .inbox import deliver_entry
+from .live import LiveRun
 from .live_runs import LiveRuns
 from .ownership import Owner
 
@@ -40,6 +42,11 @@ class Supervisor:
     batches and resumed. If the store stays unreachable for most of
     ``lease_ttl``, every local run is stopped, since another process may adopt
     them once it is back.
+
+    Between rounds, wakeups are acted on at once: an event sent to a run live
+    here is read and delivered, a run cancelled or taken elsewhere is stopped,
+    freed runs are claimed (as are waiting runs when room frees up here), and
+    after a reconnect (when wakeups may have been missed) a whole round runs.
     """
 
     def __init__(
@@ -71,6 +78,10 @@ class Supervisor:
         self._last_round = time.monotonic()
         self.last_error: BaseException | None = None
         self._failures = FailureLog(logger, "ownership round")
+        self._wake = asyncio.Event()
+        self._woken: set[str] = set()  # handlers live here that a wakeup named
+        self._claim = self._missed = False
+        self._unsubscribe: Callable[[], None] = lambda: None
 
     async def register(self) -> None:
         """Write this owner's heartbeat row, before any row names this process its owner."""
@@ -83,6 +94,7 @@ class Supervisor:
         """Start the rounds."""
         if self._task is None:
             self._last_renewal = self._last_round = time.monotonic()
+            self._unsubscribe = self._store.notifications.subscribe(self.notice)
             self._task = start_guarded("workflow-supervisor", self._loop, logger)
 
     def silent_for(self) -> float:
@@ -91,6 +103,7 @@ class Supervisor:
 
     async def stop(self) -> None:
         """Stop the rounds."""
+        self._unsubscribe()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -98,6 +111,7 @@ class Supervisor:
 
     async def _loop(self) -> None:
         while True:
+            self._missed = False
             try:
                 await self.round()
             except Exception as exc:
@@ -108,36 +122,72 @@ class Supervisor:
                 self._last_round = time.monotonic()
                 self._failures.cleared()
             self.first_round.set()
-            await self._between_rounds()
+            await self._between_rounds(time.monotonic() + self._config.poll_interval)
 
-    async def _between_rounds(self) -> None:
-        """Sleep until the next round, claiming waiting runs whenever room frees up here."""
-        deadline = time.monotonic() + self._config.poll_interval
+    async def _between_rounds(self, deadline: float) -> None:
+        """Act on wakeups until ``deadline`` (or a wakeup that asks for a whole round).
+
+        A wakeup is the store's (see :meth:`notice`) or, with ``max_live_runs``,
+        room freed here: waiting runs are claimed at once, not at the next round.
+        """
         room_freed = self._live.room_freed
-        while (left := deadline - time.monotonic()) > 0:
-            if self._config.max_live_runs is None:
-                await asyncio.sleep(left)
-                return
-            # asyncio.wait, not wait_for: before Python 3.12 wait_for may swallow
-            # a cancellation that arrives as the event is set, and stop() would hang.
-            waiter = asyncio.ensure_future(room_freed.wait())
-            try:
-                done, _ = await asyncio.wait({waiter}, timeout=left)
-            finally:
-                waiter.cancel()
-            if not done:
-                return
+        wakeups = [self._wake]
+        if self._config.max_live_runs is not None:
+            wakeups.append(room_freed)
+        while (left := deadline - time.monotonic()) > 0 and not self._missed:
+            await _first_of(wakeups, left)
+            self._wake.clear()
+            woken, self._woken = self._woken, set()
+            claim = self._claim or (room_freed.is_set() and len(wakeups) > 1)
+            self._claim = False
             room_freed.clear()
             try:
-                await self.adopt()
-            except Exception as exc:  # the next round reports it
-                logger.debug("claim after a run left failed: %s", exc)
+                if woken and not self._missed:
+                    await self._check_runs(woken)
+                if claim and not self._missed:
+                    await self.adopt()
+            except Exception as exc:  # the next round tries again
+                logger.info("acting on a wakeup failed: %s", exc)
+
+    def notice(self, notice: Notice, keys: Collection[str]) -> None:
+        """A store wakeup: act on it now if it concerns this process."""
+        if notice == "wake":
+            woken = {key for key in keys if self._live.get(key) is not None}
+            if not woken:
+                return
+            self._woken |= woken
+        elif notice == "free":
+            self._claim = True
+        elif notice == "all":
+            self._missed = True
+        else:
+            return
+        self._wake.set()
+
+    async def _check_runs(self, handler_ids: Collection[str]) -> None:
+        """Stop those of these live runs whose row is no longer ours; deliver their events."""
+        async with self._lock:
+            runs = {hid: run for hid in handler_ids if (run := self._live.get(hid)) is not None}
+            runs = {hid: run for hid, run in runs.items() if run.handler is not None}
+            if not runs:
+                return
+            query = HandlerQuery(handler_id_in=list(runs), load_ctx=False)
+            rows = {row.handler_id: row for row in await self._store.query(query)}
+            for handler_id, run in list(runs.items()):
+                row = rows.get(handler_id)
+                ours = row is not None and row.status == "running" and row.run_id == run.run_id
+                if not (ours and row is not None and row.owner_id == self._owner.id):
+                    if not run.finished.is_set():
+                        logger.info("run %s is no longer owned here; stopping it", run.run_id)
+                        self._live.lose(run)
+                    del runs[handler_id]
+            await self._deliver_remote_events(runs)
 
     async def round(self) -> None:
         """One ownership round."""
         async with self._lock:
             await self._renew()
-            await self._deliver_remote_events()
+            await self._deliver_remote_events(None)
             await self._adopt(None)
         if self._count_queued:
             self.queued = await self._store.count_queued()
@@ -162,8 +212,9 @@ class Supervisor:
         if orphans:
             await self._store.release_handlers(self._owner.id, sorted(orphans))
 
-    async def _deliver_remote_events(self) -> None:
-        runs = {run.handler_id: run for run in self._live.values() if run.handler is not None}
+    async def _deliver_remote_events(self, runs: dict[str, LiveRun] | None) -> None:
+        if runs is None:
+            runs = {run.handler_id: run for run in self._live.values() if run.handler is not None}
         if not runs:
             return
         for entry in await self._store.read_inbox(list(runs)):
@@ -217,3 +268,15 @@ class Supervisor:
                 if not run.finished.is_set():
                     logger.warning("heartbeat may lapse; stopping run %s here", run.run_id)
                     self._live.lose(run)
+
+
+async def _first_of(events: Sequence[asyncio.Event], timeout: float) -> None:
+    """Return once any of ``events`` is set, or after ``timeout`` seconds."""
+    # asyncio.wait, not wait_for: before Python 3.12 wait_for may swallow a
+    # cancellation that arrives as the event is set, and stop() would hang.
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..errors import ConflictError, WorkflowServerError
 from . import state
 from ._batch import BatchFunction, Outcome
+from ._notify_pg import notify
 from ._queries import chunks, claimable, query_filters, served
 from ._rows import event_values, handler_from_row, handler_values
 from .base import (
@@ -311,6 +312,7 @@ class _ProgressPlan:
                 index_elements=[events.c.run_id, events.c.sequence]
             )
             await conn.execute(insert_, self.events)
+            await notify(conn, {"events": {event["run_id"] for event in self.events}})
         for ids in chunks(self.consumed):
             await conn.execute(delete(inbox).where(inbox.c.id.in_(ids)))
         for hids in chunks(self.finished):
@@ -379,6 +381,7 @@ async def _finalize_handler(conn: AsyncConnection, op: Finalize) -> bool:
     values = event_values(run_id, op.event) | {"sequence": func.coalesce(last + 1, 0)}
     await conn.execute(insert(events).values(values))
     await conn.execute(delete(inbox).where(inbox.c.handler_id == op.handler_id))
+    await notify(conn, {"wake": [op.handler_id], "events": [run_id]})
     return True
 
 
@@ -417,6 +420,8 @@ async def _enqueue_event(conn: AsyncConnection, op: Enqueue) -> int | None:
     columns = ["handler_id", "run_id", "payload", "step", "created_at"]
     stmt = insert(inbox).from_select(columns, source).returning(inbox.c.id)
     entry_id: int | None = (await conn.execute(stmt)).scalar_one_or_none()
+    if entry_id is not None:
+        await notify(conn, {"wake": [op.handler_id]})
     return entry_id
 
 
@@ -524,6 +529,7 @@ claim_handlers = one_by_one(_claim_handlers)
 
 async def _release_handlers(conn: AsyncConnection, op: tuple[str, tuple[str, ...] | None]) -> None:
     owner_id, handler_ids = op
+    await notify(conn, {"free": handler_ids or ["*"]})
     stmt = (
         update(handlers).where(c.owner_id == owner_id).values(owner_id=None, lease_expires_at=None)
     )

@@ -43,6 +43,7 @@ from workflows.events import StopEvent
 from .. import codec
 from ..errors import ConflictError
 from .liveness import Liveness, UnprovenLiveness
+from .notifications import Notifications
 from .state import FINISHED_STATUSES, TERMINAL_STATUSES, FinishedStatus, Status
 
 __all__ = [  # the statuses are defined in .state, and known here by their usual names
@@ -339,6 +340,18 @@ class AbstractWorkflowStore(ABC):
         """
         return _UNPROVEN
 
+    @property
+    def notifications(self) -> Notifications:
+        """Wakeups after committed writes (see ``store.notifications``).
+
+        The default reaches listeners of this process only; other processes
+        learn of a write by polling.
+        """
+        hub: Notifications | None = self.__dict__.get("_notifications")
+        if hub is None:
+            hub = self.__dict__["_notifications"] = Notifications()
+        return hub
+
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:  # noqa: B027 - optional hook
@@ -457,6 +470,25 @@ class AbstractWorkflowStore(ABC):
         self, run_id: str, *, after_sequence: int = -1, limit: int = 1000
     ) -> list[StoredEvent]:
         """Events of a run with a sequence above ``after_sequence``, oldest first."""
+
+    async def read_new_events(
+        self, positions: Mapping[str, int], *, limit: int = 1000
+    ) -> dict[str, list[StoredEvent]]:
+        """Events of several runs, each after its own sequence in ``positions``.
+
+        At most ``limit`` events in all, oldest first per run; a run may get only
+        the first of its new events when the limit is reached. Runs without new
+        events are left out. Stores override this with one statement.
+        """
+        found: dict[str, list[StoredEvent]] = {}
+        for run_id, after in positions.items():
+            if limit <= 0:
+                break
+            new = await self.read_events(run_id, after_sequence=after, limit=limit)
+            if new:
+                found[run_id] = new
+                limit -= len(new)
+        return found
 
     @abstractmethod
     async def last_sequences(self, run_ids: Sequence[str]) -> dict[str, int]:

@@ -125,6 +125,8 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
                 self._inbox.pop(inbox_id, None)
             self._transition(handler, transition)
         self._evict_completed()
+        written = {i.run_id for i in batch if i.events and i.handler_id not in lost}
+        self.notifications.published("events", written)
         return lost
 
     def _transition(self, handler: PersistentHandler, transition: state.Transition) -> None:
@@ -157,6 +159,7 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
         sequence = log[-1].sequence + 1 if log else 0
         log.append(_with_sequence(event, sequence))
         self._transition(handler, transition)
+        self.notifications.published("wake", [handler_id])
         return True
 
     async def reopen_handler(
@@ -213,6 +216,7 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
             return None
         entry = InboxEntry(next(self._inbox_ids), handler_id, run_id, payload, step, at)
         self._inbox[entry.id] = entry
+        self.notifications.published("wake", [handler_id])
         return entry.id
 
     async def read_inbox(self, handler_ids: Sequence[str]) -> list[InboxEntry]:
@@ -281,6 +285,7 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
                 )
         if handler_ids is None:
             self._owners.pop(owner_id, None)
+        self.notifications.published("free", handler_ids or ["*"])
 
     async def list_owners(self) -> set[str]:
         return set(self._owners)

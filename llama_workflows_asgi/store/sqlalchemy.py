@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import URL, func, select
+from sqlalchemy import URL, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import _prune as pruning
@@ -30,6 +30,7 @@ from ._batch import BatchFunction, GroupCommitWriter
 from ._engines import DEFAULT_URL, Engines, create_engines, is_memory_sqlite, normalize_url
 from ._errors import unavailable
 from ._liveness_pg import PostgresLiveness
+from ._notify_pg import PostgresNotifications
 from ._queries import chunks, listing
 from ._rows import dump_json, event_from_row, handler_from_row, inbox_from_row
 from .base import (
@@ -47,6 +48,7 @@ from .base import (
     prune_cutoff,
 )
 from .liveness import FileLockLiveness, Liveness, LocalLiveness
+from .notifications import Notifications
 from .schema import events_table, handlers_table, inbox_table, owners_table
 
 T = TypeVar("T")
@@ -101,6 +103,7 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         self._writer: GroupCommitWriter | None = None
         self._starting = asyncio.Lock()
         self._liveness = _liveness_for(self.url, self._engine_options)
+        self._notifications = _notifications_for(self.url, self._engine_options)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url.render_as_string(hide_password=True)!r})"
@@ -121,6 +124,11 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
     def liveness(self) -> Liveness:
         """Advisory locks on PostgreSQL, ``flock`` files beside a SQLite file."""
         return self._liveness
+
+    @property
+    def notifications(self) -> Notifications:
+        """``LISTEN/NOTIFY`` on PostgreSQL; within this process on SQLite."""
+        return self._notifications
 
     @property
     def commits(self) -> int:
@@ -148,6 +156,7 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
     async def close(self) -> None:
         """Finish queued writes, drop liveness tokens, dispose the engines this store created."""
         await self._liveness.release()
+        await self._notifications.close()
         writer, engines = self._writer, self._engines
         self._writer = self._engines = None
         if writer is not None:
@@ -231,7 +240,10 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         if not batch:
             return set()
         items: Sequence[RunProgress] = list(batch)  # the caller may reuse its list
-        return await self._write(writes.save_progress, items)
+        lost: set[str] = await self._write(writes.save_progress, items)
+        written = {i.run_id for i in items if i.events and i.handler_id not in lost}
+        self._notifications.published("events", written)
+        return lost
 
     async def finalize_handler(
         self,
@@ -243,7 +255,10 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         at: datetime,
     ) -> bool:
         op = writes.Finalize(handler_id, status, error, event, at)
-        return await self._write(writes.finalize_handler, op)
+        done: bool = await self._write(writes.finalize_handler, op)
+        if done:
+            self._notifications.published("wake", [handler_id])
+        return done
 
     async def reopen_handler(
         self, handler_id: str, *, run_id: str, ctx: dict[str, Any] | None, at: datetime
@@ -302,6 +317,21 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         rows = await self._read(lambda conn: _all_mappings(conn, stmt))
         return [event_from_row(row) for row in rows]
 
+    async def read_new_events(
+        self, positions: Mapping[str, int], *, limit: int = 1000
+    ) -> dict[str, list[StoredEvent]]:
+        if not positions:
+            return {}
+        e = events_table.c
+        # One index range per run ((run_id, sequence) is the primary key): both
+        # PostgreSQL (a BitmapOr) and SQLite (its OR optimisation) read only new rows.
+        wanted = [and_(e.run_id == run, e.sequence > after) for run, after in positions.items()]
+        stmt = select(events_table).where(or_(*wanted)).order_by(e.run_id, e.sequence).limit(limit)
+        found: dict[str, list[StoredEvent]] = {}
+        for row in await self._read(lambda conn: _all_mappings(conn, stmt)):
+            found.setdefault(row["run_id"], []).append(event_from_row(row))
+        return found
+
     async def last_sequences(self, run_ids: Sequence[str]) -> dict[str, int]:
         if not run_ids:
             return {}
@@ -315,6 +345,8 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
     ) -> int | None:
         op = writes.Enqueue(handler_id, run_id, payload, step, at)
         entry_id: int | None = await self._write(writes.enqueue_event, op)
+        if entry_id is not None:
+            self._notifications.published("wake", [handler_id])
         return entry_id
 
     async def read_inbox(self, handler_ids: Sequence[str]) -> list[InboxEntry]:
@@ -354,6 +386,7 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
     async def release_handlers(self, owner_id: str, handler_ids: Sequence[str] | None) -> None:
         ids = None if handler_ids is None else tuple(handler_ids)
         await self._write(writes.release_handlers, (owner_id, ids))
+        self._notifications.published("free", ids or ["*"])
 
     async def list_owners(self) -> set[str]:
         stmt = select(owners_table.c.owner_id)
@@ -384,6 +417,12 @@ def _liveness_for(url: URL, engine_options: Mapping[str, Any]) -> Liveness:
     if is_memory_sqlite(url) or url.database is None:
         return LocalLiveness()
     return FileLockLiveness(url.database)
+
+
+def _notifications_for(url: URL, engine_options: Mapping[str, Any]) -> Notifications:
+    if url.get_backend_name() == "postgresql":
+        return PostgresNotifications(url, connect_args=engine_options.get("connect_args"))
+    return Notifications()
 
 
 async def _mapped(awaitable: Awaitable[T]) -> T:

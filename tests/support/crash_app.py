@@ -7,7 +7,8 @@ Configured by environment variables:
   with ``WF_WORKERS`` set (``uvicorn --workers``) each worker adds ``/<pid>``.
 * ``WF_JOURNAL``: a file where steps append what they do, one line per action,
   so tests can tell which process did what and when.
-* ``WF_IDLE_TIMEOUT``, ``WF_LEASE_TTL``, ``WF_POLL_INTERVAL``: service tunables.
+* ``WF_IDLE_TIMEOUT``, ``WF_LEASE_TTL``, ``WF_POLL_INTERVAL``, ``WF_STREAM_POLL_INTERVAL``:
+  service tunables; ``WF_SSE_HEARTBEAT``: the SSE heartbeat interval (default 1 s).
 * ``WF_SKIP_WORKFLOWS``: comma-separated workflow names not to register.
 * ``WF_MAX_LIVE_RUNS``, ``WF_MAX_QUEUED_RUNS``: capacity settings; with
   ``WF_JOURNAL_LIVE=1`` every tick also journals how many runs are live in its
@@ -21,6 +22,7 @@ Configured by environment variables:
 * ``WF_SPAN_FILE``: export every OpenTelemetry span to this file (JSON lines),
   instrument the app with the FastAPI instrumentation, and journal the
   LlamaIndex instrumentation tags each processing step runs with.
+* ``WF_COUNT_STATEMENTS=1``: count the SQL statements sent (``GET /__counts``).
 
 Run with ``python -m uvicorn --factory tests.support.crash_app:create_asgi_app``.
 """
@@ -182,7 +184,7 @@ def _config() -> ServiceConfig:
         lease_ttl=float(os.environ.get("WF_LEASE_TTL", "8")),
         poll_interval=float(os.environ.get("WF_POLL_INTERVAL", "1")),
         idle_timeout=None if idle in (None, "none") else float(idle),
-        stream_poll_interval=0.2,
+        stream_poll_interval=float(os.environ.get("WF_STREAM_POLL_INTERVAL", "0.2")),
         adopt_local_dead_owners=os.environ.get("WF_LOCAL_ADOPTION", "1") == "1",
     )
 
@@ -200,7 +202,8 @@ def create_app() -> WorkflowServer:
     if os.environ.get("WF_SQLITE_MAX_PAGES"):
         _cap_sqlite_size(int(os.environ["WF_SQLITE_MAX_PAGES"]))
     store = SqlAlchemyWorkflowStore(os.environ["WF_DATABASE_URL"], migrate=True)
-    server = WorkflowServer(store, config=_config(), sse_heartbeat_interval=1.0)
+    heartbeat = float(os.environ.get("WF_SSE_HEARTBEAT", "1"))
+    server = WorkflowServer(store, config=_config(), sse_heartbeat_interval=heartbeat)
     _SERVERS.append(server)
     skipped = set(filter(None, os.environ.get("WF_SKIP_WORKFLOWS", "").split(",")))
     workflows: dict[str, Workflow] = {
@@ -238,4 +241,19 @@ def create_asgi_app() -> Any:
         """Which worker answers on this connection (``uvicorn --workers``)."""
         return {"pid": os.getpid()}
 
+    if os.environ.get("WF_COUNT_STATEMENTS") == "1":
+        _count_statements(app)
     return app
+
+
+def _count_statements(app: Any) -> None:
+    """Count the SQL statements the process sends; ``GET /__counts`` reports them."""
+    counts = {"all": 0, "events": 0}
+
+    @event.listens_for(Engine, "before_cursor_execute")
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        counts["all"] += 1
+        if "FROM workflow_events" in statement:
+            counts["events"] += 1
+
+    app.add_api_route("/__counts", lambda: dict(counts), methods=["GET"])

@@ -1,14 +1,16 @@
-"""``service.streams``: EventStream over a scripted ``next_events`` reader."""
+"""``service.streams``: EventStream over a scripted ``next_events`` reader.
+
+Heartbeats are the HTTP edge's: see ``tests/api/test_heartbeat.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import pytest
-
-from llama_workflows_asgi.service.streams import HEARTBEAT, EventStream, Heartbeat
+from llama_workflows_asgi.api.heartbeat import Heartbeat
+from llama_workflows_asgi.service.streams import EventStream
 from llama_workflows_asgi.store.base import StoredEvent
 
 
@@ -45,11 +47,11 @@ def stream(
     return EventStream("run-1", cursor, first, reader, **options)  # type: ignore[arg-type]
 
 
-async def collect(events: EventStream) -> list[list[StoredEvent] | Heartbeat]:
+async def collect(events: EventStream) -> list[list[StoredEvent]]:
     return [item async for item in events]
 
 
-def sequences(items: list[list[StoredEvent] | Heartbeat]) -> list[list[int] | str]:
+def sequences(items: Sequence[list[StoredEvent] | Heartbeat]) -> list[list[int] | str]:
     return [
         "heartbeat" if isinstance(item, Heartbeat) else [e.sequence for e in item] for item in items
     ]
@@ -69,7 +71,7 @@ async def test_one_batch_per_read_until_the_terminal_event() -> None:
 
 async def test_reads_start_after_the_given_cursor_when_nothing_is_buffered() -> None:
     reader = Reader([[], [ev(8, terminal=True)]])
-    events = stream([], reader, cursor=7, heartbeat_interval=None)
+    events = stream([], reader, cursor=7)
     assert sequences(await collect(events)) == [[8]]
     assert [after for _, after, _ in reader.calls] == [7, 7]
 
@@ -114,52 +116,14 @@ async def test_none_ends_the_stream_without_a_terminal_event() -> None:
     assert events.cursor == 1
 
 
-async def test_heartbeat_after_the_interval_without_events() -> None:
-    reader = Reader(["wait", "wait", [ev(0, terminal=True)]])
-    started = time.monotonic()
-    items = await collect(stream([], reader, heartbeat_interval=0.1))
-    elapsed = time.monotonic() - started
-    assert sequences(items) == ["heartbeat", "heartbeat", [0]]
-    assert all(item is HEARTBEAT for item in items[:2])
-    assert 0.2 <= elapsed < 1.0
-    # Each read waits at most what is left of the interval.
-    assert all(0 < timeout <= 0.1 for _, _, timeout in reader.calls)
-
-
-async def test_events_postpone_the_heartbeat() -> None:
-    reader = Reader([[ev(0)], [ev(1)], [ev(2, terminal=True)]])
-    items = await collect(stream([], reader, heartbeat_interval=0.2))
-    assert sequences(items) == [[0], [1], [2]]
-
-
-async def test_hidden_events_do_not_postpone_the_heartbeat() -> None:
-    async def slow_internal(run_id: str, after: int, timeout: float) -> list[StoredEvent]:
-        await asyncio.sleep(timeout)
-        return [ev(after + 1, internal=True)] if after < 3 else [ev(after + 1, terminal=True)]
-
-    items = [
-        item async for item in EventStream("run-1", -1, [], slow_internal, heartbeat_interval=0.05)
-    ]
-    assert "heartbeat" in sequences(items)
-    assert sequences(items)[-1] == [4]
-
-
-async def test_no_heartbeats_without_an_interval() -> None:
-    reader = Reader([[], [], [ev(0, terminal=True)]])
-    items = await collect(stream([], reader, heartbeat_interval=None))
-    assert sequences(items) == [[0]]
-    assert {timeout for _, _, timeout in reader.calls} == {60.0}
-
-
-async def test_a_quiet_run_keeps_the_stream_open_with_heartbeats() -> None:
-    reader = Reader(["wait"] * 100)
-    items: list[list[StoredEvent] | Heartbeat] = []
-
-    async def read() -> None:
-        async for item in stream([], reader, heartbeat_interval=0.05):
-            items.append(item)
-
-    with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(read(), 0.3)
-    assert len(items) >= 3
-    assert all(item is HEARTBEAT for item in items)
+async def test_next_batch_says_when_nothing_came_and_when_the_stream_ended() -> None:
+    closed: list[bool] = []
+    reader = Reader([[], [ev(1, internal=True)], [ev(2, terminal=True)]])
+    events = EventStream("run-1", -1, [ev(0)], reader, on_close=lambda: closed.append(True))
+    assert [e.sequence for e in await events.next_batch(1.0) or []] == [0]
+    assert await events.next_batch(1.0) == []
+    assert await events.next_batch(1.0) == []  # only a hidden event
+    assert [e.sequence for e in await events.next_batch(1.0) or []] == [2]
+    assert await events.next_batch(1.0) is None
+    assert closed == [True]  # once, at the terminal event
+    assert [timeout for _, _, timeout in reader.calls] == [1.0, 1.0, 1.0]
