@@ -379,14 +379,12 @@ class WorkflowService:
         principal: str | None = None,
         after: int | Literal["now"] = "now",
         include_internal: bool = False,
-        heartbeat_interval: float | None = None,
     ) -> EventStream | None:
         """A stream of the handler's written events after ``after``.
 
         ``"now"`` starts after the last written event. Returns ``None`` when the
         run has finished and nothing is left after the cursor. Heartbeats are
-        the HTTP edge's (``sse_heartbeat_interval``): ``heartbeat_interval`` is
-        accepted for callers written before, and ignored.
+        the HTTP edge's (``sse_heartbeat_interval``), not the stream's.
         """
         self._stop.refuse_if_stopping()
         row = await self.get(handler_id, principal=principal)

@@ -389,7 +389,7 @@ async def test_begin_stop_refuses_new_work_ends_streams_and_waits_and_releases_r
     await service.start()
     slow = await service.start_run("slow", StartEvent(seconds=30))
     await eventually(lambda: _has_started(service, slow.handler_id), "the slow step started")
-    stream = await service.open_stream(slow.handler_id, after=-1, heartbeat_interval=None)
+    stream = await service.open_stream(slow.handler_id, after=-1)
     assert stream is not None
     waiting = asyncio.ensure_future(service.wait_for(slow.handler_id))
     read = asyncio.ensure_future(_drain_stream(stream))

@@ -32,18 +32,16 @@ async def test_a_finished_run_streams_what_is_left_then_nothing(
 ) -> None:
     done = await memory_service.run("greet")
     reader = memory_service._reader
-    stream = await reader.open(done, after=-1, include_internal=False, heartbeat_interval=None)
+    stream = await reader.open(done, after=-1, include_internal=False)
     assert stream is not None
     batches = [batch async for batch in stream]
     kinds = [e.event_type for batch in batches if isinstance(batch, list) for e in batch]
     assert kinds == ["ProgressEvent", "ProgressEvent", "ProgressEvent", "StopEvent"]
-    last = await reader.open(done, after="now", include_internal=False, heartbeat_interval=None)
+    last = await reader.open(done, after="now", include_internal=False)
     assert last is None  # finished, and nothing after its last event
 
 
 async def test_a_handler_without_a_run_has_no_stream(memory_service: WorkflowService) -> None:
     row = handler("h2", run_id=None, status="completed")
     with pytest.raises(HandlerNotFoundError):
-        await memory_service._reader.open(
-            row, after=-1, include_internal=False, heartbeat_interval=None
-        )
+        await memory_service._reader.open(row, after=-1, include_internal=False)

@@ -44,9 +44,7 @@ async def flaky(make_store: StoreFactory) -> AsyncIterator[tuple[WorkflowService
 
 
 async def read_stream(service: WorkflowService, handler_id: str, after: int) -> list[StoredEvent]:
-    stream = await service.open_stream(
-        handler_id, principal="ann", after=after, heartbeat_interval=None
-    )
+    stream = await service.open_stream(handler_id, principal="ann", after=after)
     assert stream is not None
     return [event async for batch in stream if isinstance(batch, list) for event in batch]
 

@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 
-from llama_workflows_asgi import ServiceConfig, WorkflowService, workflow_router
+from llama_workflows_asgi import ServiceConfig, workflow_router
 from llama_workflows_asgi.api.deps import EdgeLimits
 from llama_workflows_asgi.cli._runs import prune_runs
 from llama_workflows_asgi.service.config import DEFAULT_HEARTBEAT_INTERVAL
-from llama_workflows_asgi.service.streams import EventStream
 
 
 def test_defaults_are_valid() -> None:
@@ -117,15 +116,9 @@ def test_unwritten_progress_age_must_be_positive() -> None:
 
 def test_stream_defaults_are_the_one_heartbeat_interval() -> None:
     """Every layer that defaults a heartbeat interval takes it from ``service.config``."""
-    fields = {f.name: f.default for f in dataclasses.fields(EventStream)}
-    assert fields["heartbeat_interval"] == DEFAULT_HEARTBEAT_INTERVAL
     assert EdgeLimits(64).heartbeat_interval == DEFAULT_HEARTBEAT_INTERVAL
-    for function, name in (
-        (WorkflowService.open_stream, "heartbeat_interval"),
-        (workflow_router, "sse_heartbeat_interval"),
-    ):
-        default = inspect.signature(function).parameters[name].default
-        assert default == DEFAULT_HEARTBEAT_INTERVAL, function
+    default = inspect.signature(workflow_router).parameters["sse_heartbeat_interval"].default
+    assert default == DEFAULT_HEARTBEAT_INTERVAL
 
 
 def test_prune_defaults_are_retentions() -> None:
