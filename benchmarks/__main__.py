@@ -6,7 +6,10 @@
 4. pruning 100,000 finished runs under load (``benchmarks.prune``),
 5. statements per run, per ownership round and per streamed event with 1, 2
    and 4 replicas on one PostgreSQL (``benchmarks.cluster``),
-6. with ``--load``: 200 SSE clients for a minute (``benchmarks.load``).
+6. an answer sent to one replica for a run live on another, until its stream
+   there ends (``benchmarks.cross_replica``),
+7. 300 SSE streams on runs released after ``idle_timeout`` (``benchmarks.idle_streams``),
+8. with ``--load``: 200 SSE clients for a minute (``benchmarks.load``).
 
 ``--quick`` shortens every measurement (for a smoke run, not for figures).
 """
@@ -22,6 +25,8 @@ QUICK = {
     "resume": ["--steps", "10,1000", "--runs", "200", "--repeat", "1"],
     "prune": ["--runs", "10000", "--baseline", "3"],
     "cluster": ["--quick"],
+    "cross_replica": ["--rounds", "5"],
+    "idle_streams": ["--streams", "50", "--window", "3"],
     "load": ["--clients", "50", "--seconds", "5", "--rounds", "1"],
 }
 FULL = {
@@ -30,13 +35,15 @@ FULL = {
     "resume": ["--postgres"],
     "prune": [],
     "cluster": [],
+    "cross_replica": [],
+    "idle_streams": [],
     "load": [],
 }
 
 
 def main() -> int:
     quick, load = "--quick" in sys.argv, "--load" in sys.argv
-    steps = ["run", "listing", "resume", "prune", "cluster"] + (["load"] if load else [])
+    steps = ["run", "listing", "resume", "prune", "cluster", "cross_replica", "idle_streams"] + (["load"] if load else [])
     for name in steps:
         arguments = (QUICK if quick else FULL)[name]
         print(f"\n=== benchmarks.{name} {' '.join(arguments)}", flush=True)

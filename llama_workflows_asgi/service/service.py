@@ -431,6 +431,10 @@ class WorkflowService:
             raise StoreUnavailableError(
                 "The server lost its database session and cannot own runs right now", retry_after=1
             )
+        if self._supervisor.heartbeat_late():
+            raise StoreUnavailableError(
+                "The server could not renew its ownership heartbeat in time", retry_after=1
+            )
 
     async def retry(self, handler_id: str, *, principal: str | None = None) -> PersistentHandler:
         """Put a failed run back to running from its last checkpoint; return its handler.

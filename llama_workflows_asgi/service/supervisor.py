@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+LATE_SHARE = 0.75
+"""Share of ``lease_ttl`` after which an unrenewed heartbeat is late: stop, own nothing new."""
+
 
 class Supervisor:
     """Runs one ownership round every ``poll_interval`` (the first one at once).
@@ -96,6 +99,14 @@ class Supervisor:
             self._last_renewal = self._last_round = time.monotonic()
             self._unsubscribe = self._store.notifications.subscribe(self.notice)
             self._task = start_guarded("workflow-supervisor", self._loop, logger)
+
+    def heartbeat_late(self) -> bool:
+        """Whether our heartbeat went unrenewed for most of ``lease_ttl``.
+
+        Others may soon take this process for gone and adopt what it owns, so
+        it must not take on new runs until a round renews the heartbeat.
+        """
+        return time.monotonic() - self._last_renewal > self._config.lease_ttl * LATE_SHARE
 
     def silent_for(self) -> float:
         """Seconds since the last ownership round completed (or the rounds started)."""
@@ -262,8 +273,7 @@ class Supervisor:
             logger.warning("ownership round failed: %s", exc)
         else:
             self._failures.failed(exc)  # a bug: its traceback, once
-        silent_for = time.monotonic() - self._last_renewal
-        if silent_for > self._config.lease_ttl * 0.75:
+        if self.heartbeat_late():
             for run in self._live.values():
                 if not run.finished.is_set():
                     logger.warning("heartbeat may lapse; stopping run %s here", run.run_id)

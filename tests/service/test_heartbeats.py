@@ -12,8 +12,10 @@ from datetime import timedelta
 import pytest
 
 from llama_workflows_asgi import HandlerQuery, ServiceConfig, WorkflowService
+from llama_workflows_asgi.errors import StoreUnavailableError
 from llama_workflows_asgi.store.base import utcnow
 from tests.support.stores import StoreFactory
+from tests.support.waiting import eventually
 from tests.support.workflows import make_workflows
 
 pytestmark = pytest.mark.timeout(60)
@@ -44,3 +46,33 @@ async def test_a_run_adopted_after_our_heartbeat_lapsed_stops_here(
         [row] = await store.query(HandlerQuery(handler_id_in=[handler.handler_id]))
         # Stopping it here wrote nothing: the release was fenced off.
         assert (row.status, row.owner_id) == ("running", "elsewhere")
+
+
+async def test_a_late_heartbeat_refuses_new_runs_until_a_round_renews_it(
+    make_store: StoreFactory,
+) -> None:
+    """Others may adopt a late owner's runs at any moment: it must not take on new ones."""
+    config = ServiceConfig(idle_timeout=None, lease_ttl=1.0, poll_interval=0.2)
+    service = WorkflowService(make_store(), config=config)
+    service.add_workflow("hitl", make_workflows()["hitl"])
+    async with service.running_context():
+        await service.start_run("hitl")
+        await service._supervisor.stop()  # the rounds stall (a blocked loop, a slow database)
+
+        refusals: list[str] = []
+
+        async def refused() -> bool:
+            try:
+                await service.start_run("hitl")
+            except StoreUnavailableError as exc:
+                refusals.append(str(exc))
+                return True
+            return False
+
+        await eventually(refused, "a start is refused once the heartbeat is late")
+        assert "heartbeat" in refusals[-1]
+        before = len(await service.store.query(HandlerQuery()))
+        service._supervisor.start()
+        await eventually(lambda: not service._supervisor.heartbeat_late(), "a round renews it")
+        await service.start_run("hitl")
+        assert len(await service.store.query(HandlerQuery())) == before + 1
