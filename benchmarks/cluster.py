@@ -89,7 +89,7 @@ async def per_round(cluster: Cluster, waiting: int, window: float) -> tuple[Figu
     await start_waiting(cluster, waiting - await cluster.gauge("waiting"))
     while await cluster.gauge("waiting") < waiting:  # noqa: ASYNC110 - a count over HTTP
         await asyncio.sleep(0.1)
-    await cluster.settle("rows.insert")  # their first checkpoints and events are written
+    await cluster.settle()  # their first checkpoints and events are written
     await cluster.reset()
     await asyncio.sleep(window)
     sample = await cluster.sample()

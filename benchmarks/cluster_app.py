@@ -82,6 +82,8 @@ class StatementCounter:
         if kind in WRITES and isinstance(rowcount, int) and rowcount > 0:
             self.counts["rows_written"] += rowcount
             self.counts[f"rows.{kind}"] += rowcount
+            if "workflow_owners" not in statement:  # not the heartbeat: what runs wrote
+                self.counts["rows.runs"] += rowcount
 
     def snapshot(self) -> dict[str, float]:
         return {**self.counts, "seconds": time.monotonic() - self.since}

@@ -178,7 +178,7 @@ class Cluster:
         """A gauge of ``benchmarks.cluster_app`` added up over the replicas."""
         return sum(int(state["gauges"].get(name, 0)) for state in await self._replica_state())
 
-    async def settle(self, key: str = "rows_written", quiet: float | None = None) -> None:
+    async def settle(self, key: str = "rows.runs", quiet: float | None = None) -> None:
         """Wait until the replicas' ``key`` count stops moving for ``quiet`` seconds."""
         quiet = 2 * self.poll_interval if quiet is None else quiet
         last, still_since = -1.0, time.monotonic()
