@@ -43,7 +43,8 @@ FULL = {
 
 def main() -> int:
     quick, load = "--quick" in sys.argv, "--load" in sys.argv
-    steps = ["run", "listing", "resume", "prune", "cluster", "cross_replica", "idle_streams"] + (["load"] if load else [])
+    steps = ["run", "listing", "resume", "prune", "cluster", "cross_replica", "idle_streams"]
+    steps += ["load"] if load else []
     for name in steps:
         arguments = (QUICK if quick else FULL)[name]
         print(f"\n=== benchmarks.{name} {' '.join(arguments)}", flush=True)

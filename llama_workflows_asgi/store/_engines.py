@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import URL, event, make_url
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, NullPool
 
 _MIN_SQLITE = (3, 35, 0)
 
@@ -145,3 +145,16 @@ def configure_sqlite(engine: Engine, *, busy_timeout: float, begin: str = "BEGIN
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql(begin)
+
+
+def dedicated_engine(url: URL, connect_args: dict[str, Any], application_name: str) -> AsyncEngine:
+    """An engine for one long-lived PostgreSQL session outside the pool.
+
+    ``application_name`` tells its session apart in ``pg_stat_activity`` (the
+    liveness session, the notifications listener).
+    """
+    args = dict(connect_args)
+    settings = dict(args.get("server_settings") or {})
+    settings.setdefault("application_name", application_name)
+    args["server_settings"] = settings
+    return create_async_engine(url, poolclass=NullPool, connect_args=args)

@@ -10,9 +10,9 @@ from typing import Any
 
 from sqlalchemy import URL, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ._engines import dedicated_engine
 from .liveness import Liveness, OnChange, owner_key, proves_liveness
 
 logger = logging.getLogger(__name__)
@@ -53,13 +53,6 @@ class PostgresLiveness(Liveness):
         self._owners: dict[str, OnChange | None] = {}
         self._watcher: asyncio.Task[None] | None = None
         self.held = True
-
-    def _make_engine(self) -> AsyncEngine:
-        args = dict(self._connect_args)
-        settings = dict(args.get("server_settings") or {})
-        settings.setdefault("application_name", self.application_name)
-        args["server_settings"] = settings
-        return create_async_engine(self.url, poolclass=NullPool, connect_args=args)
 
     def token_key(self, owner_id: str) -> int | None:
         """The advisory lock key of ``owner_id`` (see ``pg_locks.objid``)."""
@@ -126,7 +119,7 @@ class PostgresLiveness(Liveness):
     async def _connection(self) -> AsyncConnection:
         if self._conn is None:
             if self._engine is None:
-                self._engine = self._make_engine()
+                self._engine = dedicated_engine(self.url, self._connect_args, self.application_name)
             conn = await self._engine.connect()
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             raw = await conn.get_raw_connection()

@@ -17,9 +17,9 @@ from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import URL, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ._engines import dedicated_engine
 from .notifications import TOPICS, Notifications, Topic
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class PostgresNotifications(Notifications):
 
     async def _listen(self) -> None:
         if self._engine is None:
-            self._engine = self._make_engine()
+            self._engine = dedicated_engine(self.url, self._connect_args, self.application_name)
         self._lost.clear()
         conn = await self._engine.connect()
         self._conn = conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -179,13 +179,6 @@ class PostgresNotifications(Notifications):
         topic = channel_name.removeprefix(CHANNEL_PREFIX)
         if topic in TOPICS:
             self.deliver(topic, payload.split(",") if payload else ())
-
-    def _make_engine(self) -> AsyncEngine:
-        args = dict(self._connect_args)
-        settings = dict(args.get("server_settings") or {})
-        settings.setdefault("application_name", self.application_name)
-        args["server_settings"] = settings
-        return create_async_engine(self.url, poolclass=NullPool, connect_args=args)
 
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
