@@ -52,7 +52,7 @@ class ServiceConfig:
             their liveness token (a PostgreSQL session advisory lock, an
             ``flock`` beside the SQLite file) is free. Safe whatever the host
             names and process ids (containers may all be pid 1 on one host
-            name). Off: only expired leases free another process's runs.
+            name). Off: only a lapsed heartbeat frees another process's runs.
         accept_context_api: Accept a serialized context in run requests (off by
             default: it lets callers inject arbitrary run state).
         max_page_size: Largest page of handlers one listing returns.
@@ -134,6 +134,9 @@ class ServiceConfig:
             raise ValueError("max_live_runs must be >= 1, or None for no bound")
         if self.max_queued_runs is not None and self.max_queued_runs < 0:
             raise ValueError("max_queued_runs must be >= 0, or None for no bound")
+        if self.max_queued_runs is not None and self.max_live_runs is None:
+            # Without a bound on live runs nothing ever waits, so this would bound nothing.
+            raise ValueError("max_queued_runs needs max_live_runs")
         if self.queue_retry_after < 1:
             raise ValueError("queue_retry_after must be >= 1")
 

@@ -20,7 +20,8 @@ async def background_problem(
 
     Unhealthy: the store does not answer, the liveness token is lost, progress
     has waited unwritten longer than ``max_unwritten_age``, or no ownership
-    round has completed for half a lease (leases may lapse and runs move elsewhere).
+    round has completed for half of ``lease_ttl`` (the heartbeat may lapse and
+    runs move elsewhere).
     """
     try:
         await store.ping()

@@ -67,7 +67,7 @@ class Recovery:
                 await self._store.release_handlers(self._owner.id, left)
                 return
             if row.handler_id in self._live:
-                continue  # still running here: the claim only refreshed our own lease
+                continue  # already live here: nothing to resume
             problem = self._unresumable(row)
             if problem is not None:
                 await self._launcher.give_up(row.handler_id, problem)

@@ -83,11 +83,19 @@ class Retrier:
     async def retry(
         self, row: PersistentHandler, principal_in: list[str | None] | None
     ) -> PersistentHandler:
-        """Reopen ``row`` (failed, of a workflow registered here) and adopt it; return it."""
-        if row.status == "failed" and self._registry.find(row.workflow_name) is None:
-            raise ConflictError(
-                f"Cannot retry: workflow '{row.workflow_name}' is not registered on this server"
-            )
+        """Reopen ``row`` (failed, of a workflow and version served here), adopt it, return it."""
+        if row.status == "failed":
+            entry = self._registry.find(row.workflow_name)
+            if entry is None:
+                raise ConflictError(
+                    f"Cannot retry: workflow '{row.workflow_name}' is not registered on this server"
+                )
+            if row.version is not None and row.version != entry.version:
+                # Reopened here, it would wait for a replica of its own version.
+                raise ConflictError(
+                    f"Cannot retry: the run was started by version '{row.version}' of "
+                    f"'{row.workflow_name}'; this server serves '{entry.version}'"
+                )
         reopened = await reopen_failed(self._store, row.handler_id, principal_in=principal_in)
         if not self._stop.draining:  # else the row is left unowned, for the next owner
             await self._supervisor.adopt([row.handler_id])

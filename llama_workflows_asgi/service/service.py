@@ -268,8 +268,8 @@ class WorkflowService:
 
         Unhealthy: not started or stopping, the liveness token is lost, the
         store does not answer, progress has waited unwritten longer than
-        ``max_unwritten_age``, or no ownership round has completed for half a
-        lease (leases may lapse and runs move elsewhere).
+        ``max_unwritten_age``, or no ownership round has completed for half of
+        ``lease_ttl`` (the heartbeat may lapse and runs move elsewhere).
         """
         if not self.running:
             return "The workflow service is not running"

@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from .._aio import first_set
 from ..errors import StoreUnavailableError
 from ..registry import WorkflowRegistry
 from ..store.base import AbstractWorkflowStore, HandlerQuery, utcnow
@@ -119,6 +120,10 @@ class Supervisor:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        # A claim a request began (a retry, an event for a released run) ends
+        # first: the runs it resumed are then live here, and a shutdown stops them.
+        async with self._lock:
+            pass
 
     async def _loop(self) -> None:
         while True:
@@ -146,7 +151,7 @@ class Supervisor:
         if self._config.max_live_runs is not None:
             wakeups.append(room_freed)
         while (left := deadline - time.monotonic()) > 0 and not self._missed:
-            await _first_of(wakeups, left)
+            await first_set(wakeups, left)
             self._wake.clear()
             woken, self._woken = self._woken, set()
             claim = self._claim or (room_freed.is_set() and len(wakeups) > 1)
@@ -278,15 +283,3 @@ class Supervisor:
                 if not run.finished.is_set():
                     logger.warning("heartbeat may lapse; stopping run %s here", run.run_id)
                     self._live.lose(run)
-
-
-async def _first_of(events: Sequence[asyncio.Event], timeout: float) -> None:
-    """Return once any of ``events`` is set, or after ``timeout`` seconds."""
-    # asyncio.wait, not wait_for: before Python 3.12 wait_for may swallow a
-    # cancellation that arrives as the event is set, and stop() would hang.
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()

@@ -13,11 +13,11 @@ after a new watch or a cancel). A watch costs memory, not queries.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
+from .._aio import first_set
 from ..store.base import AbstractWorkflowStore, HandlerQuery, StoredEvent
 from ..store.notifications import Notice
 from .guard import start_guarded
@@ -45,8 +45,7 @@ class Watch:
     async def next(self, timeout: float) -> list[StoredEvent] | None:
         """Events read since the last call, waiting up to ``timeout``; ``None`` once ended."""
         if not self.events and not self.ended:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
+            await first_set([self._changed], timeout)
         self._changed.clear()
         if self.events:
             events, self.events = self.events, []
@@ -178,8 +177,7 @@ class SharedTail:
     async def _loop(self) -> None:
         rounds = 0
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._poke.wait(), self.interval)
+            await first_set([self._poke], self.interval)
             self._poke.clear()
             rounds += 1
             check, self._check_soon = self._check_soon or rounds % self.check_every == 0, False

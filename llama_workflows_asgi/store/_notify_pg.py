@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from .._aio import first_set
 from ._engines import dedicated_engine
 from .notifications import TOPICS, Notifications, Topic
 
@@ -163,8 +164,7 @@ class PostgresNotifications(Notifications):
     async def _watch(self) -> None:
         """Return once the connection is lost (terminated, or not answering)."""
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), self.check_interval)
+            await first_set([self._lost], self.check_interval)
             if self._lost.is_set() or self._conn is None:
                 return
             try:

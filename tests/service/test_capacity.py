@@ -215,7 +215,9 @@ def test_capacity_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="max_live_runs"):
         ServiceConfig(max_live_runs=0)
     with pytest.raises(ValueError, match="max_queued_runs"):
-        ServiceConfig(max_queued_runs=-1)
+        ServiceConfig(max_live_runs=1, max_queued_runs=-1)
+    with pytest.raises(ValueError, match="max_queued_runs needs max_live_runs"):
+        ServiceConfig(max_queued_runs=5)
     with pytest.raises(ValueError, match="queue_retry_after"):
         ServiceConfig(queue_retry_after=0)
     assert ServiceConfig(max_live_runs=1, max_queued_runs=0).max_queued_runs == 0

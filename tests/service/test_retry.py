@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +19,9 @@ from workflows.events import Event, StartEvent, StopEvent
 from llama_workflows_asgi import (
     ConflictError,
     HandlerNotFoundError,
+    HandlerQuery,
     ServiceConfig,
+    SqlAlchemyWorkflowStore,
     WorkflowServer,
     WorkflowService,
 )
@@ -186,3 +189,21 @@ async def test_a_timed_out_run_is_retried_at_the_step_that_hung(make_store: Stor
         done = await service.wait_for(failed.handler_id)
     assert done.status == "completed", done.error
     assert workflow.journal == ["first", "hang", "hang"]
+
+
+async def test_a_run_of_another_version_is_not_retried_here(tmp_path: Path) -> None:
+    """Reopened by a replica of another version, it would wait for one of its own: refused."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'versions.db'}"
+    old = WorkflowService(SqlAlchemyWorkflowStore(url, migrate=True), config=CONFIG)
+    old.add_workflow("five", FiveSteps(), version="v1")
+    async with old.running_context():
+        failed = await old.run("five")
+    assert (failed.status, failed.version) == ("failed", "v1")
+
+    new = WorkflowService(SqlAlchemyWorkflowStore(url, migrate=True), config=CONFIG)
+    new.add_workflow("five", FiveSteps(), version="v2")
+    async with new.running_context():
+        with pytest.raises(ConflictError, match="version 'v1'"):
+            await new.retry(failed.handler_id)
+        [row] = await new.store.query(HandlerQuery(handler_id_in=[failed.handler_id]))
+    assert row.status == "failed"  # refused before anything was written
