@@ -127,7 +127,32 @@ async def create_handler(conn: AsyncConnection, ops: list[Create]) -> list[Outco
             outcomes.append(None)
         except WorkflowServerError as error:
             outcomes.append(error)
+    written_rows = [op.handler for op, out in zip(ops, outcomes, strict=True) if out is None]
+    await _vouch_for_owners(conn, written_rows)
     return outcomes
+
+
+async def _vouch_for_owners(conn: AsyncConnection, rows: Sequence[PersistentHandler]) -> None:
+    """Keep the owners of ``rows`` alive at least until the rows' leases, in their transaction.
+
+    A process writing a run it owns is alive. Without this a row committed
+    after its owner's heartbeat lapsed (a slow write) could be adopted at
+    once, and run twice. An expiry is only ever extended here, and only of an
+    owner that has a row (its rounds write it before it owns anything).
+    """
+    until: dict[str, datetime] = {}
+    for row in rows:
+        if row.owner_id is not None and row.lease_expires_at is not None:
+            until[row.owner_id] = max(
+                until.get(row.owner_id, row.lease_expires_at), row.lease_expires_at
+            )
+    for owner_id, expires_at in until.items():
+        later = literal(expires_at, UtcDateTime())
+        await conn.execute(
+            update(owners)
+            .where(owners.c.owner_id == owner_id, owners.c.expires_at < later)
+            .values(expires_at=later)
+        )
 
 
 async def _insert_new(

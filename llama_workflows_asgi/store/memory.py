@@ -102,6 +102,11 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
         if existing is not None:
             self._drop(existing)
         self._handlers[handler.handler_id] = handler.model_copy()
+        owner, until = handler.owner_id, handler.lease_expires_at
+        if owner is not None and until is not None:  # its writer is alive: see _writes
+            beat = self._owners.get(owner)
+            if beat is not None and beat.expires_at < until:
+                self._owners[owner] = dataclasses.replace(beat, expires_at=until)
 
     async def get_by_idempotency_key(self, key: str) -> PersistentHandler | None:
         found = (h for h in self._handlers.values() if h.idempotency_key == key)

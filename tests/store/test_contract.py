@@ -678,6 +678,24 @@ async def test_a_lapsed_owner_loses_its_runs_and_its_writes(store: AbstractWorkf
     assert await store.save_progress([progress(taken, events=[event(0)])]) == set()
 
 
+async def test_a_run_written_by_its_owner_keeps_the_owner_alive_until_its_lease(
+    store: AbstractWorkflowStore,
+) -> None:
+    """A slow write that lands after its owner's heartbeat lapsed is not adoptable at once."""
+    await store.heartbeat("o1", now=T0, expires_at=at(10))
+    await store.create_handler(handler("h", owner_id="o1", lease_expires_at=at(30)))
+    assert await store.claim_handlers("me", now=at(20), lease_until=at(40)) == []
+    [taken] = await store.claim_handlers("me", now=at(31), lease_until=at(40))
+    assert taken.previous_owner_id == "o1"
+    # A later heartbeat is never shortened by a row's earlier lease; nor is a row made
+    # for an owner that has none (its rounds write it before it owns anything).
+    await store.heartbeat("o2", now=T0, expires_at=at(50))
+    await store.create_handler(handler("g", owner_id="o2", lease_expires_at=at(5)))
+    assert await store.claim_handlers("me", now=at(45), lease_until=at(60), handler_ids=["g"]) == []
+    await store.create_handler(handler("f", owner_id="o3", lease_expires_at=at(90)))
+    assert "o3" not in await store.list_owners()
+
+
 # -- SQL stores only -----------------------------------------------------------------------
 
 
