@@ -253,7 +253,9 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
         limit: int = 100,
         versions: Mapping[str, Sequence[str]] | None = None,
     ) -> list[PersistentHandler]:
-        dead = set(dead_owners) | self._lapsed(now)
+        # A claim renews the claimer's heartbeat first (as the SQL store does): its own
+        # rows are never "lapsed" to it.
+        dead = (set(dead_owners) | self._lapsed(now)) - {owner_id}
         waiting = {e.handler_id for e in self._inbox.values()}
         pool = self._handlers.values() if handler_ids is None else self._pick(handler_ids)
         claimed: list[PersistentHandler] = []

@@ -696,6 +696,15 @@ async def test_a_run_written_by_its_owner_keeps_the_owner_alive_until_its_lease(
     assert "o3" not in await store.list_owners()
 
 
+async def test_a_claimer_never_claims_its_own_lapsed_runs(store: AbstractWorkflowStore) -> None:
+    """Claiming renews the claimer's heartbeat: its own runs are not abandoned to it."""
+    await store.heartbeat("me", now=T0, expires_at=at(10))
+    await store.create_handler(handler("mine", owner_id="me"))
+    assert await store.claim_handlers("me", now=at(20), lease_until=at(40)) == []
+    [row] = await store.query(HandlerQuery(handler_id_in=["mine"]))
+    assert (row.owner_id, row.resume_attempts) == ("me", 0)
+
+
 # -- SQL stores only -----------------------------------------------------------------------
 
 
