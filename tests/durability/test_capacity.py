@@ -30,22 +30,6 @@ pytestmark = pytest.mark.timeout(240)
 FAST = {"WF_POLL_INTERVAL": "0.3", "WF_LEASE_TTL": "2"}
 
 
-@pytest.fixture
-def journal_path(tmp_path: Path) -> Path:
-    return tmp_path / "journal.tsv"
-
-
-@pytest.fixture
-def make_server(
-    postgres_url: str, journal_path: Path, tmp_path: Path
-) -> Callable[..., ServerProcess]:
-    def make(name: str, **env: str) -> ServerProcess:
-        base = {"WF_DATABASE_URL": postgres_url, "WF_JOURNAL": str(journal_path), **FAST}
-        return ServerProcess(name, {**base, **env}, tmp_path)
-
-    return make
-
-
 def most_at_once(journal: list[JournalLine], process: str) -> int:
     """The most runs whose ticks overlapped in ``process`` (first tick start to last stop)."""
     spans: dict[str, list[float]] = {}
@@ -64,7 +48,7 @@ def most_at_once(journal: list[JournalLine], process: str) -> int:
 async def test_two_replicas_share_forty_runs_five_at_a_time(
     make_server: Callable[..., ServerProcess], journal_path: Path
 ) -> None:
-    capacity = {"WF_MAX_LIVE_RUNS": "5", "WF_JOURNAL_LIVE": "1"}
+    capacity = {**FAST, "WF_MAX_LIVE_RUNS": "5", "WF_JOURNAL_LIVE": "1"}
     a, b = make_server("A", **capacity), make_server("B", **capacity)
     with server_processes(a, b):
         await asyncio.gather(asyncio.to_thread(a.start), asyncio.to_thread(b.start))
@@ -136,7 +120,7 @@ async def results_code(client: WorkflowClient, handler_ids: list[str]) -> set[st
 async def test_rolling_deploy_never_resumes_a_run_on_another_version(
     make_server: Callable[..., ServerProcess], journal_path: Path
 ) -> None:
-    v1, v2 = {"WF_TICKER_VERSION": "v1"}, {"WF_TICKER_VERSION": "v2"}
+    v1, v2 = {**FAST, "WF_TICKER_VERSION": "v1"}, {**FAST, "WF_TICKER_VERSION": "v2"}
     a, b = make_server("A1", **v1), make_server("B1", **v2)
     a2, b2 = make_server("A2", **v1), make_server("B2", **v2)
     with server_processes(a, b, a2, b2):

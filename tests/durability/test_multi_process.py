@@ -19,22 +19,6 @@ from tests.support.waiting import eventually, ticked
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture
-def journal_path(tmp_path: Path) -> Path:
-    return tmp_path / "journal.tsv"
-
-
-@pytest.fixture
-def make_server(
-    postgres_url: str, journal_path: Path, tmp_path: Path
-) -> Callable[..., ServerProcess]:
-    def make(name: str, **env: str) -> ServerProcess:
-        base = {"WF_DATABASE_URL": postgres_url, "WF_JOURNAL": str(journal_path)}
-        return ServerProcess(name, {**base, **env}, tmp_path)
-
-    return make
-
-
 def intervals(
     journal: list[JournalLine], ended_at: dict[str, float]
 ) -> dict[str, list[tuple[str, float, float]]]:
