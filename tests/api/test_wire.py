@@ -7,11 +7,8 @@ here each reaches a real run through the routes.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -23,7 +20,6 @@ from workflows.events import StartEvent, StopEvent
 
 from llama_workflows_asgi import ServiceConfig, WorkflowServer, workflow_router
 from tests.support.http import run, start, wait_until_finished, wait_until_idle
-from tests.support.processes import free_port
 from tests.support.servers import serving
 from tests.support.stores import StoreFactory
 from tests.support.workflows import (
@@ -282,35 +278,3 @@ async def test_hostile_cursors_and_headers_are_400s(http: httpx.AsyncClient) -> 
     assert_400(await http.post(f"/events/{waiting}", json={"event": nested}), "nested")
     await http.post(f"/handlers/{waiting}/cancel")
 
-
-# -- the reference's WorkflowServer API ----------------------------------------------------------
-
-
-async def test_get_workflows_and_serve_with_a_uvicorn_config() -> None:
-    server = WorkflowServer()
-    workflows = make_workflows()
-    server.add_workflow("greet", workflows["greet"])
-    server.add_workflow("custom", workflows["custom"])
-    assert server.get_workflows() == {"greet": workflows["greet"], "custom": workflows["custom"]}
-
-    port = free_port()
-    config = {"root_path": "/behind-proxy", "log_level": "warning"}
-    serving_task = asyncio.create_task(server.serve("127.0.0.1", port, config))
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            deadline = time.monotonic() + 20
-            while True:
-                assert not serving_task.done(), serving_task
-                try:
-                    if (await http.get("/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "the server did not start"
-                await asyncio.sleep(0.05)
-            document = (await http.get("/openapi.json")).json()
-            assert document["servers"] == [{"url": "/behind-proxy"}]  # root_path reached uvicorn
-    finally:
-        serving_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving_task
