@@ -6,23 +6,25 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import typer
+from alembic.util import CommandError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from ..store import migrate as migrations
 from ..store._engines import safe_url
-from ._common import Db, out, parse_url, run
+from ._common import Db, UsageError, out, parse_url, run
 
 migrate = typer.Typer(help="Create or upgrade the workflow tables.", no_args_is_help=True)
 
 
 def _on_engine(db: str | None, action: Callable[[AsyncEngine], Awaitable[str]]) -> None:
-    url = parse_url(db)
-
     async def go() -> str:
-        engine = create_async_engine(url, poolclass=NullPool)
+        # Inside ``run``: a bad URL or an unknown revision is a usage error, not a traceback.
+        engine = create_async_engine(parse_url(db), poolclass=NullPool)
         try:
             return await action(engine)
+        except CommandError as error:
+            raise UsageError(str(error)) from None
         finally:
             await engine.dispose()
 

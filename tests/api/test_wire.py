@@ -277,4 +277,3 @@ async def test_hostile_cursors_and_headers_are_400s(http: httpx.AsyncClient) -> 
     waiting = await start(http, "hitl")
     assert_400(await http.post(f"/events/{waiting}", json={"event": nested}), "nested")
     await http.post(f"/handlers/{waiting}/cancel")
-

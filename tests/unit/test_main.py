@@ -15,4 +15,3 @@ def test_python_dash_m_runs_the_command_line() -> None:
     assert "Usage: python -m llama_workflows_asgi" in result.stdout
     for command_name in ("serve", "migrate", "runs"):
         assert command_name in result.stdout
-
