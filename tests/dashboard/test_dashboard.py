@@ -1,4 +1,7 @@
-"""The dashboard's routes in process: on or off, a fixed list of files, a strict policy."""
+"""``dashboard``: its routes in process, on or off, a fixed list of files, a strict policy.
+
+The page running in a real browser is ``test_browser``.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,14 @@ import re
 from pathlib import Path
 
 import httpx
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from llama_workflows_asgi import WorkflowServer, workflow_router
-from llama_workflows_asgi.dashboard import _ASSET_TYPES, CONTENT_SECURITY_POLICY
+from llama_workflows_asgi.dashboard import (
+    _ASSET_TYPES,
+    CONTENT_SECURITY_POLICY,
+    add_dashboard_routes,
+)
 from tests.support.processes import ROOT
 
 ASSETS = ROOT / "llama_workflows_asgi" / "dashboard" / "assets"
@@ -79,3 +86,39 @@ def test_assets_ship_in_the_wheel() -> None:
     assert '\n"llama_workflows_asgi.dashboard" = ["assets/*"]\n' in pyproject  # package data
     shipped = {path.name for path in Path(ASSETS).iterdir()}
     assert shipped == set(_ASSET_TYPES) | {"index.html"}
+
+
+async def test_the_routes_go_on_any_router_at_any_path() -> None:
+    router = APIRouter()
+    add_dashboard_routes(router, "/runs/board")
+    app = FastAPI()
+    app.include_router(router)
+    async with client(app) as http:
+        page = await http.get("/runs/board")
+        assert page.status_code == 200
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        assert page.content == (ASSETS / "index.html").read_bytes()
+        for name, media_type in _ASSET_TYPES.items():
+            asset = await http.get(f"/runs/board/assets/{name}")
+            assert asset.headers["content-type"] == media_type
+            assert asset.content == (ASSETS / name).read_bytes()
+        assert (await http.get("/ui")).status_code == 404
+
+
+async def test_every_file_goes_out_with_the_same_strict_headers() -> None:
+    router = APIRouter()
+    add_dashboard_routes(router)
+    app = FastAPI()
+    app.include_router(router)
+    expected = {
+        "content-security-policy": CONTENT_SECURITY_POLICY,
+        "x-content-type-options": "nosniff",
+        "referrer-policy": "no-referrer",
+        "cache-control": "no-cache",
+    }
+    async with client(app) as http:
+        for path in ["/ui", *(f"/ui/assets/{name}" for name in _ASSET_TYPES)]:
+            response = await http.get(path)
+            assert {key: response.headers.get(key) for key in expected} == expected, path
+    assert "'unsafe-inline'" not in CONTENT_SECURITY_POLICY
+    assert "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
