@@ -31,6 +31,10 @@ HELLO_ADA = {
 }
 
 
+memory_only = pytest.mark.parametrize("edge", ["memory"], indirect=True)
+"""For checks of request parsing that no store takes part in (every store: ``test_errors``)."""
+
+
 async def user(x_user: str = Header("ada")) -> str:
     return x_user
 
@@ -81,6 +85,7 @@ async def test_a_failed_run_is_a_500_with_its_handler(edge: Edge) -> None:
     assert (response.json()["status"], response.json()["error"]) == ("failed", "kaboom")
 
 
+@memory_only
 @pytest.mark.parametrize(
     "body",
     [
@@ -108,6 +113,7 @@ async def test_a_custom_start_class_is_validated(edge: Edge) -> None:
     assert "topic" in refused.json()["detail"]
 
 
+@memory_only
 @pytest.mark.parametrize(
     ("content", "detail"),
     [
@@ -131,6 +137,7 @@ async def test_bad_bodies_are_refused_and_write_nothing(
     assert await rows(edge.service) == []
 
 
+@memory_only
 async def test_an_oversized_body_is_413(edge: Edge) -> None:
     response = await edge.http.post("/workflows/greet/run", content=b"{" + b" " * 600 + b"}")
     assert (response.status_code, response.json()["detail"]) == (
@@ -139,6 +146,7 @@ async def test_an_oversized_body_is_413(edge: Edge) -> None:
     )
 
 
+@memory_only
 async def test_unknown_workflow_is_404_before_the_body_is_read(edge: Edge) -> None:
     response = await edge.http.post("/workflows/nope/run-nowait", content=b"{not json")
     assert response.status_code == 404
@@ -170,6 +178,7 @@ async def test_an_idempotency_key_replays_its_first_handler(edge: Edge) -> None:
     assert "idempotency-key" in too_long.json()["detail"]
 
 
+@memory_only
 async def test_only_the_two_start_routes_are_added(edge: Edge) -> None:
     paths = edge.app.openapi()["paths"]
     assert {path: list(methods) for path, methods in paths.items()} == {
