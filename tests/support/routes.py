@@ -8,6 +8,7 @@ transport, which buffers whole bodies: streams read this way must end.
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -54,7 +55,9 @@ _TEMPLATE: list[Path] = []
 async def sqlite_store(directory: Path) -> SqlAlchemyWorkflowStore:
     """A store on a fresh SQLite file in ``directory``, already at the head revision."""
     if not _TEMPLATE:
-        template = Path(tempfile.mkdtemp(prefix="edge-")) / "template.db"
+        folder = tempfile.mkdtemp(prefix="edge-")
+        atexit.register(shutil.rmtree, folder, True)
+        template = Path(folder) / "template.db"
         store = SqlAlchemyWorkflowStore(_url(template), migrate=True)
         await store.start()
         await store.close()
