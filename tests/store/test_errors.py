@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from sqlalchemy.pool import NullPool
 
 from llama_workflows_asgi.errors import StoreUnavailableError
 from llama_workflows_asgi.store._errors import is_retryable_conflict, sqlstate, unavailable
+from tests.support.waiting import eventually
 
 
 async def failure_of(engine: AsyncEngine, *statements: str) -> BaseException:
@@ -133,7 +135,14 @@ async def test_sqlite_messages_give_the_reason(tmp_path: Path, url: str, reason:
         error = await failure_of(engine, "INSERT INTO t VALUES (1)")
     finally:
         await engine.dispose()
+        # A connection that failed to open stops its driver thread in the background,
+        # reporting to this event loop: let it finish while the loop still runs.
+        await eventually(lambda: not _driver_threads(), "the driver threads have stopped")
     assert str(unavailable(error)) == reason
+
+
+def _driver_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]
 
 
 def test_other_errors_keep_their_type() -> None:
