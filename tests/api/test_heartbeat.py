@@ -10,7 +10,7 @@ import pytest
 from llama_workflows_asgi.api.heartbeat import HEARTBEAT, Heartbeat, with_heartbeats
 from llama_workflows_asgi.service.streams import EventStream
 from llama_workflows_asgi.store.base import StoredEvent
-from tests.unit.test_streams import Reader, ev, sequences, stream
+from tests.support.streams import Reader, ev, sequences, stream
 
 
 async def beats(events: EventStream, interval: float | None) -> list[list[StoredEvent] | Heartbeat]:

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import make_url
 
 from llama_workflows_asgi.service.ownership import Owner
 from llama_workflows_asgi.store import AbstractWorkflowStore, SqlAlchemyWorkflowStore
-from llama_workflows_asgi.store._liveness_pg import PostgresLiveness
 from llama_workflows_asgi.store.liveness import FileLockLiveness
 from tests.store.conftest import make_store
-from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -91,38 +86,3 @@ async def test_a_file_token_is_dropped_by_the_kernel_when_its_process_is_killed(
 def _start_holder(database: Path, owner: str) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-c", _HOLDER, str(database), owner]
     return subprocess.Popen(command, stdout=subprocess.PIPE)
-
-
-async def test_a_lost_liveness_connection_is_reported_and_the_token_taken_again(
-    postgres_server: PostgresServer, postgres_url: str
-) -> None:
-    url = make_url(postgres_url).set(drivername="postgresql+asyncpg")
-    mine = PostgresLiveness(url, check_interval=0.2)
-    theirs = PostgresLiveness(url)
-    me = Owner.for_this_process().id
-    changes: list[bool] = []
-    try:
-        await mine.acquire(me, changes.append)
-        assert await theirs.probe([me]) == set()
-        postgres_server.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            f"WHERE application_name = '{PostgresLiveness.application_name}' "
-            f"AND datname = '{url.database}' AND pid <> pg_backend_pid()"
-        )
-        await _until(lambda: changes == [False, True], "the token is lost, then held again")
-        assert mine.held
-        assert await theirs.probe([me]) == set()
-    finally:
-        await mine.release()
-        await theirs.release()
-    assert await theirs.probe([me]) == {me}
-    await theirs.release()
-
-
-async def _until(check: object, what: str, timeout: float = 10) -> None:
-    assert callable(check)
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting until {what}")
-        await asyncio.sleep(0.02)

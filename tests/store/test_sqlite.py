@@ -18,7 +18,6 @@ from llama_workflows_asgi.store import (
     SqlAlchemyWorkflowStore,
     SqliteWorkflowStore,
 )
-from llama_workflows_asgi.store._engines import normalize_url
 from tests.support.factories import T0, at, handler, progress
 from tests.support.factories import event as stored_event
 
@@ -178,20 +177,6 @@ async def test_default_is_handlers_db_in_the_working_directory(
     await store.create_handler(handler("h"))  # starts by itself
     await store.close()
     assert (tmp_path / "handlers.db").is_file()
-
-
-@pytest.mark.parametrize(
-    ("given", "expected"),
-    [
-        ("sqlite:///x.db", "sqlite+aiosqlite:///x.db"),
-        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
-        ("postgresql://u@h/db", "postgresql+asyncpg://u@h/db"),
-        ("postgres://u@h/db", "postgresql+asyncpg://u@h/db"),
-        ("postgresql+asyncpg://u@h/db", "postgresql+asyncpg://u@h/db"),
-    ],
-)
-def test_urls_map_to_async_drivers(given: str, expected: str) -> None:
-    assert normalize_url(given).render_as_string() == expected
 
 
 def test_other_databases_are_refused() -> None:

@@ -9,7 +9,7 @@ Tests tell their own spans and points apart by handler id or workflow name.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -68,6 +68,29 @@ def sdk() -> Iterator[Sdk]:
     installed.spans.clear()
     yield installed
     installed.spans.clear()
+
+
+def points(sdk: Sdk, name: str, **attributes: Any) -> list[Any]:
+    """The data points of metric ``name`` whose attributes include ``attributes``."""
+    wanted = {k.replace("__", "."): v for k, v in attributes.items()}
+    data = sdk.metrics.get_metrics_data()
+    found: list[Any] = []
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            if scope.scope.name != "llama_workflows_asgi":
+                continue
+            for metric in scope.metrics:
+                if metric.name != name:
+                    continue
+                for point in metric.data.data_points:
+                    attrs = dict(point.attributes or {})
+                    if all(attrs.get(k) == v for k, v in wanted.items()):
+                        found.append(point)
+    return found
+
+
+def total(found: Sequence[Any]) -> float:
+    return sum(p.count if isinstance(p, HistogramDataPoint) else p.value for p in found)
 
 
 def step_tags() -> dict[str, Any]:

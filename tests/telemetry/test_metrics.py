@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, NumberDataPoint
 from workflows import Workflow, step
 from workflows.events import StartEvent, StopEvent
 
@@ -20,35 +19,11 @@ from llama_workflows_asgi import (
     WorkflowService,
 )
 from llama_workflows_asgi.store.base import RunProgress
-from tests.telemetry.conftest import Host, Sdk
+from tests.telemetry.conftest import Host, Sdk, points, total
 
 pytestmark = pytest.mark.timeout(60)
 
-Point = NumberDataPoint | HistogramDataPoint
 _GATES: dict[str, asyncio.Event] = {}
-
-
-def points(sdk: Sdk, name: str, **attributes: Any) -> list[Any]:
-    """The data points of metric ``name`` whose attributes include ``attributes``."""
-    wanted = {k.replace("__", "."): v for k, v in attributes.items()}
-    data = sdk.metrics.get_metrics_data()
-    found: list[Any] = []
-    for resource in data.resource_metrics if data else []:
-        for scope in resource.scope_metrics:
-            if scope.scope.name != "llama_workflows_asgi":
-                continue
-            for metric in scope.metrics:
-                if metric.name != name:
-                    continue
-                for point in metric.data.data_points:
-                    attrs = dict(point.attributes or {})
-                    if all(attrs.get(k) == v for k, v in wanted.items()):
-                        found.append(point)
-    return found
-
-
-def total(found: Sequence[Any]) -> float:
-    return sum(p.count if isinstance(p, HistogramDataPoint) else p.value for p in found)
 
 
 async def eventually(check: Callable[[], bool], what: str) -> None:

@@ -267,6 +267,65 @@ async def _leases(engine: AsyncEngine) -> dict[str, tuple[str | None, datetime |
         return {r.handler_id: (r.owner_id, r.lease_expires_at) for r in await conn.execute(stmt)}
 
 
+# -- the module's functions ------------------------------------------------------------
+
+
+def test_the_url_comes_from_the_argument_the_environment_or_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(migrations.URL_ENV_VAR, raising=False)
+    assert migrations.database_url() == "sqlite+aiosqlite:///handlers.db"
+    monkeypatch.setenv(migrations.URL_ENV_VAR, "postgresql://env/db")
+    assert migrations.database_url() == "postgresql://env/db"
+    assert migrations.database_url("sqlite:///given.db") == "sqlite:///given.db"
+
+
+def test_the_upgrade_command_names_the_database_without_its_password() -> None:
+    command = migrations.upgrade_command("postgresql://app:s3cret@db/app")
+    assert command == (
+        "python -m llama_workflows_asgi.migrations upgrade "
+        "--url 'postgresql+asyncpg://app:***@db/app'"
+    )
+    assert migrations.upgrade_command().endswith("--url '<database url>'")
+
+
+def test_only_packaged_revisions_are_known() -> None:
+    assert migrations.is_known_revision(migrations.head_revision())
+    assert migrations.is_known_revision("0001")
+    assert not migrations.is_known_revision("9999_from_the_future")
+
+
+async def test_check_schema_says_how_old_the_schema_is(empty_url: str) -> None:
+    engine = create_async_engine(empty_url, poolclass=NullPool)
+    try:
+        with pytest.raises(SchemaError, match="missing"):
+            await migrations.check_schema(engine)
+        await migrations.upgrade(engine, "0002_owner_heartbeats")
+        assert await migrations.current_revision(engine) == "0002_owner_heartbeats"
+        with pytest.raises(SchemaError, match=r"'0002_owner_heartbeats', older than"):
+            await migrations.check_schema(engine)
+        await migrations.upgrade(engine)
+        await migrations.check_schema(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_migration_on_a_hosts_connection_joins_its_transaction(empty_url: str) -> None:
+    engine = create_async_engine(empty_url, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            await conn.begin()
+            await migrations.upgrade(conn)
+            assert await migrations.current_revision(conn) == migrations.head_revision()
+            await conn.rollback()  # the host decides: nothing was committed
+        assert await migrations.current_revision(engine) is None
+        async with engine.begin() as conn:
+            await migrations.upgrade(conn)
+        assert await migrations.current_revision(engine) == migrations.head_revision()
+    finally:
+        await engine.dispose()
+
+
 # -- what the store does at startup ----------------------------------------------------
 
 
