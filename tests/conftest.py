@@ -2,4 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 pytest_plugins = ["tests.support.postgres", "tests.support.stores"]
+
+# Server processes, the command line and Alembic run in subprocesses that import
+# the package afresh; with bytecode writing off each of them compiles it again.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
