@@ -115,16 +115,16 @@ class PostgresServer:
                   "-o", " ".join(options), "start")  # fmt: skip
         self.running = True
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
         """Stop the server (fast shutdown: open connections are cut); data is kept."""
         if self.running:
-            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+            self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
             self.running = False
 
     def destroy(self) -> None:
         """Stop the server and delete its files."""
         try:
-            self.stop()
+            self.stop("immediate")  # no shutdown checkpoint: the files are deleted next
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
