@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 pytest_plugins = ["tests.support.postgres", "tests.support.stores"]
-
-# Server processes, the command line and Alembic run in subprocesses that import
-# the package afresh; with bytecode writing off each of them compiles it again.
-os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 # The longest files, longest first (as measured): xdist hands out whole files
 # (``--dist loadfile``) in collection order, so the short ones fill the gaps at
