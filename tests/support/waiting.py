@@ -86,6 +86,8 @@ async def ownership_rounds(
     last, so a process has run ``rounds`` whole rounds once its heartbeat has
     taken ``rounds + 1`` new values since first seen here. A test that checks
     that something does *not* happen waits for this: the rounds had their chance.
+    A claim that takes runs renews the heartbeat too, so this counts rounds only
+    while the process claims nothing (what the tests that use it check).
     """
     seen: dict[str, set[object]] = {}
     query = select(owners_table.c.owner_id, owners_table.c.heartbeat_at)
