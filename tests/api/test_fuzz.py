@@ -12,6 +12,8 @@ so a run is reproducible). Then:
 
 Keeping it bounded (streams are the only requests that can last):
 
+* a fixed amount of work: ``EXAMPLES_PER_MODE`` derandomized cases per operation and
+  mode, no shrinking; how long they take is a benchmark's business, not asserted here;
 * the workflows fuzzed by name all end on their own within half a second (``hitl``
   times out waiting for its answer), so ``/run`` and streams of them end;
 * ``{name}`` and ``{handler_id}`` are narrowed to registered names and prepared
@@ -29,7 +31,6 @@ import base64
 import copy
 import json
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -239,7 +240,6 @@ async def orphans_in(server: ThreadedServer, database_url: str | None) -> Orphan
 def test_fuzzed_requests_keep_the_error_contract_and_leave_no_orphans(
     fuzzed_server: ThreadedServer, database_url: str | None
 ) -> None:
-    started = time.monotonic()
     report = fuzz(fuzzed_server)
     operations = sum(len(item) for item in fuzzed_server.app.openapi()["paths"].values())
     assert len(report.exercised) == operations == 14, report.exercised
@@ -258,7 +258,6 @@ def test_fuzzed_requests_keep_the_error_contract_and_leave_no_orphans(
     assert orphans == Orphans(events=0, inbox=0)
 
     assert report.nonconforming == [], "\n\n".join(report.nonconforming)
-    assert time.monotonic() - started < 60
 
 
 # -- hostile input, generated: query values, headers, cursors and bodies ------------------------

@@ -24,6 +24,7 @@ from tests.durability.test_multi_process import (
     wait_all_completed,
 )
 from tests.support.processes import JournalLine, ServerProcess, read_journal, server_processes
+from tests.support.waiting import eventually, ownership_rounds
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -90,14 +91,13 @@ def runs_of(journal: list[JournalLine], prefix: str) -> dict[str, set[str]]:
 
 async def ticks_after(journal_path: Path, process: str, moment: float, count: int) -> None:
     """Wait until ``process`` journaled ``count`` ticks after ``moment``."""
-    deadline = time.monotonic() + 60
-    while True:
+
+    def done() -> bool:
         lines = read_journal(journal_path)
-        done = [x for x in lines if x.process == process and x.action == "stop" and x.at > moment]
-        if len(done) >= count:
-            return
-        assert time.monotonic() < deadline, f"{process} made no progress"
-        await asyncio.sleep(0.1)
+        ticks = [x for x in lines if x.process == process and x.action == "stop" and x.at > moment]
+        return len(ticks) >= count
+
+    await eventually(done, f"{process} making progress", timeout=60)
 
 
 async def running_ids(url: str, version: str) -> set[str]:
@@ -118,19 +118,21 @@ async def results_code(client: WorkflowClient, handler_ids: list[str]) -> set[st
 
 
 async def test_rolling_deploy_never_resumes_a_run_on_another_version(
-    make_server: Callable[..., ServerProcess], journal_path: Path
+    make_server: Callable[..., ServerProcess], journal_path: Path, postgres_url: str
 ) -> None:
     v1, v2 = {**FAST, "WF_TICKER_VERSION": "v1"}, {**FAST, "WF_TICKER_VERSION": "v2"}
     a, b = make_server("A1", **v1), make_server("B1", **v2)
     a2, b2 = make_server("A2", **v1), make_server("B2", **v2)
     with server_processes(a, b, a2, b2):
         await asyncio.gather(asyncio.to_thread(a.start), asyncio.to_thread(b.start))
-        old = await start_tickers(WorkflowClient(base_url=a.url), "old", 3, steps=20)
         new = await start_tickers(WorkflowClient(base_url=b.url), "new", 3, steps=80)
+        # Started last, killed at their first ticks: none may finish before the kill.
+        old = await start_tickers(WorkflowClient(base_url=a.url), "old", 3, steps=30)
         await ticks_after(journal_path, "A1", 0, 3)
         killed_a = a.kill()
-        # B (v2) runs many rounds meanwhile, with v1 runs free to adopt: it must leave them.
-        await ticks_after(journal_path, "B1", killed_a + 2.5, 3)
+        # B (v2) runs whole rounds meanwhile, with v1 runs free to adopt: it must leave them.
+        assert b.process is not None
+        await ownership_rounds(postgres_url, 3, pid=b.process.pid)
         assert await running_ids(b.url, "v1") == set(old)
         assert all(ps == {"A1"} for ps in runs_of(read_journal(journal_path), "old").values())
         killed_b = b.kill()

@@ -6,15 +6,21 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
 from llama_agents.client import WorkflowClient
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from llama_workflows_asgi.store.schema import handlers_table
 from tests.support.crash_app import ProcessInput
 from tests.support.http import wait_until_event
 from tests.support.processes import JournalLine, ServerProcess, read_journal, server_processes
+from tests.support.rows import sql_reader
+from tests.support.waiting import eventually, not_live_in
 from tests.support.workflows import AnswerEvent
 
 pytestmark = pytest.mark.timeout(180)
@@ -60,12 +66,12 @@ async def restart(make_server: Callable[..., ServerProcess]) -> AsyncIterator[Re
         yield Restart(first, second, WorkflowClient(base_url=first.url))
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+async def checkpointed(engine: AsyncEngine, handler_id: str, text: str) -> bool:
+    """Whether the run's checkpoint in the database holds ``text``."""
+    query = select(handlers_table.c.ctx).where(handlers_table.c.handler_id == handler_id)
+    async with engine.connect() as conn:
+        ctx = (await conn.execute(query)).scalar()
+    return ctx is not None and text in ctx
 
 
 def actions(journal: list[JournalLine], action: str) -> list[JournalLine]:
@@ -87,16 +93,19 @@ async def collect_until_failure(
 
 
 async def test_sigkill_mid_item_resumes_only_remaining_items(
-    restart: Restart, journal_path: Path
+    restart: Restart, journal_path: Path, crash_db: str
 ) -> None:
     first, second, client = restart.first, restart.second, restart.client
     start = ProcessInput(name="p", items=ITEMS, delay=0.4)
     handler = await client.run_workflow_nowait("processing", start_event=start)
     before = asyncio.create_task(collect_until_failure(client, handler.handler_id, -1))
 
-    # Kill in the middle of the third item: two are done, one is in flight.
-    await wait_until(lambda: len(actions(read_journal(journal_path), "begin")) == 3, 15, "item 3")
-    await asyncio.sleep(0.15)
+    # Kill in the middle of the third item: two are done (written), one is in flight.
+    begun = lambda: len(actions(read_journal(journal_path), "begin")) == 3  # noqa: E731
+    await eventually(begun, "item 3 begun", timeout=15)
+    async with sql_reader(crash_db) as engine:
+        written = partial(checkpointed, engine, handler.handler_id, "processed:a2")
+        await eventually(written, "item 2 checkpointed", timeout=15)
     killed_at = first.kill()
     seen_before, cursor = await asyncio.wait_for(before, 10)
 
@@ -156,7 +165,8 @@ async def test_last_event_id_after_restart(restart: Restart, journal_path: Path)
     first, second, client = restart.first, restart.second, restart.client
     start = ProcessInput(name="l", items=["l1", "l2", "l3"], delay=0.5)
     handler = await client.run_workflow_nowait("processing", start_event=start)
-    await wait_until(lambda: len(actions(read_journal(journal_path), "end")) >= 1, 15, "item 1")
+    ended = lambda: len(actions(read_journal(journal_path), "end")) >= 1  # noqa: E731
+    await eventually(ended, "item 1 done", timeout=15)
     async with httpx.AsyncClient(base_url=first.url) as http:
         await wait_until_event(http, handler.handler_id, "ProgressEvent")  # the first is written
         head = await http.get(
@@ -200,7 +210,11 @@ async def test_idle_released_run_continues_with_an_event(
         await asyncio.to_thread(server.start)
         client = WorkflowClient(base_url=server.url)
         handler = await client.run_workflow_nowait("hitl")
-        await asyncio.sleep(2.0)  # idle (waiting for input) for longer than the idle timeout
+        async for event in client.get_workflow_events(handler.handler_id):
+            if event.type == "AskEvent":
+                break
+        # Idle (waiting for input) for longer than the idle timeout: released from memory.
+        await eventually(lambda: not_live_in(server.url, handler.handler_id), "the idle release")
         await client.send_event(handler.handler_id, AnswerEvent(answer="woke"))
         done = await client.wait_for_handler(handler.handler_id, poll_interval=0.1, timeout=20)
         log = server.log()
@@ -234,18 +248,16 @@ async def test_cancel_a_run_resumed_after_a_crash(restart: Restart, journal_path
     first, second, client = restart.first, restart.second, restart.client
     start = ProcessInput(name="c", items=[f"c{i}" for i in range(20)], delay=0.3)
     handler = await client.run_workflow_nowait("processing", start_event=start)
-    await wait_until(lambda: len(actions(read_journal(journal_path), "begin")) >= 2, 15, "work")
+    begun = lambda: len(actions(read_journal(journal_path), "begin")) >= 2  # noqa: E731
+    await eventually(begun, "work", timeout=15)
     first.kill()
     await asyncio.to_thread(second.start)
     later = WorkflowClient(base_url=second.url)
-    await wait_until(
-        lambda: any(line.process == "second" for line in read_journal(journal_path)),
-        5,
-        "resume",
-    )
+    resumed = lambda: any(line.process == "second" for line in read_journal(journal_path))  # noqa: E731
+    await eventually(resumed, "resume", timeout=5)
     assert (await later.cancel_handler(handler.handler_id)).status == "cancelled"
     stopped_at = time.time()
-    await asyncio.sleep(1.0)
+    await eventually(lambda: not_live_in(second.url, handler.handler_id), "the run stopped")
     events = [e.type async for e in later.get_workflow_events(handler.handler_id)]
     with pytest.raises(httpx.HTTPStatusError) as cancelled:
         await later.get_handler(handler.handler_id)

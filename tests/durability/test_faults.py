@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,14 +30,14 @@ pytestmark = pytest.mark.timeout(180)
 
 async def health_once(http: httpx.AsyncClient, status: int, timeout: float = 15) -> Any:
     """Poll ``/health`` until it answers ``status``; return that body."""
-    deadline = time.monotonic() + timeout
-    while True:
-        response = await http.get("/health")
-        if response.status_code == status:
-            return response.json()
-        if time.monotonic() > deadline:
-            pytest.fail(f"/health kept answering {response.status_code}: {response.text}")
-        await asyncio.sleep(0.05)
+    last: list[httpx.Response] = []
+
+    async def answered() -> bool:
+        last[:] = [await http.get("/health")]
+        return last[0].status_code == status
+
+    await eventually(answered, f"/health answering {status}", timeout)
+    return last[0].json()
 
 
 class BeatWorkflow(Workflow):
@@ -102,6 +101,11 @@ async def test_health_reports_an_ownership_loop_that_cannot_renew(tmp_path: Path
     assert stalled["detail"].endswith(": database is locked by another process")
 
 
+def outage_noticed(server: ServerProcess) -> bool:
+    log = server.log()
+    return "liveness connection lost" in log and "ownership round failed" in log
+
+
 async def test_postgres_restart_mid_run(
     postgres_server: PostgresServer, postgres_url: str, tmp_path: Path
 ) -> None:
@@ -130,7 +134,8 @@ async def test_postgres_restart_mid_run(
                     "/workflows/ticker/run-nowait", json={"start_event": {"name": "x"}}
                 )
                 health = await http.get("/health")
-            await asyncio.sleep(1.5)
+            # The outage lasts until the server noticed it: its token lost, a round failed.
+            await eventually(lambda: outage_noticed(server), "the outage noticed", timeout=30)
         finally:
             await asyncio.to_thread(postgres_server.start)
         done = [

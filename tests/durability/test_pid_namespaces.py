@@ -25,6 +25,7 @@ from tests.durability.test_multi_process import (
     wait_all_completed,
 )
 from tests.support.processes import JournalLine, ServerProcess, read_journal, server_processes
+from tests.support.waiting import ownership_rounds
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -89,8 +90,8 @@ async def test_pid_1_replicas_never_take_each_other_for_dead_and_adopt_a_killed_
         client_a, client_b = WorkflowClient(base_url=a.url), WorkflowClient(base_url=b.url)
         mine = await start_tickers(client_a, "a", 4, steps=50)
         theirs = await start_tickers(client_b, "b", 4, steps=50)
-        # Two ownership rounds (1 s each) with both alive and busy.
-        await asyncio.sleep(2.0)
+        # Two whole ownership rounds of each with both alive and busy.
+        await ownership_rounds(database, 2, owners=2)
         owned = await owners(database)
         killed_at = a.kill()
         await wait_all_completed(client_b, mine + theirs, timeout=90)

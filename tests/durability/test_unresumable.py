@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.support.crash_app import TickerInput
 from tests.support.processes import ServerProcess, server_processes
-from tests.support.waiting import eventually, handler_status, progress_written
+from tests.support.waiting import (
+    eventually,
+    handler_status,
+    ownership_rounds,
+    progress_written,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -24,6 +30,10 @@ def crash_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}"
     return str(request.getfixturevalue("postgres_url"))
+
+
+# Ownership rounds five times a second: tests wait for rounds to have run.
+FAST_ROUNDS = "0.2"
 
 
 @pytest.fixture
@@ -49,6 +59,20 @@ async def is_failed(url: str, handler_id: str) -> bool:
     return await handler_status(url, handler_id) == "failed"
 
 
+def exited(server: ServerProcess) -> bool:
+    return server.process is not None and server.process.poll() is not None
+
+
+async def crashed_or_gave_up(server: ServerProcess) -> bool:
+    """Whether the server died resuming ``boom``, or lives with ``boom`` failed."""
+    if exited(server):
+        return True
+    try:
+        return await is_failed(server.url, "boom")
+    except httpx.TransportError:
+        return False  # dying: the next look sees it exited
+
+
 async def interrupted_ticker(make_server: Callable[..., ServerProcess]) -> str:
     first = make_server()
     with server_processes(first):
@@ -62,14 +86,16 @@ async def interrupted_ticker(make_server: Callable[..., ServerProcess]) -> str:
 
 
 async def test_run_of_an_unregistered_workflow_waits_unowned_for_a_server_of_it(
-    make_server: Callable[..., ServerProcess],
+    make_server: Callable[..., ServerProcess], crash_db: str
 ) -> None:
     """Not failed: during a rolling deploy the server serving it may be back in a moment."""
     handler_id = await interrupted_ticker(make_server)
-    second = make_server(WF_SKIP_WORKFLOWS="ticker")
+    second = make_server(WF_SKIP_WORKFLOWS="ticker", WF_POLL_INTERVAL=FAST_ROUNDS)
     with server_processes(second):
         await asyncio.to_thread(second.start)
-        await asyncio.sleep(1.5)  # its ownership rounds see the run and leave it
+        assert second.process is not None
+        # Its ownership rounds see the run, free to claim, and leave it.
+        await ownership_rounds(crash_db, 2, pid=second.process.pid)
         async with httpx.AsyncClient(base_url=second.url) as http:
             waiting = await http.get(f"/handlers/{handler_id}")
             listed = await http.get("/handlers", params={"status": "running"})
@@ -126,8 +152,9 @@ async def test_run_that_keeps_crashing_its_process_is_given_up(
         server = make_server()
         try:
             await asyncio.to_thread(server.start)
-            await asyncio.sleep(1.0)
-            if server.process is not None and server.process.poll() is None:
+            settled = partial(crashed_or_gave_up, server)
+            await eventually(settled, "a crash, or the run given up", timeout=30)
+            if not exited(server):
                 survivor = server
                 break
         except RuntimeError:

@@ -404,7 +404,6 @@ async def test_begin_stop_refuses_new_work_ends_streams_and_waits_and_releases_r
     await asyncio.wait_for(read, 5)  # the stream ended by itself
 
     async def drained() -> bool:
-        await asyncio.sleep(0.01)
         return service.drained
 
     await eventually(drained, "the runs are released", timeout=CONFIG.stop_timeout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from llama_workflows_asgi.store import (
 )
 from tests.support.factories import T0, at, handler, progress
 from tests.support.factories import event as stored_event
+from tests.support.waiting import eventually
 
 
 @pytest.fixture
@@ -159,13 +161,21 @@ async def test_full_disk_fails_the_whole_batch_and_writes_nothing(
     assert await store.save_progress([progress(h, ctx=big)]) == set()
 
 
+def sqlite_workers_since(before: set[threading.Thread]) -> list[threading.Thread]:
+    """aiosqlite connection threads started after ``before`` and still running."""
+    # Unnamed threads are named after their target: ``Thread-7 (_connection_worker_thread)``.
+    threads = set(threading.enumerate()) - before
+    return [t for t in threads if "_connection_worker_thread" in t.name]
+
+
 async def test_unopenable_file_is_unavailable(tmp_path: Path) -> None:
+    before = set(threading.enumerate())
     store = SqliteWorkflowStore(tmp_path / "missing-dir" / "x.db")
     with pytest.raises(StoreUnavailableError, match="cannot open the database file"):
         await store.start()
     # aiosqlite stops a failed connection's worker thread in the background and
     # reports back to this event loop: let it finish before the loop closes.
-    await asyncio.sleep(0.2)
+    await eventually(lambda: not sqlite_workers_since(before), "aiosqlite's worker thread ended")
 
 
 async def test_default_is_handlers_db_in_the_working_directory(

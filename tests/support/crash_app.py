@@ -24,6 +24,9 @@ Configured by environment variables:
   LlamaIndex instrumentation tags each processing step runs with.
 * ``WF_COUNT_STATEMENTS=1``: count the SQL statements sent (``GET /__counts``).
 
+Besides the server's routes: ``GET /test/pid`` (which process answers) and
+``GET /test/live`` (the handlers whose runs are live in this process).
+
 Run with ``python -m uvicorn --factory tests.support.crash_app:create_asgi_app``.
 """
 
@@ -240,6 +243,11 @@ def create_asgi_app() -> Any:
     async def pid() -> dict[str, int]:
         """Which worker answers on this connection (``uvicorn --workers``)."""
         return {"pid": os.getpid()}
+
+    @app.get("/test/live")
+    async def live() -> dict[str, list[str]]:
+        """The handlers whose runs are live in this process (nothing public tells)."""
+        return {"handlers": sorted(h for server in _SERVERS for h in server.service._runs)}
 
     if os.environ.get("WF_COUNT_STATEMENTS") == "1":
         _count_statements(app)

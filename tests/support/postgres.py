@@ -10,7 +10,9 @@ Fixtures:
   template already migrated to head, or empty with ``migrated=False``);
   ``stop()`` / ``start()`` restart the server keeping its data, for tests of
   outages. Missing binaries fail the tests that need the server, loudly.
-* ``postgres_url`` (function): ``postgres_server.create_database()``.
+* ``postgres_url`` (function): ``postgres_server.create_database()``, dropped
+  after the test. Each database is some 300 files (8 MB): kept until the end,
+  a whole session's worth took longer to delete than most test files run.
 """
 
 from __future__ import annotations
@@ -113,16 +115,16 @@ class PostgresServer:
                   "-o", " ".join(options), "start")  # fmt: skip
         self.running = True
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
         """Stop the server (fast shutdown: open connections are cut); data is kept."""
         if self.running:
-            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+            self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
             self.running = False
 
     def destroy(self) -> None:
         """Stop the server and delete its files."""
         try:
-            self.stop()
+            self.stop("immediate")  # no shutdown checkpoint: the files are deleted next
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -140,6 +142,12 @@ class PostgresServer:
         template = _TEMPLATE if migrated else "template0"
         self.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
         return self.url(name)
+
+    def drop_database(self, url: str) -> None:
+        """Drop a database :meth:`create_database` made, cutting any session left on it."""
+        name = url.rsplit("/", 1)[1]
+        if self.running:
+            self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def execute(self, sql: str, dbname: str = "postgres") -> None:
         """Run one SQL statement outside any transaction (e.g. CREATE DATABASE)."""
@@ -223,6 +231,8 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def postgres_url(postgres_server: PostgresServer) -> str:
-    """The URL of a fresh database, migrated to head, on the session's server."""
-    return postgres_server.create_database()
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The URL of a fresh database, migrated to head, on the session's server; dropped after."""
+    url = postgres_server.create_database()
+    yield url
+    postgres_server.drop_database(url)

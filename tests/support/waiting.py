@@ -9,8 +9,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
+from sqlalchemy import select
 
+from llama_workflows_asgi.store.schema import owners_table
 from tests.support.processes import read_journal
+from tests.support.rows import sql_reader
 
 POLL = 0.02
 
@@ -66,3 +69,50 @@ async def handler_status(url: str, handler_id: str) -> str | None:
         response = await http.get(f"/handlers/{handler_id}")
     status = response.json().get("status") if response.status_code != 404 else None
     return status if isinstance(status, str) else None
+
+
+async def ownership_rounds(
+    database_url: str,
+    rounds: int,
+    *,
+    owners: int = 1,
+    pid: int | None = None,
+    timeout: float = 30.0,
+) -> None:
+    """Wait until ``owners`` processes (of ``pid``, if given) each ran ``rounds`` whole rounds.
+
+    Only rounds begun after this call count. A round renews its process's
+    heartbeat (``workflow_owners.heartbeat_at``) first and claims orphaned runs
+    last, so a process has run ``rounds`` whole rounds once its heartbeat has
+    taken ``rounds + 1`` new values since first seen here. A test that checks
+    that something does *not* happen waits for this: the rounds had their chance.
+    A claim that takes runs renews the heartbeat too, so this counts rounds only
+    while the process claims nothing (what the tests that use it check).
+    """
+    seen: dict[str, set[object]] = {}
+    query = select(owners_table.c.owner_id, owners_table.c.heartbeat_at)
+    async with sql_reader(database_url) as engine:
+
+        async def renewed() -> bool:
+            async with engine.connect() as conn:
+                for owner_id, beat in await conn.execute(query):
+                    if pid is None or owner_id.split(":")[1] == str(pid):
+                        seen.setdefault(owner_id, set()).add(beat)
+            done = [beats for beats in seen.values() if len(beats) >= rounds + 2]
+            return len(done) >= owners
+
+        what = f"{owners} process(es) to run {rounds} ownership round(s)"
+        await eventually(renewed, what, timeout)
+
+
+async def not_live_in(url: str, handler_id: str) -> bool:
+    """Whether the run is no longer live in the crash app's process at ``url``."""
+    async with httpx.AsyncClient(base_url=url) as http:
+        live = (await http.get("/test/live")).json()["handlers"]
+    return handler_id not in live
+
+
+def steps_ended(journal: Path, run: str) -> bool:
+    """Whether every ticker step ``run`` started (crash app journal) has ended."""
+    actions = [line.action for line in read_journal(journal) if line.run == run]
+    return actions.count("start") == actions.count("stop")
