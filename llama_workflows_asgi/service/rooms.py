@@ -72,25 +72,7 @@ def build_rooms(basis: Basis) -> Rooms:
     live = LiveRuns(store, owner, config, basis.runtime)
     tail = SharedTail(store, config.stream_poll_interval)
     launcher = Launcher(store, basis.runtime, live)
-    recovery = Recovery(
-        store,
-        owner,
-        config,
-        basis.registry,
-        basis.telemetry,
-        live=live,
-        launcher=launcher,
-        stop=stop,
-    )
-    supervisor = Supervisor(
-        store,
-        owner,
-        config,
-        live=live,
-        recovery=recovery,
-        registry=basis.registry,
-        count_queued=basis.telemetry.enabled,
-    )
+    recovery, supervisor = _ownership(basis, live, launcher, stop)
     retention = RetentionTask(store, config)
     basis.telemetry.watch(live, live.writer, supervisor)
     return Rooms(
@@ -131,3 +113,29 @@ def _starter(basis: Basis, live: LiveRuns, launcher: Launcher, stop: StopSignal)
         stop=stop,
         scoped=basis.scoped,
     )
+
+
+def _ownership(
+    basis: Basis, live: LiveRuns, launcher: Launcher, stop: StopSignal
+) -> tuple[Recovery, Supervisor]:
+    """The ownership rounds and the room that turns the rows they claim into live runs."""
+    recovery = Recovery(
+        basis.store,
+        basis.owner,
+        basis.config,
+        basis.registry,
+        basis.telemetry,
+        live=live,
+        launcher=launcher,
+        stop=stop,
+    )
+    supervisor = Supervisor(
+        basis.store,
+        basis.owner,
+        basis.config,
+        live=live,
+        recovery=recovery,
+        registry=basis.registry,
+        count_queued=basis.telemetry.enabled,  # the queued gauge is its only reader
+    )
+    return recovery, supervisor
