@@ -1,4 +1,7 @@
-"""``runs``: list, show, cancel, retry and prune handlers, straight in the database."""
+"""``runs``: list, show, cancel, retry and prune handlers, straight in the database.
+
+The commands parse their options and print; what they ask of the store is ``_queries.py``.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,9 @@ from typing import Annotated, Any, Literal
 
 import typer
 from rich.table import Table
-from workflows.events import WorkflowCancelledEvent
 
-from .. import codec
 from ..api.params import decode_cursor, encode_cursor
-from ..errors import BadRequestError, ConflictError, HandlerNotFoundError
+from ..errors import BadRequestError
 from ..service.config import DEFAULT_PRUNE_PAUSE
 from ..service.retry import reopen_failed
 from ..store.base import (
@@ -25,11 +26,10 @@ from ..store.base import (
     Status,
     StoredEvent,
     prune_cutoff,
-    utcnow,
 )
-from ..store.sqlalchemy import SqlAlchemyWorkflowStore
 from ..store.state import STATUSES
 from ._common import Db, Json, open_store, out, parse_duration, print_json, run
+from ._queries import cancel, find_handler, last_events, page
 
 runs = typer.Typer(help="Look at and act on workflow runs (handlers).", no_args_is_help=True)
 
@@ -91,7 +91,7 @@ def list_runs(
 
     async def fetch() -> tuple[list[PersistentHandler], HandlerCursor | None]:
         async with open_store(db) as store:
-            return await _page(store, query, after, older, newer, limit)
+            return await page(store, query, after, older, newer, limit)
 
     rows, next_cursor = run(fetch)
     token = None if next_cursor is None else encode_cursor(next_cursor)
@@ -128,31 +128,6 @@ def _statuses(values: list[str] | None) -> list[Status] | None:
     return [v for v in STATUSES if v in (values or [])] or None
 
 
-async def _page(
-    store: SqlAlchemyWorkflowStore,
-    query: HandlerQuery,
-    after: HandlerCursor | None,
-    older: datetime | None,
-    newer: datetime | None,
-    limit: int,
-) -> tuple[list[PersistentHandler], HandlerCursor | None]:
-    """One page within the age bounds: keyset from one bound, stop at the other.
-
-    Newest first starts below ``older`` and stops at ``newer``; oldest first
-    the other way round. (``(t, "")`` sorts before every handler started at ``t``.)
-    """
-    start, stop = (older, newer) if query.descending else (newer, older)
-    if after is None and start is not None:
-        after = HandlerCursor(start, "")
-    rows = await store.query(query.model_copy(update={"after": after, "limit": limit + 1}))
-    if stop is not None:
-        rows = [h for h in rows if (h.started_at >= stop) == query.descending]
-    if len(rows) <= limit:
-        return rows, None
-    last = rows[limit - 1]
-    return rows[:limit], HandlerCursor(last.started_at, last.handler_id)
-
-
 # -- show ------------------------------------------------------------------------
 
 
@@ -167,8 +142,8 @@ def show_run(
 
     async def fetch() -> tuple[PersistentHandler, list[StoredEvent]]:
         async with open_store(db) as store:
-            handler = await _handler(store, handler_id)
-            return handler, await _last_events(store, handler, events)
+            handler = await find_handler(store, handler_id)
+            return handler, await last_events(store, handler, events)
 
     handler, log = run(fetch)
     if as_json:
@@ -191,22 +166,6 @@ def show_run(
         out.print(handler.error, markup=False, highlight=False)
 
 
-async def _handler(store: SqlAlchemyWorkflowStore, handler_id: str) -> PersistentHandler:
-    rows = await store.query(HandlerQuery(handler_id_in=[handler_id], load_ctx=False))
-    if not rows:
-        raise HandlerNotFoundError(handler_id)
-    return rows[0]
-
-
-async def _last_events(
-    store: SqlAlchemyWorkflowStore, handler: PersistentHandler, count: int
-) -> list[StoredEvent]:
-    if handler.run_id is None or count == 0:
-        return []
-    last = (await store.last_sequences([handler.run_id])).get(handler.run_id, -1)
-    return await store.read_events(handler.run_id, after_sequence=last - count, limit=count)
-
-
 def _event_dict(event: StoredEvent) -> dict[str, Any]:
     return {
         "sequence": event.sequence,
@@ -227,18 +186,7 @@ def cancel_run(handler_id: str, db: Db = None, as_json: Json = False) -> None:
 
     async def act() -> PersistentHandler:
         async with open_store(db) as store:
-            handler = await _handler(store, handler_id)
-            encoded = codec.encode(WorkflowCancelledEvent())
-            event = StoredEvent(
-                -1, encoded.payload, encoded.event_type, encoded.internal, encoded.terminal
-            )
-            done = not handler.is_terminal and await store.finalize_handler(
-                handler_id, status="cancelled", error=None, event=event, at=utcnow()
-            )
-            if not done:
-                latest = await _handler(store, handler_id)
-                raise ConflictError(f"Handler '{handler_id}' is already {latest.status}")
-            return await _handler(store, handler_id)
+            return await cancel(store, handler_id)
 
     _report(run(act), "cancelled", as_json)
 

@@ -1,26 +1,23 @@
 """The run service facade: checks each call, then hands it to the room that does it.
 
-Each public method checks the caller (the service runs, is not stopping, the
-handler is the caller's) and calls one room: `starting`, `recovery`, `inbox`,
-`reading`, `waiting`, `listing`, `cancelling`, `retry`, `shutdown`, `health`
-(see docs/architecture.md, "The run service, room by room"). This module wires
-the rooms together and keeps the lifecycle's own state: started, stopping, stopped.
+Each public method checks the caller (the service admits work, the handler is
+the caller's) and calls one room (see docs/architecture.md, "The run service,
+room by room"). The rooms are built in ``rooms.py``; the service's own life
+(start, graceful stop, liveness loss) and what it admits are ``lifecycle.py``'s;
+serving a workflow is ``registration.py``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 from workflows import Workflow
-from workflows.events import Event, StartEvent, StopEvent
+from workflows.events import Event, StartEvent
 
-from .. import codec
-from .._engine import move_to_runtime
-from ..errors import BadRequestError, ConflictError, StoreUnavailableError
+from ..errors import ConflictError
 from ..registry import RegisteredWorkflow, WorkflowRegistry
 from ..store.base import (
     AbstractWorkflowStore,
@@ -31,28 +28,17 @@ from ..store.base import (
 )
 from ..store.memory import MemoryWorkflowStore
 from ..telemetry import Telemetry
-from ..versions import check_version
-from .cancelling import Canceller
 from .config import ServiceConfig
-from .health import background_problem
-from .inbox import Inbox
-from .launch import Launcher
+from .lifecycle import Lifecycle
 from .listing import HandlerPage, page_query, read_page
 from .live import LiveRun
-from .live_runs import LiveRuns
 from .ownership import Owner
-from .reading import EventReader, read_handler
-from .recovery import Recovery
-from .retention import RetentionTask
-from .retry import Retrier
+from .reading import read_handler
+from .registration import register_workflow
+from .rooms import Basis, build_rooms
 from .runtime import DurableRuntime
-from .shutdown import Shutdown
-from .starting import Starter, check_handler_id, scoped_key
-from .stopping import StopSignal
+from .starting import check_handler_id, stored_key
 from .streams import EventStream
-from .supervisor import Supervisor
-from .tail import SharedTail
-from .waiting import Waiter
 
 
 class WorkflowService:
@@ -75,81 +61,29 @@ class WorkflowService:
         config: ServiceConfig | None = None,
         scoped: bool = False,
     ) -> None:
-        store = store or MemoryWorkflowStore()  # a process-local store when none is given
-        self.store = store
-        self.config = config or ServiceConfig()
-        self.scoped = scoped
+        self.store = store = store or MemoryWorkflowStore()  # process-local when none is given
+        self.config, self.scoped = config or ServiceConfig(), scoped
         self.registry = WorkflowRegistry()
         self.runtime = DurableRuntime()
         self.telemetry = Telemetry()
         self.owner = Owner.for_this_process()
-        self.running = False
-        self._stop = StopSignal()
-        self._drain: asyncio.Task[None] | None = None
-        self._live = LiveRuns(store, self.owner, self.config, self.runtime)
-        self._writer = self._live.writer
-        self._tail = SharedTail(store, self.config.stream_poll_interval)
-        self._reader = EventReader(store, self._live, self.config, self._stop, self._tail)
-        self._launcher = Launcher(store, self.runtime, self._live)
-        self._starter = Starter(
-            store,
-            self.owner,
-            self.config,
-            self.runtime,
-            self.telemetry,
-            live=self._live,
-            launcher=self._launcher,
-            stop=self._stop,
-            scoped=scoped,
+        self._basis = Basis(
+            store, self.owner, self.config, self.registry, self.runtime, self.telemetry, scoped
         )
-        self._recovery = Recovery(
-            store,
-            self.owner,
-            self.config,
-            self.registry,
-            self.telemetry,
-            live=self._live,
-            launcher=self._launcher,
-            stop=self._stop,
-        )
-        self._supervisor = Supervisor(
-            store,
-            self.owner,
-            self.config,
-            live=self._live,
-            recovery=self._recovery,
-            registry=self.registry,
-            count_queued=self.telemetry.enabled,
-        )
-        self._inbox = Inbox(store, self.runtime, self._live, self._supervisor, self._stop)
-        self.retention = RetentionTask(store, self.config)
-        self._waiter = Waiter(store, self._live, self.config, self._stop)
-        self._canceller = Canceller(store, self._live)
-        self._retrier = Retrier(store, self.registry, self._supervisor, self._stop)
-        self._shutdown = Shutdown(
-            store,
-            self.owner,
-            self.config,
-            live=self._live,
-            supervisor=self._supervisor,
-            retention=self.retention,
-            tail=self._tail,
-        )
-        self.telemetry.watch(
-            self._live.values,
-            lambda: self._writer.unwritten_since,
-            lambda: self._supervisor.queued,
-        )
+        rooms = self._rooms = build_rooms(self._basis)
+        self.retention = rooms.retention
+        # The rooms under the names the facade (and tests looking inside) call them by.
+        self._stop, self._live, self._writer = rooms.stop, rooms.live, rooms.live.writer
+        self._reader, self._launcher, self._starter = rooms.reader, rooms.launcher, rooms.starter
+        self._recovery, self._supervisor = rooms.recovery, rooms.supervisor
+        self._inbox, self._waiter, self._canceller = rooms.inbox, rooms.waiter, rooms.canceller
+        self._retrier, self._shutdown = rooms.retrier, rooms.shutdown
+        self._lifecycle = Lifecycle(store, self.owner, self.config, self.runtime, rooms)
 
     @property
     def _runs(self) -> dict[str, LiveRun]:
         """The live runs by handler id (kept under this name for tests that look inside)."""
         return self._live.by_handler
-
-    @property
-    def draining(self) -> bool:
-        """Whether a graceful stop began (new runs and events are refused)."""
-        return self._stop.draining
 
     @property
     def _background(self) -> set[asyncio.Task[Any]]:
@@ -172,41 +106,28 @@ class WorkflowService:
         versions it serves (and those recorded without one). Raises
         ``ValueError`` for a taken name or an invalid version.
         """
-        if version is not None:
-            check_version(version)  # before the workflow moves onto this runtime
-        workflow.validate()
-        try:
-            move_to_runtime(workflow, self.runtime)
-        except RuntimeError as exc:
-            raise ValueError(
-                f"Workflow {name!r} has already run elsewhere; register a fresh instance"
-            ) from exc
-        entry = self.registry.add(name, workflow, additional_events, version)
-        entry.events.max_depth = self.config.max_json_depth
-        self.runtime.allow_types(workflow, (*entry.declared_events, *codec.FRAMEWORK_EVENTS))
-        for cls in (*entry.declared_events, workflow.stop_event_class):
-            if issubclass(cls, StopEvent):
-                self.store.result_classes.setdefault(codec.qualified_name(cls), cls)
-        return entry
+        return register_workflow(self._basis, name, workflow, additional_events, version)
 
-    # -- lifecycle -----------------------------------------------------------------------
+    # -- lifecycle (lifecycle.py) --------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether the service was started and is not stopped yet."""
+        return self._lifecycle.running
+
+    @property
+    def draining(self) -> bool:
+        """Whether a graceful stop began (new runs and events are refused)."""
+        return self._lifecycle.draining
+
+    @property
+    def drained(self) -> bool:
+        """Whether a graceful stop that began has released every local run."""
+        return self._lifecycle.drained
 
     async def start(self) -> None:
         """Open the store, take this process's liveness token, write progress, adopt runs."""
-        if self.running:
-            return
-        await self.store.start()
-        await self.store.liveness.acquire(self.owner.id, self._on_liveness)
-        await self.store.notifications.start()
-        await self._supervisor.register()
-        await self.runtime.launch()
-        self._stop.reset()
-        self._drain = None
-        self._writer.start()
-        self._supervisor.start()
-        self._tail.start()
-        self.retention.start()
-        self.running = self._live.releases_idle = True
+        await self._lifecycle.start()
 
     def begin_stop(self) -> None:
         """Begin a graceful stop now; :meth:`stop` completes it.
@@ -218,37 +139,11 @@ class WorkflowService:
         SIGTERM, before the server waits for open connections; a host with its
         own signal handling calls it there. Idempotent.
         """
-        if not self.running or self._drain is not None:
-            return
-        self._stop.begin()
-        self._drain = asyncio.ensure_future(self._shutdown.release_all(time.monotonic()))
-
-    @property
-    def drained(self) -> bool:
-        """Whether a graceful stop that began has released every local run."""
-        return self._drain is not None and self._drain.done()
+        self._lifecycle.begin_stop()
 
     async def stop(self) -> None:
         """Stop gracefully: checkpoint and release every local run, never failing one."""
-        if not self.running:
-            return
-        self.begin_stop()
-        assert self._drain is not None
-        await asyncio.shield(self._drain)
-        self.running = self._live.releases_idle = False
-        await self.retention.stop()
-        await self._writer.stop()
-        self._live.clear()
-        await self.store.liveness.release(self.owner.id)
-        await self.store.notifications.close()
-        await self.store.close()
-        await self.runtime.destroy()
-
-    def _on_liveness(self, held: bool) -> None:
-        """The liveness token was lost (others may adopt our runs now) or is held again."""
-        if held or not self.running:
-            return
-        self._live.stop_all_now()
+        await self._lifecycle.stop()
 
     @asynccontextmanager
     async def running_context(self) -> AsyncIterator[WorkflowService]:
@@ -271,11 +166,7 @@ class WorkflowService:
         ``max_unwritten_age``, or no ownership round has completed for half of
         ``lease_ttl`` (the heartbeat may lapse and runs move elsewhere).
         """
-        if not self.running:
-            return "The workflow service is not running"
-        if self.draining:
-            return "The workflow service is stopping"
-        return await background_problem(self.store, self.config, self._writer, self._supervisor)
+        return await self._lifecycle.problem()
 
     # -- starting runs -------------------------------------------------------------------
 
@@ -298,12 +189,10 @@ class WorkflowService:
         handler; another request under the same key is a ``ConflictError``.
         """
         entry = self.registry.get(workflow_name)
-        self._require_running()
+        self._lifecycle.admit()
         if handler_id is not None:
             check_handler_id(handler_id)
-        if idempotency_key is not None and not idempotency_key.strip():
-            raise BadRequestError("Invalid Idempotency-Key: it must not be empty")
-        key = None if idempotency_key is None else scoped_key(principal, idempotency_key)
+        key = stored_key(principal, idempotency_key)
         return await self._starter.start(
             entry,
             start_event,
@@ -331,12 +220,8 @@ class WorkflowService:
         self, query: HandlerQuery, *, principal: str | None = None
     ) -> HandlerPage:
         """A page of handlers (without checkpoints), at most ``config.max_page_size`` long."""
-        return await read_page(
-            self.store,
-            query,
-            max_size=self.config.max_page_size,
-            principal_in=self._scope(principal),
-        )
+        scope, most = self._scope(principal), self.config.max_page_size
+        return await read_page(self.store, query, max_size=most, principal_in=scope)
 
     async def list_page(
         self,
@@ -388,11 +273,7 @@ class WorkflowService:
         """
         self._stop.refuse_if_stopping()
         row = await self.get(handler_id, principal=principal)
-        return await self._reader.open(
-            row,
-            after=after,
-            include_internal=include_internal,
-        )
+        return await self._reader.open(row, after=after, include_internal=include_internal)
 
     # -- sending events, cancelling, retrying ------------------------------------------------
 
@@ -410,7 +291,7 @@ class WorkflowService:
         workflow's declared events). The event is recorded before this returns,
         so it reaches the run even if this process dies right after.
         """
-        self._require_running()
+        self._lifecycle.admit()
         row = await self.get(handler_id, principal=principal)
         if row.is_terminal or row.run_id is None:
             raise ConflictError("Workflow already completed")
@@ -423,19 +304,6 @@ class WorkflowService:
         row = await self.get(handler_id, principal=principal)
         return await self._canceller.cancel(row, purge=purge)
 
-    def _require_running(self) -> None:
-        if not self.running:
-            raise StoreUnavailableError("The workflow service is not running", retry_after=5)
-        self._stop.refuse_if_stopping()
-        if not self.store.liveness.held:
-            raise StoreUnavailableError(
-                "The server lost its database session and cannot own runs right now", retry_after=1
-            )
-        if self._supervisor.heartbeat_late():
-            raise StoreUnavailableError(
-                "The server could not renew its ownership heartbeat in time", retry_after=1
-            )
-
     async def retry(self, handler_id: str, *, principal: str | None = None) -> PersistentHandler:
         """Put a failed run back to running from its last checkpoint; return its handler.
 
@@ -445,6 +313,6 @@ class WorkflowService:
         ``HandlerNotFoundError`` (unknown, or another caller's) and
         ``ConflictError`` (not failed, or its workflow is not served here).
         """
-        self._require_running()
+        self._lifecycle.admit()
         row = await self.get(handler_id, principal=principal)
         return await self._retrier.retry(row, self._scope(principal))

@@ -290,6 +290,15 @@ def scoped_key(principal: str | None, key: str) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
+def stored_key(principal: str | None, key: str | None) -> str | None:
+    """The stored form of a caller's idempotency key (``None``: none); refuses an empty key."""
+    if key is None:
+        return None
+    if not key.strip():
+        raise BadRequestError("Invalid Idempotency-Key: it must not be empty")
+    return scoped_key(principal, key)
+
+
 def storable_envelope(
     entry: RegisteredWorkflow, event: Event, serializer: Any, *, start: bool
 ) -> dict[str, Any]:

@@ -46,10 +46,10 @@ class Waiter:
         while True:
             self._stop.refuse_if_stopping()
             live = self._live.get(handler_id)
-            if live is not None:
+            # Another caller's run is not waited for: the store read below reports it missing.
+            if live is not None and (principal_in is None or live.row.principal in principal_in):
                 await self._written(live)
-                visible = principal_in is None or live.row.principal in principal_in
-                if live.final is not None and visible:
+                if live.final is not None:
                     return live.final  # exactly what was just written
             row = await read_handler(self._store, handler_id, principal_in)
             if row.is_terminal:

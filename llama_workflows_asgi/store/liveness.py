@@ -16,7 +16,7 @@ host name and pid (two containers may both be pid 1 on one host name):
 A token can be lost while the process lives (the dedicated connection breaks).
 Others may then take the owner for dead and adopt its runs at once, so the
 holder is told (``on_change(False)``) and must stop acting as an owner until the
-token is held again (``on_change(True)``); see ``WorkflowService``.
+token is held again (``on_change(True)``); see ``service.lifecycle``.
 
 Only owner ids made for liveness (see :func:`proves_liveness`) are ever judged
 dead: rows written by a process that holds no token wait for their lease.

@@ -54,6 +54,42 @@ class RunSource(Protocol):
         """When the run began waiting for input (``None`` while it works)."""
 
 
+class LiveRunSet(Protocol):
+    """What the gauges read from the set of runs a service holds in memory."""
+
+    def values(self) -> Sequence[RunSource]:
+        """The runs in memory now."""
+
+
+class Backlog(Protocol):
+    """What the gauges read from a service's progress writer."""
+
+    @property
+    def unwritten_since(self) -> float | None:
+        """Monotonic time of the oldest progress not yet written, ``None`` if all is."""
+
+
+class RunQueue(Protocol):
+    """What the gauges read from a service's ownership rounds."""
+
+    @property
+    def queued(self) -> Mapping[str, int]:
+        """Runs waiting unowned for a replica with room, by workflow (last round)."""
+
+
+class _NothingWatched:
+    """The sources of a service not watched (yet): no runs, no backlog, no queue."""
+
+    queued: Mapping[str, int] = {}
+    unwritten_since: float | None = None
+
+    def values(self) -> Sequence[RunSource]:
+        return []
+
+
+_NOTHING = _NothingWatched()
+
+
 @functools.cache
 def _load_backend() -> _otel.OtelBackend | None:
     # Cached: a failed import is retried (and searched for on disk) on every attempt.
@@ -69,38 +105,33 @@ class Telemetry:
 
     def __init__(self) -> None:
         self._backend = _load_backend()
-        self._live_runs: Callable[[], Sequence[RunSource]] = list
-        self._unwritten_since: Callable[[], float | None] = lambda: None
-        self._queued_runs: Callable[[], Mapping[str, int]] = dict
+        self._runs: LiveRunSet = _NOTHING
+        self._backlog: Backlog = _NOTHING
+        self._queue: RunQueue = _NOTHING
 
     @property
     def enabled(self) -> bool:
         """Whether spans and metrics are recorded (the OpenTelemetry API is installed)."""
         return self._backend is not None
 
-    def watch(
-        self,
-        live_runs: Callable[[], Sequence[RunSource]],
-        unwritten_since: Callable[[], float | None],
-        queued_runs: Callable[[], Mapping[str, int]] = dict,
-    ) -> None:
-        """Report the service's live, waiting and queued runs and its writer's backlog."""
-        self._live_runs, self._unwritten_since = live_runs, unwritten_since
-        self._queued_runs = queued_runs
+    def watch(self, runs: LiveRunSet, backlog: Backlog, queue: RunQueue | None = None) -> None:
+        """Report ``runs`` (live and waiting), ``backlog``'s age and ``queue``'s queued runs."""
+        self._runs, self._backlog = runs, backlog
+        self._queue = _NOTHING if queue is None else queue
         if self._backend is not None:
             self._backend.watch(self)
 
     def live_runs(self) -> Sequence[RunSource]:
         """The runs the watched service holds in memory."""
-        return self._live_runs()
+        return self._runs.values()
 
     def unwritten_since(self) -> float | None:
         """Monotonic time of the watched writer's oldest unwritten progress."""
-        return self._unwritten_since()
+        return self._backlog.unwritten_since
 
     def queued_runs(self) -> Mapping[str, int]:
         """Runs waiting unowned for a replica with room, by workflow (last ownership round)."""
-        return self._queued_runs()
+        return self._queue.queued
 
     def accepted(self, row: PersistentHandler) -> RunTelemetry:
         """A new run was accepted (its row not yet written).
@@ -246,6 +277,9 @@ __all__ = [
     "HANDLER_ID_TAG",
     "RUN_ID_TAG",
     "TRACE_CONTEXT_KEY",
+    "Backlog",
+    "LiveRunSet",
+    "RunQueue",
     "RunTelemetry",
     "Telemetry",
     "batch_written",

@@ -3,7 +3,7 @@
 The library uses the API's global tracer and meter providers: the host
 configures the SDK (exporters, sampling, views); until it does, every call
 here is the API's no-op. Instruments are created once per process and shared
-by every run service in it.
+by every run service in it; the gauges that read the services are ``_gauges.py``.
 """
 
 from __future__ import annotations
@@ -11,22 +11,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-import weakref
-from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Coroutine
 from contextlib import AbstractContextManager
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
-from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .._engine import StepWorkerFailed, TickStepResult
 from ..store.base import PersistentHandler
+from ._gauges import Gauges, GaugeSource
 
 if TYPE_CHECKING:
-    from . import RunSource, RunTelemetry
+    from . import RunTelemetry
 
 _SCOPE = "llama_workflows_asgi"
 # The stored trace context is the library's own record, always W3C whatever
@@ -53,19 +52,6 @@ def _run_attributes(row: PersistentHandler) -> dict[str, str]:
     }
 
 
-class GaugeSource(Protocol):
-    """What one run service reports to the gauges."""
-
-    def live_runs(self) -> Sequence[RunSource]:
-        """The runs in memory."""
-
-    def unwritten_since(self) -> float | None:
-        """Monotonic time of the oldest progress not yet written."""
-
-    def queued_runs(self) -> Mapping[str, int]:
-        """Runs waiting unowned in the database for a replica with room, by workflow."""
-
-
 class OtelBackend:
     """The process's tracer and instruments."""
 
@@ -73,9 +59,8 @@ class OtelBackend:
         version = _version()
         self.tracer = trace.get_tracer(_SCOPE, version)
         meter = metrics.get_meter(_SCOPE, version)
-        # Weak: a stopped and dropped service stops being reported.
-        self._watched: weakref.WeakSet[GaugeSource] = weakref.WeakSet()
         self._create_instruments(meter)
+        self.gauges = Gauges(meter)
 
     def _create_instruments(self, meter: metrics.Meter) -> None:
         self.started = meter.create_counter(
@@ -122,75 +107,10 @@ class OtelBackend:
         self.open_streams = meter.create_up_down_counter(
             "workflow.stream.open", "{stream}", "Event streams being read"
         )
-        meter.create_observable_gauge(
-            "workflow.run.live", [self._observe_live], "{run}", "Runs executing in this process"
-        )
-        meter.create_observable_gauge(
-            "workflow.run.waiting",
-            [self._observe_waiting],
-            "{run}",
-            "Runs in this process waiting for an event",
-        )
-        meter.create_observable_gauge(
-            "workflow.run.queued",
-            [self._observe_queued],
-            "{run}",
-            "Runs waiting unowned in the database for a replica with room "
-            "(the same figure from every replica of one database)",
-        )
-        meter.create_observable_gauge(
-            "workflow.writer.unwritten.age",
-            [self._observe_unwritten],
-            "s",
-            "Age of the oldest progress not yet written to the store",
-        )
-
-    # -- gauges -------------------------------------------------------------------------
 
     def watch(self, source: GaugeSource) -> None:
         """Report ``source``'s runs and writer backlog in the gauges while it lives."""
-        self._watched.add(source)
-
-    def _sources(self) -> list[GaugeSource]:
-        # Collection may run on the metric reader's thread while the event
-        # loop changes the collections: retry the snapshot.
-        for _ in range(5):
-            try:
-                return list(self._watched)
-            except RuntimeError:
-                continue
-        return []
-
-    def _runs(self) -> list[RunSource]:
-        runs: list[RunSource] = []
-        for source in self._sources():
-            for _ in range(5):
-                try:
-                    runs.extend(source.live_runs())
-                    break
-                except RuntimeError:
-                    continue
-        return runs
-
-    def _observe_live(self, _: CallbackOptions) -> Iterable[Observation]:
-        return _by_workflow(r for r in self._runs() if r.idle_since is None)
-
-    def _observe_waiting(self, _: CallbackOptions) -> Iterable[Observation]:
-        return _by_workflow(r for r in self._runs() if r.idle_since is not None)
-
-    def _observe_queued(self, _: CallbackOptions) -> Iterable[Observation]:
-        # Every service of this process shares the database's figure: the largest.
-        counts: dict[str, int] = {}
-        for source in self._sources():
-            for name, count in dict(source.queued_runs()).items():
-                counts[name] = max(counts.get(name, 0), count)
-        return [Observation(n, {"workflow.name": name}) for name, n in sorted(counts.items())]
-
-    def _observe_unwritten(self, _: CallbackOptions) -> Iterable[Observation]:
-        now = time.monotonic()
-        oldest = [s.unwritten_since() for s in self._sources()]
-        ages = [now - since for since in oldest if since is not None]
-        return [Observation(max(ages, default=0.0))]
+        self.gauges.watch(source)
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -313,14 +233,6 @@ class OtelBackend:
     def streams(self, delta: int) -> None:
         """An event stream opened (+1) or closed (-1)."""
         self.open_streams.add(delta)
-
-
-def _by_workflow(runs: Iterator[RunSource]) -> list[Observation]:
-    counts: dict[str, int] = {}
-    for run in runs:
-        name = run.row.workflow_name
-        counts[name] = counts.get(name, 0) + 1
-    return [Observation(n, {"workflow.name": name}) for name, n in counts.items()]
 
 
 def _failure_of(result: Any) -> BaseException | None:

@@ -36,6 +36,15 @@ async def test_the_wait_is_scoped_to_the_caller(memory_service: WorkflowService)
     assert mine.status == "completed"
 
 
+async def test_another_callers_live_run_is_reported_missing_at_once(
+    memory_service: WorkflowService,
+) -> None:
+    run = await memory_service.start_run("hitl", principal="bob")
+    assert run.handler_id in memory_service._live  # live here, and waiting for input
+    with pytest.raises(HandlerNotFoundError):
+        await memory_service._waiter.wait_for(run.handler_id, ["alice"])
+
+
 async def test_a_run_elsewhere_is_waited_for_in_the_store(sqlite_url: str) -> None:
     async with (
         serving(sqlite_store(sqlite_url)).running_context() as a,
