@@ -1,4 +1,4 @@
-"""The group-commit writer (``store._batch``), on its own, over a real SQLite file.
+"""The group commit (``store._batch``), on its own, over a real SQLite file.
 
 Its batch functions here write a small table of their own, so each test says
 exactly which writes shared a transaction, which failed, and what was written.
@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from llama_workflows_asgi.errors import ConflictError, StoreUnavailableError
-from llama_workflows_asgi.store._batch import BatchFunction, GroupCommitWriter, Outcome
+from llama_workflows_asgi.store._batch import BatchFunction, GroupCommit, Outcome
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -38,8 +38,8 @@ def calls() -> Calls:
 
 
 @pytest.fixture
-async def writer(engine: AsyncEngine) -> AsyncIterator[GroupCommitWriter]:
-    writer = GroupCommitWriter(engine.begin)
+async def writer(engine: AsyncEngine) -> AsyncIterator[GroupCommit[AsyncConnection]]:
+    writer = GroupCommit(engine.begin)
     yield writer
     await writer.aclose()
 
@@ -49,7 +49,7 @@ async def keys(engine: AsyncEngine) -> set[str]:
         return set((await conn.execute(text("SELECT k FROM kv"))).scalars())
 
 
-def putter(calls: Calls, kind: str = "put") -> BatchFunction[str, int]:
+def putter(calls: Calls, kind: str = "put") -> BatchFunction[AsyncConnection, str, int]:
     """A batch function inserting each key; ``taken`` is refused, ``bug`` and ``down`` raise."""
 
     async def put(conn: AsyncConnection, payloads: list[str]) -> list[Outcome[int]]:
@@ -71,12 +71,12 @@ def putter(calls: Calls, kind: str = "put") -> BatchFunction[str, int]:
 
 
 async def test_concurrent_writes_share_one_transaction(
-    writer: GroupCommitWriter, engine: AsyncEngine, calls: Calls
+    writer: GroupCommit[AsyncConnection], engine: AsyncEngine, calls: Calls
 ) -> None:
-    put = putter(calls)
+    put = writer.lane(putter(calls))
     names = [f"k{i}" for i in range(20)]
 
-    results = await asyncio.gather(*(writer.submit(put, name) for name in names))
+    results = await asyncio.gather(*(put.submit(name) for name in names))
 
     assert results == [len(name) for name in names]  # each caller gets its own outcome
     assert writer.transactions == 1
@@ -84,11 +84,11 @@ async def test_concurrent_writes_share_one_transaction(
     assert await keys(engine) == set(names)
 
 
-async def test_kinds_keep_their_submission_order(writer: GroupCommitWriter, calls: Calls) -> None:
-    put, other = putter(calls), putter(calls, "other")
+async def test_kinds_keep_their_submission_order(writer: GroupCommit[AsyncConnection], calls: Calls) -> None:
+    put, other = writer.lane(putter(calls)), writer.lane(putter(calls, "other"))
 
     await asyncio.gather(
-        writer.submit(put, "a"), writer.submit(other, "b"), writer.submit(put, "c")
+        put.submit("a"), other.submit("b"), put.submit("c")
     )
 
     assert calls == [("put", ["a"]), ("other", ["b"]), ("put", ["c"])]
@@ -96,14 +96,14 @@ async def test_kinds_keep_their_submission_order(writer: GroupCommitWriter, call
 
 
 async def test_a_refused_payload_fails_alone(
-    writer: GroupCommitWriter, engine: AsyncEngine, calls: Calls
+    writer: GroupCommit[AsyncConnection], engine: AsyncEngine, calls: Calls
 ) -> None:
-    put = putter(calls)
+    put = writer.lane(putter(calls))
 
     results = await asyncio.gather(
-        writer.submit(put, "a"),
-        writer.submit(put, "taken"),
-        writer.submit(put, "b"),
+        put.submit("a"),
+        put.submit("taken"),
+        put.submit("b"),
         return_exceptions=True,
     )
 
@@ -115,14 +115,14 @@ async def test_a_refused_payload_fails_alone(
 
 
 async def test_a_faulty_write_is_found_by_rerunning_each_job_alone(
-    writer: GroupCommitWriter, engine: AsyncEngine, calls: Calls
+    writer: GroupCommit[AsyncConnection], engine: AsyncEngine, calls: Calls
 ) -> None:
-    put = putter(calls)
+    put = writer.lane(putter(calls))
 
     results = await asyncio.gather(
-        writer.submit(put, "a"),
-        writer.submit(put, "bug"),
-        writer.submit(put, "b"),
+        put.submit("a"),
+        put.submit("bug"),
+        put.submit("b"),
         return_exceptions=True,
     )
 
@@ -134,30 +134,30 @@ async def test_a_faulty_write_is_found_by_rerunning_each_job_alone(
 
 
 async def test_an_outage_fails_every_job_of_the_batch_and_writes_nothing(
-    writer: GroupCommitWriter, engine: AsyncEngine, calls: Calls
+    writer: GroupCommit[AsyncConnection], engine: AsyncEngine, calls: Calls
 ) -> None:
-    put = putter(calls)
+    put = writer.lane(putter(calls))
 
     results = await asyncio.gather(
-        writer.submit(put, "a"), writer.submit(put, "down"), return_exceptions=True
+        put.submit("a"), put.submit("down"), return_exceptions=True
     )
 
     assert all(isinstance(r, StoreUnavailableError) for r in results)
     assert results[0] is not results[1]  # each caller raises its own exception
     assert len(calls) == 1  # not re-run: every job would meet the same outage
     assert await keys(engine) == set()
-    assert await writer.submit(put, "after") == 5  # the writer goes on
+    assert await put.submit("after") == 5  # the writer goes on
 
 
 async def test_closing_finishes_the_queued_writes_and_a_new_submit_restarts(
-    writer: GroupCommitWriter, engine: AsyncEngine, calls: Calls
+    writer: GroupCommit[AsyncConnection], engine: AsyncEngine, calls: Calls
 ) -> None:
-    put = putter(calls)
-    queued = [asyncio.ensure_future(writer.submit(put, f"q{i}")) for i in range(5)]
+    put = writer.lane(putter(calls))
+    queued = [asyncio.ensure_future(put.submit(f"q{i}")) for i in range(5)]
     await asyncio.sleep(0)  # the submits are queued, not yet written
 
     await writer.aclose()
 
     assert all(task.done() for task in queued)
     assert await keys(engine) == {f"q{i}" for i in range(5)}
-    assert await writer.submit(put, "again") == 5
+    assert await put.submit("again") == 5
