@@ -20,6 +20,7 @@ from llama_workflows_asgi.store._batch import BatchFunction, GroupCommit, Outcom
 pytestmark = pytest.mark.timeout(30)
 
 Calls = list[tuple[str, list[str]]]
+Writer = GroupCommit[AsyncConnection]
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def calls() -> Calls:
 
 
 @pytest.fixture
-async def writer(engine: AsyncEngine) -> AsyncIterator[GroupCommit[AsyncConnection]]:
+async def writer(engine: AsyncEngine) -> AsyncIterator[Writer]:
     writer = GroupCommit(engine.begin)
     yield writer
     await writer.aclose()
@@ -71,7 +72,7 @@ def putter(calls: Calls, kind: str = "put") -> BatchFunction[AsyncConnection, st
 
 
 async def test_concurrent_writes_share_one_transaction(
-    writer: GroupCommit[AsyncConnection], engine: AsyncEngine, calls: Calls
+    writer: Writer, engine: AsyncEngine, calls: Calls
 ) -> None:
     put = writer.lane(putter(calls))
     names = [f"k{i}" for i in range(20)]
@@ -84,19 +85,17 @@ async def test_concurrent_writes_share_one_transaction(
     assert await keys(engine) == set(names)
 
 
-async def test_kinds_keep_their_submission_order(writer: GroupCommit[AsyncConnection], calls: Calls) -> None:
+async def test_kinds_keep_their_submission_order(writer: Writer, calls: Calls) -> None:
     put, other = writer.lane(putter(calls)), writer.lane(putter(calls, "other"))
 
-    await asyncio.gather(
-        put.submit("a"), other.submit("b"), put.submit("c")
-    )
+    await asyncio.gather(put.submit("a"), other.submit("b"), put.submit("c"))
 
     assert calls == [("put", ["a"]), ("other", ["b"]), ("put", ["c"])]
     assert writer.transactions == 1
 
 
 async def test_a_refused_payload_fails_alone(
-    writer: GroupCommit[AsyncConnection], engine: AsyncEngine, calls: Calls
+    writer: Writer, engine: AsyncEngine, calls: Calls
 ) -> None:
     put = writer.lane(putter(calls))
 
@@ -115,7 +114,7 @@ async def test_a_refused_payload_fails_alone(
 
 
 async def test_a_faulty_write_is_found_by_rerunning_each_job_alone(
-    writer: GroupCommit[AsyncConnection], engine: AsyncEngine, calls: Calls
+    writer: Writer, engine: AsyncEngine, calls: Calls
 ) -> None:
     put = writer.lane(putter(calls))
 
@@ -134,13 +133,11 @@ async def test_a_faulty_write_is_found_by_rerunning_each_job_alone(
 
 
 async def test_an_outage_fails_every_job_of_the_batch_and_writes_nothing(
-    writer: GroupCommit[AsyncConnection], engine: AsyncEngine, calls: Calls
+    writer: Writer, engine: AsyncEngine, calls: Calls
 ) -> None:
     put = writer.lane(putter(calls))
 
-    results = await asyncio.gather(
-        put.submit("a"), put.submit("down"), return_exceptions=True
-    )
+    results = await asyncio.gather(put.submit("a"), put.submit("down"), return_exceptions=True)
 
     assert all(isinstance(r, StoreUnavailableError) for r in results)
     assert results[0] is not results[1]  # each caller raises its own exception
@@ -150,7 +147,7 @@ async def test_an_outage_fails_every_job_of_the_batch_and_writes_nothing(
 
 
 async def test_closing_finishes_the_queued_writes_and_a_new_submit_restarts(
-    writer: GroupCommit[AsyncConnection], engine: AsyncEngine, calls: Calls
+    writer: Writer, engine: AsyncEngine, calls: Calls
 ) -> None:
     put = writer.lane(putter(calls))
     queued = [asyncio.ensure_future(put.submit(f"q{i}")) for i in range(5)]
