@@ -52,6 +52,10 @@ BatchFunction = Callable[[Tx, list[P]], Awaitable[Sequence[Outcome[R]]]]
 """A kind of write: a transaction and payloads of consecutive jobs in, one outcome per payload."""
 
 Begin = Callable[[], contextlib.AbstractAsyncContextManager[Tx]]
+"""Opens a transaction, committed when the block exits without an error."""
+
+Transact = Callable[[Callable[[Tx], Awaitable[None]]], Awaitable[None]]
+"""Runs a batch's body in one transaction and commits it (see ``_engines`` for SQLite's)."""
 
 _MAX_BATCH = 256
 _CONFLICT_RETRIES = 3
@@ -231,8 +235,17 @@ class Feed(Generic[Tx, P, R]):
 class GroupCommit(Generic[Tx]):
     """One queue and one task: runs the queued writes in batches, one transaction per batch."""
 
-    def __init__(self, begin: Begin[Tx], *, max_batch: int = _MAX_BATCH) -> None:
-        self._begin = begin
+    def __init__(
+        self,
+        begin: Begin[Tx] | None = None,
+        *,
+        transact: Transact[Tx] | None = None,
+        max_batch: int = _MAX_BATCH,
+    ) -> None:
+        if transact is None:
+            assert begin is not None, "a GroupCommit needs begin or transact"
+            transact = in_transaction(begin)
+        self._transact = transact
         self._max_batch = max_batch
         self._queue: deque[_Queued[Tx]] = deque()
         self._wake = asyncio.Event()
@@ -318,9 +331,7 @@ class GroupCommit(Generic[Tx]):
     async def _commit(self, steps: list[_Step[Tx]]) -> None:
         for attempt in itertools.count(1):
             try:
-                async with self._begin() as tx:
-                    for step in steps:
-                        await step.run(tx)
+                await self._transact(lambda tx: _run_all(steps, tx))
             except Exception as error:
                 if is_retryable_conflict(error) and attempt < _CONFLICT_RETRIES:
                     continue
@@ -338,6 +349,21 @@ class GroupCommit(Generic[Tx]):
             return
         for step in steps:
             step.fail(error)
+
+
+async def _run_all(steps: Sequence[_Step[Tx]], tx: Tx) -> None:
+    for step in steps:
+        await step.run(tx)
+
+
+def in_transaction(begin: Begin[Tx]) -> Transact[Tx]:
+    """A :data:`Transact` running the body inside ``begin()``."""
+
+    async def transact(body: Callable[[Tx], Awaitable[None]]) -> None:
+        async with begin() as tx:
+            await body(tx)
+
+    return transact
 
 
 def _copy_outage(error: StoreUnavailableError, cause: BaseException | None) -> Exception:

@@ -22,6 +22,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, NullPool
 
+from ._batch import Transact, in_transaction
+from ._sqlite_writer import in_driver_thread
+
 _MIN_SQLITE = (3, 35, 0)
 
 DEFAULT_URL = "sqlite+aiosqlite:///handlers.db"
@@ -79,6 +82,14 @@ class Engines:
             if not self.owned and self.dialect == "sqlite":
                 await _begin_immediate(conn)
             yield conn
+
+    def writer(self) -> Transact[AsyncConnection]:
+        """How the group commit runs a batch: in one hand-off to SQLite's driver
+        thread on the engines the store created (``_sqlite_writer``), else in
+        :meth:`transaction`."""
+        if self.owned and self.dialect == "sqlite":
+            return in_driver_thread(self.write, "BEGIN IMMEDIATE")
+        return in_transaction(self.transaction)
 
     async def dispose(self) -> None:
         """Close the pools of engines the store created (never a host's)."""

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Text, bindparam, delete, func, select, update
+from sqlalchemy import BindParameter, Text, bindparam, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import state
@@ -21,7 +22,7 @@ from ._batch import Outcome
 from ._notify_pg import notify
 from ._queries import chunks
 from ._rows import event_values
-from ._writes import STATE_COLUMNS, c, events, handlers, inbox, upsert_insert
+from ._writes import STATE_COLUMNS, c, events, handlers, inbox
 from .base import RunProgress
 
 _PROGRESS_UPDATE = (
@@ -32,6 +33,26 @@ _PROGRESS_UPDATE = (
         # ctx is NULL in the parameters when this batch brought no new checkpoint.
         | {"ctx": func.coalesce(bindparam("b_ctx", type_=Text()), c.ctx)}
     )
+)
+
+
+_EVENTS = {
+    # Idempotent: when a connection dies mid-commit the commit may have
+    # happened; the writer then sends the same events (same run, same
+    # sequences: only the owner writes them) again.
+    name: insert_(events).on_conflict_do_nothing(
+        index_elements=[events.c.run_id, events.c.sequence]
+    )
+    for name, insert_ in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
+}
+_IDS: BindParameter[list[Any]] = bindparam("ids", expanding=True)
+_CONSUME = delete(inbox).where(inbox.c.id.in_(_IDS))
+_CLEAR_INBOXES = delete(inbox).where(inbox.c.handler_id.in_(_IDS))
+_LOCK = (
+    select(c.handler_id, *(c[name] for name in STATE_COLUMNS))
+    .where(c.handler_id.in_(_IDS))
+    .order_by(c.handler_id)  # a stable lock order keeps two processes from deadlocking
+    .with_for_update()
 )
 
 
@@ -92,18 +113,12 @@ class _ProgressPlan:
         if rows:
             await conn.execute(_PROGRESS_UPDATE, rows)
         if self.events:
-            # Idempotent: when a connection dies mid-commit the commit may have
-            # happened; the writer then sends the same events (same run, same
-            # sequences: only the owner writes them) again.
-            insert_ = upsert_insert(conn)(events).on_conflict_do_nothing(
-                index_elements=[events.c.run_id, events.c.sequence]
-            )
-            await conn.execute(insert_, self.events)
+            await conn.execute(_EVENTS[conn.dialect.name], self.events)
             await notify(conn, {"events": {event["run_id"] for event in self.events}})
         for ids in chunks(self.consumed):
-            await conn.execute(delete(inbox).where(inbox.c.id.in_(ids)))
+            await conn.execute(_CONSUME, {"ids": list(ids)})
         for hids in chunks(self.finished):
-            await conn.execute(delete(inbox).where(inbox.c.handler_id.in_(hids)))
+            await conn.execute(_CLEAR_INBOXES, {"ids": list(hids)})
 
 
 def _update_params(handler_id: str, row: _RunState) -> dict[str, Any]:
@@ -114,11 +129,8 @@ def _update_params(handler_id: str, row: _RunState) -> dict[str, Any]:
 
 async def _lock_states(conn: AsyncConnection, handler_ids: Sequence[str]) -> dict[str, _RunState]:
     states: dict[str, _RunState] = {}
-    columns = [c.handler_id, *(c[name] for name in STATE_COLUMNS)]
     for ids in chunks(sorted(handler_ids)):
-        # A stable lock order keeps two processes' batches from deadlocking.
-        stmt = select(*columns).where(c.handler_id.in_(ids)).order_by(c.handler_id)
-        for row in (await conn.execute(stmt.with_for_update())).mappings():
+        for row in (await conn.execute(_LOCK, {"ids": list(ids)})).mappings():
             values = dict(row)
             states[values.pop("handler_id")] = _RunState(values)
     return states

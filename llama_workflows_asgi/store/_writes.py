@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
+    bindparam,
     delete,
     func,
     insert,
@@ -104,6 +105,19 @@ async def _drop_run_data(
 
 # -- handler rows ------------------------------------------------------------------
 
+# Prebuilt statements of the hot path: their compiled forms are cached once,
+# where a statement built per batch pays its construction and cache key again.
+_CREATE = {
+    name: insert_(handlers).on_conflict_do_nothing().returning(c.handler_id, c.run_id)
+    for name, insert_ in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
+}
+_UNTIL = bindparam("until", type_=UtcDateTime())
+_VOUCH = (
+    update(owners)
+    .where(owners.c.owner_id == bindparam("owner"), owners.c.expires_at < _UNTIL)
+    .values(expires_at=_UNTIL)
+)
+
 
 @dataclass(frozen=True)
 class Create:
@@ -146,13 +160,9 @@ async def _vouch_for_owners(conn: AsyncConnection, rows: Sequence[PersistentHand
             until[row.owner_id] = max(
                 until.get(row.owner_id, row.lease_expires_at), row.lease_expires_at
             )
-    for owner_id, expires_at in until.items():
-        later = literal(expires_at, UtcDateTime())
-        await conn.execute(
-            update(owners)
-            .where(owners.c.owner_id == owner_id, owners.c.expires_at < later)
-            .values(expires_at=later)
-        )
+    if until:
+        params = [{"owner": owner, "until": at} for owner, at in until.items()]
+        await conn.execute(_VOUCH, params)
 
 
 async def _insert_new(
@@ -164,16 +174,10 @@ async def _insert_new(
     with an earlier row of the batch): a row is either written or untouched,
     and the transaction goes on either way. Rows are told apart by run id.
     """
-    written: set[tuple[str, str | None]] = set()
-    for group in chunks(new, 100):
-        stmt = (
-            upsert_insert(conn)(handlers)
-            .values([handler_values(handler) for handler in group])
-            .on_conflict_do_nothing()
-            .returning(c.handler_id, c.run_id)
-        )
-        written.update((row.handler_id, row.run_id) for row in await conn.execute(stmt))
-    return written
+    # One executemany of a prebuilt statement: compiled once, sent as
+    # multi-row VALUES by SQLAlchemy's insertmanyvalues, whatever the batch size.
+    rows = await conn.execute(_CREATE[conn.dialect.name], [handler_values(h) for h in new])
+    return {(row.handler_id, row.run_id) for row in rows}
 
 
 async def _creation_conflict(conn: AsyncConnection, handler: PersistentHandler) -> ConflictError:

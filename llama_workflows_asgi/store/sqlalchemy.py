@@ -155,7 +155,7 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
                 await engines.dispose()
                 raise
             self._engines = engines
-            self._writer = GroupCommit(engines.transaction)
+            self._writer = GroupCommit(transact=engines.writer())
             self._lanes = _Lanes(self._writer)
 
     async def close(self) -> None:
