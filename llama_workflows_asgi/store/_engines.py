@@ -118,7 +118,12 @@ def create_engines(url: URL, *, busy_timeout: float, options: dict[str, Any]) ->
             f"SQLite {sqlite3.sqlite_version} is too old: the store needs 3.35 or newer "
             "(UPDATE ... FROM and RETURNING)"
         )
-    write = _sqlite_engine(url, busy_timeout, "BEGIN IMMEDIATE", pool_size=1, max_overflow=0)
+    # No rollback when the write connection goes back to its pool: every user
+    # ends its transaction itself (``begin()`` blocks, the writer's one hand-off,
+    # see ``_sqlite_writer``), so the reset would be one more thread hand-off per batch.
+    write = _sqlite_engine(
+        url, busy_timeout, "BEGIN IMMEDIATE", pool_size=1, max_overflow=0, pool_reset_on_return=None
+    )
     if is_memory_sqlite(url):
         # A private memory database exists on one connection only: share it.
         return Engines(write, write, owned=True)
