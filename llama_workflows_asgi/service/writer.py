@@ -102,7 +102,8 @@ class ProgressWriter:
     @property
     def unwritten_runs(self) -> int:
         """How many runs have progress waiting to be written."""
-        return max(len(self._dirty) + len(self._writing), self._unwritten_runs)
+        waiting = self._dirty.keys() | set(self._writing.values())  # a run once, in both
+        return max(len(waiting), self._unwritten_runs)
 
     async def drain(self) -> None:
         """Wait until everything marked so far has been written."""
