@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ Transact = Callable[[Callable[[Tx], Awaitable[None]]], Awaitable[None]]
 _MAX_BATCH = 256
 _CONFLICT_RETRIES = 3
 _MAX_BACKOFF = 5.0
+_MAX_COALESCE = 0.05
 
 
 class Source(Protocol[P, R_contra]):
@@ -189,17 +191,20 @@ class Feed(Generic[Tx, P, R]):
         self._queued = False
         self._backoff = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        # Coalescing by time: after a pull was written, the next one waits as
+        # long as that write took (at most _MAX_COALESCE), so while commits are
+        # cheap a batch still gathers several steps of each busy run.
+        self._taken_at = 0.0
+        self._ready_at = 0.0
         self.closed = False
 
     def poke(self, delay: float = 0.0) -> None:
         """Pull the source in the next batch (after ``delay`` seconds, to coalesce more)."""
         if self.closed or self._queued or self._timer is not None:
             return  # already due, or backing off after an outage
-        if delay > 0:
-            self._timer = asyncio.get_running_loop().call_later(delay, self._due)
-            return
-        self._queued = True
-        self._writer.enqueue(self)
+        if not self._wait(delay):
+            self._queued = True
+            self._writer.enqueue(self)
 
     def close(self) -> None:
         """Pull no more (what was taken is still written)."""
@@ -210,14 +215,25 @@ class Feed(Generic[Tx, P, R]):
 
     def take(self, count: int) -> _Step[Tx] | None:
         self._queued = False
-        if self.closed:
+        if self.closed or (self._timer is None and self._wait(0.0)):
             return None
+        self._taken_at = time.monotonic()
         payloads = list(self._source.take())
         return _Run(self._function, payloads, None, self) if payloads else None
 
     def settled(self, results: Sequence[tuple[P, Result[R]]]) -> None:
         self._backoff = 0.0
+        now = time.monotonic()
+        self._ready_at = now + min(now - self._taken_at, _MAX_COALESCE)
         self._source.settled(results)
+
+    def _wait(self, delay: float) -> bool:
+        """Start a timer if the pull must wait (``delay``, or coalescing); whether it must."""
+        wait = max(delay, self._ready_at - time.monotonic())
+        if wait <= 0:
+            return False
+        self._timer = asyncio.get_running_loop().call_later(wait, self._due)
+        return True
 
     def kept(self, payloads: Sequence[P], error: StoreUnavailableError) -> None:
         # The backoff first: the source re-marks its runs, and a poke must wait for it.
@@ -229,6 +245,7 @@ class Feed(Generic[Tx, P, R]):
 
     def _due(self) -> None:
         self._timer = None
+        self._ready_at = 0.0  # its wait is over (the clock may read a hair early)
         self.poke()
 
 
