@@ -61,7 +61,7 @@ Transact = Callable[[Callable[[Tx], Awaitable[None]]], Awaitable[None]]
 _MAX_BATCH = 256
 _CONFLICT_RETRIES = 3
 _MAX_BACKOFF = 5.0
-_MAX_COALESCE = 0.05
+_MIN_COALESCE, _MAX_COALESCE = 0.002, 0.05
 
 
 class Source(Protocol[P, R_contra]):
@@ -91,6 +91,10 @@ class _Step(Protocol[Tx]):
     """Consecutive payloads of one kind inside a batch (a typed ``_Run`` seen from the writer)."""
 
     def __len__(self) -> int: ...
+
+    @property
+    def pulled(self) -> bool:
+        """Whether these payloads were pulled from a feed (not submitted)."""
 
     async def run(self, tx: Tx) -> None:
         """Write the payloads in ``tx``, keeping their outcomes until the commit."""
@@ -123,6 +127,10 @@ class _Run(Generic[Tx, P, R]):
 
     def __len__(self) -> int:
         return len(self.payloads)
+
+    @property
+    def pulled(self) -> bool:
+        return self.feed is not None
 
     async def run(self, tx: Tx) -> None:
         self.outcomes = list(await self.function(tx, self.payloads))
@@ -192,7 +200,7 @@ class Feed(Generic[Tx, P, R]):
         self._backoff = 0.0
         self._timer: asyncio.TimerHandle | None = None
         # Coalescing by time: after a pull was written, the next one waits as
-        # long as that write took (at most _MAX_COALESCE), so while commits are
+        # long as that write took (2 to 50 ms), so while commits are
         # cheap a batch still gathers several steps of each busy run.
         self._taken_at = 0.0
         self._ready_at = 0.0
@@ -224,7 +232,7 @@ class Feed(Generic[Tx, P, R]):
     def settled(self, results: Sequence[tuple[P, Result[R]]]) -> None:
         self._backoff = 0.0
         now = time.monotonic()
-        self._ready_at = now + min(now - self._taken_at, _MAX_COALESCE)
+        self._ready_at = now + min(max(now - self._taken_at, _MIN_COALESCE), _MAX_COALESCE)
         self._source.settled(results)
 
     def _wait(self, delay: float) -> bool:
@@ -343,6 +351,11 @@ class GroupCommit(Generic[Tx]):
             if step is not None:
                 steps.append(step)
                 size += len(step)
+        # Pulled progress first: a run's progress exists only once its creation
+        # (and any event it consumes) was committed, so no write of this batch
+        # precedes it; and finished runs give back their checkpoints' space
+        # before the batch's new rows take some.
+        steps.sort(key=lambda step: not step.pulled)
         return steps
 
     async def _commit(self, steps: list[_Step[Tx]]) -> None:
