@@ -92,10 +92,6 @@ class _Step(Protocol[Tx]):
 
     def __len__(self) -> int: ...
 
-    @property
-    def pulled(self) -> bool:
-        """Whether these payloads were pulled from a feed (not submitted)."""
-
     async def run(self, tx: Tx) -> None:
         """Write the payloads in ``tx``, keeping their outcomes until the commit."""
 
@@ -127,10 +123,6 @@ class _Run(Generic[Tx, P, R]):
 
     def __len__(self) -> int:
         return len(self.payloads)
-
-    @property
-    def pulled(self) -> bool:
-        return self.feed is not None
 
     async def run(self, tx: Tx) -> None:
         self.outcomes = list(await self.function(tx, self.payloads))
@@ -351,11 +343,6 @@ class GroupCommit(Generic[Tx]):
             if step is not None:
                 steps.append(step)
                 size += len(step)
-        # Pulled progress first: a run's progress exists only once its creation
-        # (and any event it consumes) was committed, so no write of this batch
-        # precedes it; and finished runs give back their checkpoints' space
-        # before the batch's new rows take some.
-        steps.sort(key=lambda step: not step.pulled)
         return steps
 
     async def _commit(self, steps: list[_Step[Tx]]) -> None:
