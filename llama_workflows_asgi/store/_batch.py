@@ -7,7 +7,8 @@ roads, both typed end to end:
   submitted payloads, each awaited by its caller (``await lane.submit(p)``);
 - a :class:`Feed` pulls its payloads from a :class:`Source` at the moment a
   batch is formed: the service's dirty runs, so whatever they produced while
-  the previous batch was being written joins the next one, coalesced per run.
+  the previous batch was being written joins the next one, coalesced per run
+  (and by time: the next pull waits as long as the last one's write took).
 
 The task takes everything queued, runs it in queue order inside one
 transaction and commits once, so N concurrent writes cost one commit (one
