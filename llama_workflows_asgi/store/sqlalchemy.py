@@ -23,15 +23,15 @@ from typing import Any, TypeVar
 from sqlalchemy import URL, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..errors import StoreUnavailableError
 from . import _ownership as ownership
 from . import _progress as progress
 from . import _prune as pruning
 from . import _writes as writes
 from . import migrate as migrations
-from ._batch import GroupCommit, Poke, Result, Source
+from ._batch import GroupCommit, Poke, Source
 from ._engines import DEFAULT_URL, Engines, create_engines, is_memory_sqlite, normalize_url
 from ._errors import unavailable
+from ._lanes import Lanes, Publishing
 from ._liveness_pg import PostgresLiveness
 from ._notify_pg import PostgresNotifications
 from ._queries import chunks, listing
@@ -104,7 +104,7 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         self._engine_options = dict(engine_options or {})
         self._engines: Engines | None = None
         self._writer: GroupCommit[AsyncConnection] | None = None
-        self._lanes: _Lanes | None = None
+        self._lanes: Lanes | None = None
         self._starting = asyncio.Lock()
         self._liveness = _liveness_for(self.url, self._engine_options)
         self._notifications = _notifications_for(self.url, self._engine_options)
@@ -156,7 +156,7 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
                 raise
             self._engines = engines
             self._writer = GroupCommit(transact=engines.writer())
-            self._lanes = _Lanes(self._writer)
+            self._lanes = Lanes(self._writer)
 
     async def close(self) -> None:
         """Finish queued writes, drop liveness tokens, dispose the engines this store created."""
@@ -210,7 +210,7 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
 
         return await _mapped(run())
 
-    async def _writes(self) -> _Lanes:
+    async def _writes(self) -> Lanes:
         await self._ready()
         assert self._lanes is not None
         return self._lanes
@@ -218,7 +218,8 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
     def progress_feed(self, source: Source[RunProgress, bool]) -> Poke:
         """The run service's progress joins this store's group commit (one writer task)."""
         assert self._writer is not None, f"{self!r} is not started"
-        return self._writer.feed(progress.save_run_progress, _Publishing(source, self))
+        publishing = Publishing(source, self._notifications)
+        return self._writer.feed(progress.save_run_progress, publishing)
 
     # -- the seed's interface ------------------------------------------------------
 
@@ -414,40 +415,6 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         )
         rows = await self._read(lambda conn: _all_rows(conn, stmt))
         return {name: count for name, count in rows}
-
-
-class _Lanes:
-    """The store's kinds of write, one lane each on its group commit."""
-
-    def __init__(self, writer: GroupCommit[AsyncConnection]) -> None:
-        self.upsert = writer.lane(writes.upsert_handler)
-        self.delete = writer.lane(writes.delete_handlers)
-        self.create = writer.lane(writes.create_handler)
-        self.progress = writer.lane(progress.save_progress)
-        self.finalize = writer.lane(writes.finalize_handler)
-        self.reopen = writer.lane(writes.reopen_handler)
-        self.enqueue = writer.lane(writes.enqueue_event)
-        self.heartbeat = writer.lane(ownership.heartbeat)
-        self.claim = writer.lane(ownership.claim_handlers)
-        self.release = writer.lane(ownership.release_handlers)
-
-
-class _Publishing:
-    """A progress source whose written events are announced to this process's listeners."""
-
-    def __init__(self, source: Source[RunProgress, bool], store: SqlAlchemyWorkflowStore) -> None:
-        self._source, self._store = source, store
-
-    def take(self) -> Sequence[RunProgress]:
-        return self._source.take()
-
-    def settled(self, results: Sequence[tuple[RunProgress, Result[bool]]]) -> None:
-        written = {item.run_id for item, ok in results if ok is True and item.events}
-        self._source.settled(results)
-        self._store.notifications.published("events", written)
-
-    def kept(self, payloads: Sequence[RunProgress], error: StoreUnavailableError) -> None:
-        self._source.kept(payloads, error)
 
 
 class SqliteWorkflowStore(SqlAlchemyWorkflowStore):
