@@ -1,10 +1,17 @@
-"""The group commit: one task writes every dirty run's progress in one batch."""
+"""The service's side of the group commit: which runs are dirty, and what their writes did.
+
+The writing itself is the store's (``store._batch``): its one writer task
+pulls the dirty runs' progress from here each time it forms a batch, so
+whatever runs produced while the previous batch was being written joins the
+next one, coalesced per run. This module owns no queue and no task.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -12,13 +19,11 @@ from workflows.events import WorkflowFailedEvent
 
 from .. import codec, telemetry
 from ..errors import StoreUnavailableError
+from ..store._batch import Poke, Result
 from ..store.base import AbstractWorkflowStore, RunProgress, StoredEvent, utcnow
-from .guard import start_guarded
 from .live import LiveRun
 
 logger = logging.getLogger(__name__)
-
-_MAX_BACKOFF = 5.0
 
 
 class LiveRunSet(Protocol):
@@ -32,16 +37,13 @@ class LiveRunSet(Protocol):
 
 
 class ProgressWriter:
-    """Collects dirty runs and writes their progress, one store call per round.
+    """Collects dirty runs and hands their progress to the store's group commit.
 
-    While a write is in flight, runs keep getting dirty; the next round picks all
-    of them up at once, so the number of transactions stays flat as load grows.
-    A failed write keeps everything for the next round (with backoff): nothing a
-    run produced is dropped while the database is away.
-
-    Failure is per run: a batch refused for another reason than an outage is
-    written again run by run, and a run whose own progress is refused (or
-    cannot even be computed) fails alone, with only its failure written.
+    A failed write keeps everything for a later batch (the store backs off):
+    nothing a run produced is dropped while the database is away. Failure is
+    per run: the store re-runs a refused batch payload by payload, and a run
+    whose own progress is refused (or cannot even be computed) fails alone,
+    with only its failure written.
     """
 
     def __init__(
@@ -57,24 +59,27 @@ class ProgressWriter:
         self._delay = delay
         self._runs = runs
         self._dirty: dict[LiveRun, None] = {}
-        self._wake = asyncio.Event()
+        self._writing: dict[str, LiveRun] = {}  # taken by the store, not yet decided
+        self._feed: Poke | None = None
         self._idle = asyncio.Event()
         self._idle.set()
-        self._task: asyncio.Task[None] | None = None
+        self._failing: set[asyncio.Task[None]] = set()
         self.last_error: BaseException | None = None
-        # Monotonic times of the oldest mark not yet taken by a round, and of
-        # the oldest mark in the round being written (the backlog's age).
+        # Monotonic times of the oldest mark not yet taken, and of the oldest
+        # mark in what the store is writing (the backlog's age).
         self._marked_since: float | None = None
         self._writing_since: float | None = None
+        self._taken_at = 0.0
         self._unwritten_runs = 0
 
     def mark(self, run: LiveRun) -> None:
-        """Schedule ``run``'s progress for the next round."""
+        """Schedule ``run``'s progress for the next batch."""
         self._dirty[run] = None
         if self._marked_since is None:
             self._marked_since = time.monotonic()
         self._idle.clear()
-        self._wake.set()
+        if self._feed is not None:
+            self._feed.poke(self._delay)
 
     @property
     def unwritten_since(self) -> float | None:
@@ -83,9 +88,11 @@ class ProgressWriter:
         return min(times, default=None)
 
     def start(self) -> None:
-        """Start the writing task."""
-        if self._task is None:
-            self._task = start_guarded("workflow-progress-writer", self._loop, logger)
+        """Attach to the (started) store's group commit."""
+        if self._feed is None:
+            self._feed = self._store.progress_feed(self)
+            if self._dirty:  # after a restart, pick up what was left
+                self._feed.poke()
 
     def stalled_for(self) -> float:
         """Seconds the oldest unwritten progress has been waiting (0 when all is written)."""
@@ -95,54 +102,85 @@ class ProgressWriter:
     @property
     def unwritten_runs(self) -> int:
         """How many runs have progress waiting to be written."""
-        return max(len(self._dirty), self._unwritten_runs)
+        waiting = self._dirty.keys() | set(self._writing.values())  # a run once, in both
+        return max(len(waiting), self._unwritten_runs)
 
     async def drain(self) -> None:
         """Wait until everything marked so far has been written."""
-        while self._dirty or not self._idle.is_set():
-            self._wake.set()
+        while True:
+            if self._failing:
+                await asyncio.gather(*self._failing, return_exceptions=True)
+                continue
+            if not (self._dirty or self._writing):
+                return
+            if self._feed is not None and self._dirty:
+                self._feed.poke()
+            self._idle.clear()
             await self._idle.wait()
-            await asyncio.sleep(0)
 
     async def stop(self) -> None:
-        """Stop the task (after :meth:`drain`, if pending work matters)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        """Detach from the store (after :meth:`drain`, if pending work matters)."""
+        if self._feed is not None:
+            self._feed.close()
+            self._feed = None
+        self._writing.clear()
+        self._idle.set()
 
-    async def _loop(self) -> None:
-        backoff = 0.0
-        self._wake.set()  # after a restart, pick up what was left
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._delay:
-                await asyncio.sleep(self._delay)
-            written = await self._round()
-            backoff = 0.0 if written else min(max(backoff * 2, 0.05), _MAX_BACKOFF)
-            if written:
-                self._unwritten_runs = 0
-            if backoff:
-                await asyncio.sleep(backoff)
-                self._wake.set()
-            elif not self._dirty:
-                self._idle.set()
+    # -- the store's side (store._batch.Source) ---------------------------------------
 
-    async def _round(self) -> bool:
+    def take(self) -> Sequence[RunProgress]:
+        """The dirty runs' progress, for the batch the store is forming."""
         runs, self._dirty = list(self._dirty), {}
-        self._unwritten_runs = 0
-        self._writing_since, self._marked_since = self._marked_since, None
-        try:
-            now = utcnow()
-            batch: list[tuple[LiveRun, RunProgress]] = []
-            for run in runs:
-                progress = self._collect(run, now)
-                if progress is not None:
-                    batch.append((run, progress))
-            return await self._write(batch) if batch else True
-        finally:
-            self._writing_since = None
+        self._writing_since = min(
+            (t for t in (self._writing_since, self._marked_since) if t is not None), default=None
+        )
+        self._marked_since = None
+        now, items = utcnow(), []
+        for run in runs:
+            progress = self._collect(run, now)
+            if progress is not None:
+                self._writing[progress.handler_id] = run
+                items.append(progress)
+        self._taken_at = time.monotonic()
+        self._check_idle()
+        return items
+
+    def settled(self, results: Sequence[tuple[RunProgress, Result[bool]]]) -> None:
+        """Publish what was written, lose what was fenced off, fail what was refused."""
+        written = 0
+        for progress, result in results:
+            run = self._writing.pop(progress.handler_id, None)
+            if run is None:
+                continue
+            if isinstance(result, Exception):
+                telemetry.failed_batch()
+                self._reject(run, progress, result)
+            else:
+                written += 1
+                self._publish(run, progress, fenced_in=result)
+        if written:
+            telemetry.batch_written(written, time.monotonic() - self._taken_at)
+            self.last_error = None
+            self._unwritten_runs = 0
+        self._check_idle()
+
+    def kept(self, payloads: Sequence[RunProgress], error: StoreUnavailableError) -> None:
+        """The store was away: keep everything for a later batch, with its age."""
+        telemetry.failed_batch()
+        if self.last_error is None:
+            logger.warning("store unavailable, progress kept in memory: %s", error)
+        self.last_error = error
+        self._unwritten_runs = max(self._unwritten_runs, len(payloads))
+        since = self._writing_since
+        if since is not None:  # requeued progress keeps its age
+            self._marked_since = min(since, self._marked_since or since)
+        for progress in payloads:
+            run = self._writing.pop(progress.handler_id, None)
+            if run is not None:
+                run.requeue(progress)
+        self._check_idle()
+
+    # -- per run ------------------------------------------------------------------------
 
     def _collect(self, run: LiveRun, now: datetime) -> RunProgress | None:
         try:
@@ -157,44 +195,21 @@ class ProgressWriter:
                 run.poison(f"Internal error while saving the run: {codec.readable_error(exc)}")
             return None
 
-    async def _write(self, batch: list[tuple[LiveRun, RunProgress]]) -> bool:
-        began = time.monotonic()
+    def _publish(self, run: LiveRun, progress: RunProgress, *, fenced_in: bool) -> None:
         try:
-            lost = await self._store.save_progress([p for _, p in batch])
-        except StoreUnavailableError as exc:
-            telemetry.failed_batch()
-            self._keep(batch, exc)
-            return False
-        except Exception as exc:
-            telemetry.failed_batch()
-            if len(batch) == 1:
-                await self._reject(*batch[0], exc)
-                return True
-            # Not an outage: most likely one run's data. Write each run alone,
-            # so only the culprit fails.
-            written = [await self._write([item]) for item in batch]
-            return all(written)
-        telemetry.batch_written(len(batch), time.monotonic() - began)
-        self.last_error = None
-        self._publish(batch, lost)
-        return True
-
-    def _publish(self, batch: list[tuple[LiveRun, RunProgress]], lost: set[str]) -> None:
-        for run, progress in batch:
-            try:
-                if run.handler_id in lost:
-                    self._runs.lose(run)
-                    continue
-                run.acknowledge(progress)
-                if run.settled:
-                    self._runs.retire(run)
-            except Exception:
-                # A bug in one run's bookkeeping must not leave the rest of the
-                # batch unacknowledged (and so never written again).
-                logger.exception("publishing the progress of run %s failed", run.run_id)
+            if not fenced_in:
                 self._runs.lose(run)
+                return
+            run.acknowledge(progress)
+            if run.settled:
+                self._runs.retire(run)
+        except Exception:
+            # A bug in one run's bookkeeping must not leave the rest of the
+            # batch unacknowledged (and so never written again).
+            logger.exception("publishing the progress of run %s failed", run.run_id)
+            self._runs.lose(run)
 
-    async def _reject(self, run: LiveRun, progress: RunProgress, exc: Exception) -> None:
+    def _reject(self, run: LiveRun, progress: RunProgress, exc: Exception) -> None:
         """The store refused this run's progress (not an outage): fail the run alone."""
         reason = f"The run's progress cannot be saved: {codec.readable_error(exc)}"
         logger.error("writing the progress of run %s failed", run.run_id, exc_info=exc)
@@ -202,6 +217,11 @@ class ProgressWriter:
             run.poison(reason)  # its next write carries only the failure
             return
         # Even the bare failure was refused: record it another way, stop here.
+        task = asyncio.ensure_future(self._record_failure(run, reason))
+        self._failing.add(task)
+        task.add_done_callback(self._failing.discard)
+
+    async def _record_failure(self, run: LiveRun, reason: str) -> None:
         failure = WorkflowFailedEvent(step_name="", exception=RuntimeError(reason))
         encoded = codec.encode(failure)
         event = StoredEvent(-1, encoded.payload, encoded.event_type, False, True)
@@ -212,14 +232,10 @@ class ProgressWriter:
         except Exception:
             logger.exception("run %s could not be marked failed; it resumes later", run.run_id)
         self._runs.lose(run)
+        self._check_idle()
 
-    def _keep(self, batch: list[tuple[LiveRun, RunProgress]], exc: BaseException) -> None:
-        if self.last_error is None:
-            logger.warning("store unavailable, progress kept in memory: %s", exc)
-        self.last_error = exc
-        self._unwritten_runs += len(batch)  # a split batch keeps run by run
-        since = self._writing_since
-        for run, progress in batch:
-            run.requeue(progress)
-        if since is not None:  # requeued progress keeps its age
-            self._marked_since = min(since, self._marked_since or since)
+    def _check_idle(self) -> None:
+        if not self._writing:
+            self._writing_since = None
+            if not self._dirty:
+                self._idle.set()

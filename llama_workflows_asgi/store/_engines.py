@@ -22,6 +22,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, NullPool
 
+from ._batch import Transact, in_transaction
+from ._sqlite_writer import in_driver_thread
+
 _MIN_SQLITE = (3, 35, 0)
 
 DEFAULT_URL = "sqlite+aiosqlite:///handlers.db"
@@ -80,6 +83,14 @@ class Engines:
                 await _begin_immediate(conn)
             yield conn
 
+    def writer(self) -> Transact[AsyncConnection]:
+        """How the group commit runs a batch: in one hand-off to SQLite's driver
+        thread on the engines the store created (``_sqlite_writer``), else in
+        :meth:`transaction`."""
+        if self.owned and self.dialect == "sqlite":
+            return in_driver_thread(self.write, "BEGIN IMMEDIATE")
+        return in_transaction(self.transaction)
+
     async def dispose(self) -> None:
         """Close the pools of engines the store created (never a host's)."""
         if not self.owned:
@@ -107,7 +118,12 @@ def create_engines(url: URL, *, busy_timeout: float, options: dict[str, Any]) ->
             f"SQLite {sqlite3.sqlite_version} is too old: the store needs 3.35 or newer "
             "(UPDATE ... FROM and RETURNING)"
         )
-    write = _sqlite_engine(url, busy_timeout, "BEGIN IMMEDIATE", pool_size=1, max_overflow=0)
+    # No rollback when the write connection goes back to its pool: every user
+    # ends its transaction itself (``begin()`` blocks, the writer's one hand-off,
+    # see ``_sqlite_writer``), so the reset would be one more thread hand-off per batch.
+    write = _sqlite_engine(
+        url, busy_timeout, "BEGIN IMMEDIATE", pool_size=1, max_overflow=0, pool_reset_on_return=None
+    )
     if is_memory_sqlite(url):
         # A private memory database exists on one connection only: share it.
         return Engines(write, write, owned=True)

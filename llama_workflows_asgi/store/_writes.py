@@ -1,4 +1,7 @@
-"""The store's writes, as batch functions for the group-commit writer.
+"""The store's writes, as batch functions for the group-commit writer (``_batch``).
+
+Progress has a module of its own (``_progress``), and so has ownership
+(``_ownership``); this one holds the handler rows, finals, the inbox and retries.
 
 Each function receives the payloads of consecutive jobs of its kind and
 returns one outcome per payload. A failed precondition is returned as an error
@@ -14,19 +17,16 @@ another process cannot change them between the decision and the write.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
-    Text,
     bindparam,
-    case,
     delete,
-    exists,
     func,
     insert,
     literal,
@@ -41,14 +41,13 @@ from ..errors import ConflictError, WorkflowServerError
 from . import state
 from ._batch import BatchFunction, Outcome
 from ._notify_pg import notify
-from ._queries import chunks, claimable, query_filters, served
-from ._rows import event_values, handler_from_row, handler_values
+from ._queries import chunks, query_filters
+from ._rows import event_values, handler_values
 from .base import (
     HandlerExistsError,
     HandlerQuery,
     IdempotencyKeyExistsError,
     PersistentHandler,
-    RunProgress,
     Status,
     StoredEvent,
 )
@@ -61,7 +60,9 @@ handlers, events, inbox, owners = handlers_table, events_table, inbox_table, own
 c = handlers.c
 
 
-def one_by_one(write: Callable[[AsyncConnection, P], Awaitable[R]]) -> BatchFunction[P, R]:
+def one_by_one(
+    write: Callable[[AsyncConnection, P], Awaitable[R]],
+) -> BatchFunction[AsyncConnection, P, R]:
     """A batch function applying ``write`` to each payload in turn."""
 
     async def run(conn: AsyncConnection, payloads: list[P]) -> list[Outcome[R]]:
@@ -87,7 +88,7 @@ def admitting(requirement: state.Requirement) -> list[ColumnElement[bool]]:
     return clauses
 
 
-def _upsert_insert(conn: AsyncConnection) -> Any:
+def upsert_insert(conn: AsyncConnection) -> Any:
     # ON CONFLICT is spelled the same way by both dialects' insert() constructs.
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
@@ -103,6 +104,19 @@ async def _drop_run_data(
 
 
 # -- handler rows ------------------------------------------------------------------
+
+# Prebuilt statements of the hot path: their compiled forms are cached once,
+# where a statement built per batch pays its construction and cache key again.
+_CREATE = {
+    name: insert_(handlers).on_conflict_do_nothing().returning(c.handler_id, c.run_id)
+    for name, insert_ in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
+}
+_UNTIL = bindparam("until", type_=UtcDateTime())
+_VOUCH = (
+    update(owners)
+    .where(owners.c.owner_id == bindparam("owner"), owners.c.expires_at < _UNTIL)
+    .values(expires_at=_UNTIL)
+)
 
 
 @dataclass(frozen=True)
@@ -146,13 +160,9 @@ async def _vouch_for_owners(conn: AsyncConnection, rows: Sequence[PersistentHand
             until[row.owner_id] = max(
                 until.get(row.owner_id, row.lease_expires_at), row.lease_expires_at
             )
-    for owner_id, expires_at in until.items():
-        later = literal(expires_at, UtcDateTime())
-        await conn.execute(
-            update(owners)
-            .where(owners.c.owner_id == owner_id, owners.c.expires_at < later)
-            .values(expires_at=later)
-        )
+    if until:
+        params = [{"owner": owner, "until": at} for owner, at in until.items()]
+        await conn.execute(_VOUCH, params)
 
 
 async def _insert_new(
@@ -164,16 +174,10 @@ async def _insert_new(
     with an earlier row of the batch): a row is either written or untouched,
     and the transaction goes on either way. Rows are told apart by run id.
     """
-    written: set[tuple[str, str | None]] = set()
-    for group in chunks(new, 100):
-        stmt = (
-            _upsert_insert(conn)(handlers)
-            .values([handler_values(handler) for handler in group])
-            .on_conflict_do_nothing()
-            .returning(c.handler_id, c.run_id)
-        )
-        written.update((row.handler_id, row.run_id) for row in await conn.execute(stmt))
-    return written
+    # One executemany of a prebuilt statement: compiled once, sent as
+    # multi-row VALUES by SQLAlchemy's insertmanyvalues, whatever the batch size.
+    rows = await conn.execute(_CREATE[conn.dialect.name], [handler_values(h) for h in new])
+    return {(row.handler_id, row.run_id) for row in rows}
 
 
 async def _creation_conflict(conn: AsyncConnection, handler: PersistentHandler) -> ConflictError:
@@ -215,7 +219,7 @@ async def _upsert_handler(conn: AsyncConnection, handler: PersistentHandler) -> 
     previous = await conn.scalar(
         select(c.run_id).where(c.handler_id == handler.handler_id).with_for_update()
     )
-    insert_ = _upsert_insert(conn)(handlers).values(handler_values(handler))
+    insert_ = upsert_insert(conn)(handlers).values(handler_values(handler))
     stmt = insert_.on_conflict_do_update(
         index_elements=[c.handler_id],
         set_={
@@ -261,122 +265,6 @@ STATE_COLUMNS: tuple[str, ...] = (
     "run_id",
     *(name for name in state.RowChanges.__annotations__ if name != "ctx"),
 )
-
-_PROGRESS_UPDATE = (
-    update(handlers)
-    .where(c.handler_id == bindparam("b_handler_id"))
-    .values(
-        {name: bindparam(f"b_{name}", type_=c[name].type) for name in STATE_COLUMNS}
-        # ctx is NULL in the parameters when this batch brought no new checkpoint.
-        | {"ctx": func.coalesce(bindparam("b_ctx", type_=Text()), c.ctx)}
-    )
-)
-
-
-@dataclass
-class _RunState:
-    """A handler row as progress items change it, before it is written back."""
-
-    values: dict[str, Any]
-    ctx: str | None = None
-    changed: bool = False
-
-    @property
-    def status(self) -> str:
-        """The row's status, for ``state.Requirement.admits``."""
-        return str(self.values["status"])
-
-    @property
-    def run_id(self) -> str | None:
-        """The row's run."""
-        run_id: str | None = self.values["run_id"]
-        return run_id
-
-    @property
-    def owner_id(self) -> str | None:
-        """The row's owner."""
-        owner_id: str | None = self.values["owner_id"]
-        return owner_id
-
-
-@dataclass
-class _ProgressPlan:
-    """Applies progress items in order against locked rows; then writes the outcome."""
-
-    states: dict[str, _RunState]
-    events: list[dict[str, Any]] = field(default_factory=list)
-    consumed: list[int] = field(default_factory=list)
-    finished: list[str] = field(default_factory=list)
-
-    def apply(self, item: RunProgress) -> bool:
-        """Apply ``item`` if it is fenced in (its writer still owns the run)."""
-        row, transition = self.states.get(item.handler_id), state.progress(item)
-        if row is None or not transition.requires.admits(row):
-            return False
-        sets = transition.sets
-        if "ctx" in sets:  # written apart: a checkpoint is never read back here
-            row.ctx = sets["ctx"]
-        row.values.update((k, v) for k, v in sets.items() if k != "ctx")
-        if transition.ends_run:
-            self.finished.append(item.handler_id)
-        row.changed = True
-        self.events.extend(event_values(item.run_id, event) for event in item.events)
-        self.consumed.extend(item.consumed_inbox)
-        return True
-
-    async def write(self, conn: AsyncConnection) -> None:
-        """One executemany per table, whatever the number of items."""
-        rows = [_update_params(hid, s) for hid, s in self.states.items() if s.changed]
-        if rows:
-            await conn.execute(_PROGRESS_UPDATE, rows)
-        if self.events:
-            # Idempotent: when a connection dies mid-commit the commit may have
-            # happened; the writer then sends the same events (same run, same
-            # sequences: only the owner writes them) again.
-            insert_ = _upsert_insert(conn)(events).on_conflict_do_nothing(
-                index_elements=[events.c.run_id, events.c.sequence]
-            )
-            await conn.execute(insert_, self.events)
-            await notify(conn, {"events": {event["run_id"] for event in self.events}})
-        for ids in chunks(self.consumed):
-            await conn.execute(delete(inbox).where(inbox.c.id.in_(ids)))
-        for hids in chunks(self.finished):
-            await conn.execute(delete(inbox).where(inbox.c.handler_id.in_(hids)))
-
-
-def _update_params(handler_id: str, row: _RunState) -> dict[str, Any]:
-    params = {f"b_{name}": row.values[name] for name in STATE_COLUMNS}
-    params.update(b_handler_id=handler_id, b_ctx=row.ctx)
-    return params
-
-
-async def _lock_states(conn: AsyncConnection, handler_ids: Sequence[str]) -> dict[str, _RunState]:
-    states: dict[str, _RunState] = {}
-    columns = [c.handler_id, *(c[name] for name in STATE_COLUMNS)]
-    for ids in chunks(sorted(handler_ids)):
-        # A stable lock order keeps two processes' batches from deadlocking.
-        stmt = select(*columns).where(c.handler_id.in_(ids)).order_by(c.handler_id)
-        for row in (await conn.execute(stmt.with_for_update())).mappings():
-            values = dict(row)
-            states[values.pop("handler_id")] = _RunState(values)
-    return states
-
-
-async def save_progress(
-    conn: AsyncConnection, batches: list[Sequence[RunProgress]]
-) -> list[set[str]]:
-    """Batch function for ``save_progress``: all batches of the group in one pass.
-
-    Items are decided in submission order, as if each batch ran alone, but the
-    rows are read once and written back with one statement per table.
-    """
-    touched = {item.handler_id for batch in batches for item in batch}
-    plan = _ProgressPlan(await _lock_states(conn, list(touched)))
-    outcomes: list[set[str]] = []
-    for batch in batches:
-        outcomes.append({item.handler_id for item in batch if not plan.apply(item)})
-    await plan.write(conn)
-    return outcomes
 
 
 @dataclass(frozen=True)
@@ -451,122 +339,6 @@ async def _enqueue_event(conn: AsyncConnection, op: Enqueue) -> int | None:
 
 
 enqueue_event = one_by_one(_enqueue_event)
-
-
-# -- ownership ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Beat:
-    """An owner's heartbeat: who, until when, and its liveness token."""
-
-    owner_id: str
-    now: datetime
-    expires_at: datetime
-    token_kind: str | None = None
-    token_key: int | None = None
-
-
-async def _beat(conn: AsyncConnection, beat: Beat) -> None:
-    """Create or renew ``beat``'s owner row: one row, whatever the owner holds."""
-    values = {
-        "owner_id": beat.owner_id,
-        "heartbeat_at": beat.now,
-        "expires_at": beat.expires_at,
-        "token_kind": beat.token_kind,
-        "token_key": beat.token_key,
-    }
-    insert_ = _upsert_insert(conn)(owners).values(values)
-    renewed = {name: insert_.excluded[name] for name in values if name != "owner_id"}
-    await conn.execute(
-        insert_.on_conflict_do_update(index_elements=[owners.c.owner_id], set_=renewed)
-    )
-
-
-async def _heartbeat(conn: AsyncConnection, beat: Beat) -> set[str]:
-    await _beat(conn, beat)
-    # Lapsed owners holding nothing any more: an absent row means the same.
-    holds = exists().where(c.owner_id == owners.c.owner_id, c.status == "running")
-    lapsed = owners.c.expires_at < literal(beat.now, UtcDateTime())
-    await conn.execute(delete(owners).where(lapsed, ~holds))
-    owned = select(c.handler_id).where(c.owner_id == beat.owner_id, c.status == "running")
-    return set((await conn.execute(owned)).scalars())
-
-
-heartbeat = one_by_one(_heartbeat)
-
-
-@dataclass(frozen=True)
-class Claim:
-    """Payload of :func:`claim_handlers`."""
-
-    owner_id: str
-    now: datetime
-    lease_until: datetime
-    dead_owners: tuple[str, ...]
-    handler_ids: tuple[str, ...] | None
-    limit: int
-    beat: Beat
-    versions: Mapping[str, tuple[str, ...]] | None = None
-
-
-async def _claim_handlers(conn: AsyncConnection, op: Claim) -> list[PersistentHandler]:
-    candidate = handlers.alias("candidate")
-    pick = (
-        select(candidate.c.handler_id, candidate.c.owner_id)
-        .where(claimable(candidate, now=op.now, dead_owners=op.dead_owners))
-        .where(served(candidate, op.versions))
-        .order_by(candidate.c.started_at, candidate.c.handler_id)
-        .limit(op.limit)
-        # Rows another process is claiming right now are skipped, not waited for;
-        # the picked ones stay locked until this transaction ends.
-        .with_for_update(skip_locked=True, of=candidate)
-    )
-    if op.handler_ids is not None:
-        pick = pick.where(candidate.c.handler_id.in_(op.handler_ids))
-    # Picked first, then updated by id: the previous owners are reported (an
-    # UPDATE's RETURNING only sees new values), and exactly the locked rows
-    # are taken.
-    previous = {row.handler_id: row.owner_id for row in await conn.execute(pick)}
-    if not previous:
-        return []
-    await _beat(conn, op.beat)  # what we take must not look abandoned
-    stmt = (
-        update(handlers)
-        .where(c.handler_id.in_(list(previous)))
-        .where(claimable(handlers, now=op.now, dead_owners=op.dead_owners))
-        .values(owner_id=op.owner_id, lease_expires_at=op.lease_until)
-        # Taking a run from an owner that did not release it is a resume attempt.
-        .values(resume_attempts=c.resume_attempts + case((c.owner_id.is_(None), 0), else_=1))
-        .returning(*handlers.c)
-    )
-    claimed = [
-        handler_from_row(row).model_copy(
-            update={"previous_owner_id": previous.get(row["handler_id"])}
-        )
-        for row in (await conn.execute(stmt)).mappings()
-    ]
-    return sorted(claimed, key=lambda h: (h.started_at, h.handler_id))
-
-
-claim_handlers = one_by_one(_claim_handlers)
-
-
-async def _release_handlers(conn: AsyncConnection, op: tuple[str, tuple[str, ...] | None]) -> None:
-    owner_id, handler_ids = op
-    await notify(conn, {"free": handler_ids or ["*"]})
-    stmt = (
-        update(handlers).where(c.owner_id == owner_id).values(owner_id=None, lease_expires_at=None)
-    )
-    if handler_ids is None:
-        await conn.execute(stmt)
-        await conn.execute(delete(owners).where(owners.c.owner_id == owner_id))
-        return
-    for ids in chunks(handler_ids):
-        await conn.execute(stmt.where(c.handler_id.in_(ids)))
-
-
-release_handlers = one_by_one(_release_handlers)
 
 
 # -- retry -------------------------------------------------------------------------

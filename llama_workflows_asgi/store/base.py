@@ -28,6 +28,7 @@ from typing import Any
 
 from workflows.events import StopEvent
 
+from ._batch import GroupCommit, Outcome, Poke, Source, no_transaction
 from .liveness import Liveness, UnprovenLiveness
 from .notifications import Notifications
 from .records import (
@@ -165,6 +166,31 @@ class AbstractWorkflowStore(ABC):
     @abstractmethod
     async def save_progress(self, batch: Sequence[RunProgress]) -> set[str]:
         """Apply a batch atomically; return the handler ids whose item was fenced off."""
+
+    def progress_feed(self, source: Source[RunProgress, bool]) -> Poke:
+        """Attach the run service's dirty runs: the store's group commit pulls them.
+
+        Each time the store's writer forms a batch it takes ``source``'s
+        progress (one item per run) and reports each item as written (``True``),
+        fenced off (``False``) or refused alone (an exception); an outage gives
+        the items back (``Source.kept``) and the writer pulls again after a
+        backoff. This default writes a batch with one :meth:`save_progress`
+        call, on a writer of its own (``store._batch``).
+        """
+        writer: GroupCommit[None] | None = self.__dict__.get("_progress_writer")
+        if writer is None:
+            writer = self.__dict__["_progress_writer"] = GroupCommit(no_transaction)
+        return writer.feed(self._save_batch, source)
+
+    async def close_progress_writer(self) -> None:
+        """Stop the writer :meth:`progress_feed` started (a store's ``close`` calls this)."""
+        writer: GroupCommit[None] | None = self.__dict__.pop("_progress_writer", None)
+        if writer is not None:
+            await writer.aclose()
+
+    async def _save_batch(self, _: None, batch: list[RunProgress]) -> list[Outcome[bool]]:
+        lost = await self.save_progress(batch)
+        return [item.handler_id not in lost for item in batch]
 
     @abstractmethod
     async def finalize_handler(

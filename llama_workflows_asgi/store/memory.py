@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import itertools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,11 +51,20 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
         self._inbox_ids = itertools.count(1)
         self._owners: dict[str, _OwnerBeat] = {}
         self._liveness = LocalLiveness()
+        # Finished handlers, counted as rows are written, and a heap of their
+        # ages (stale entries are skipped): eviction costs nothing per write
+        # below the limit, and a heap pop per handler dropped above it.
+        self._finished = 0
+        self._ages: list[tuple[datetime, str]] = []
 
     @property
     def liveness(self) -> Liveness:
         """In-process tokens: an owner of this store is alive while its service runs."""
         return self._liveness
+
+    async def close(self) -> None:
+        """Stop the writer of the run service's progress (the data stays)."""
+        await self.close_progress_writer()
 
     # -- seed interface ------------------------------------------------------------
 
@@ -78,7 +88,7 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
         existing = self._handlers.get(handler.handler_id)
         if existing is not None and existing.run_id not in (None, handler.run_id):
             self._drop_replaced_run(existing.run_id, handler)
-        self._handlers[handler.handler_id] = handler.model_copy()
+        self._put(handler.model_copy())
         self._evict_completed()
 
     async def delete(self, query: HandlerQuery) -> int:
@@ -101,7 +111,7 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
         self._check_key_free(handler)
         if existing is not None:
             self._drop(existing)
-        self._handlers[handler.handler_id] = handler.model_copy()
+        self._put(handler.model_copy())
         owner, until = handler.owner_id, handler.lease_expires_at
         if owner is not None and until is not None:  # its writer is alive: see _writes
             beat = self._owners.get(owner)
@@ -145,7 +155,7 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
             updated = updated.with_stored_result(load_json(sets["result"]), self.result_classes)
         if transition.ends_run:
             self._clear_inbox(handler.handler_id)
-        self._handlers[handler.handler_id] = updated
+        self._put(updated)
 
     async def finalize_handler(
         self,
@@ -272,7 +282,7 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
                     "resume_attempts": attempts,
                 }
             )
-            self._handlers[handler.handler_id] = updated
+            self._put(updated)
             claimed.append(updated.model_copy(update={"previous_owner_id": handler.owner_id}))
         if claimed:
             self._owners[owner_id] = _OwnerBeat(now, lease_until)
@@ -287,9 +297,7 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
         pool = self._handlers.values() if handler_ids is None else self._pick(handler_ids)
         for handler in list(pool):
             if handler.owner_id == owner_id:
-                self._handlers[handler.handler_id] = handler.model_copy(
-                    update={"owner_id": None, "lease_expires_at": None}
-                )
+                self._put(handler.model_copy(update={"owner_id": None, "lease_expires_at": None}))
         if handler_ids is None:
             self._owners.pop(owner_id, None)
         self.notifications.published("free", handler_ids or ["*"])
@@ -319,8 +327,17 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
         # dict.fromkeys: a repeated id must not be claimed twice.
         return [self._handlers[h] for h in dict.fromkeys(handler_ids) if h in self._handlers]
 
+    def _put(self, handler: PersistentHandler) -> None:
+        """Write ``handler``'s row, keeping the count of finished rows."""
+        previous = self._handlers.get(handler.handler_id)
+        self._handlers[handler.handler_id] = handler
+        self._finished += handler.is_terminal - (previous is not None and previous.is_terminal)
+        if handler.is_terminal and self.max_completed is not None:
+            heapq.heappush(self._ages, (_age(handler), handler.handler_id))
+
     def _drop(self, handler: PersistentHandler) -> None:
-        self._handlers.pop(handler.handler_id, None)
+        dropped = self._handlers.pop(handler.handler_id, None)
+        self._finished -= dropped is not None and dropped.is_terminal
         if handler.run_id is not None:
             self._events.pop(handler.run_id, None)
         self._clear_inbox(handler.handler_id)
@@ -330,14 +347,18 @@ class MemoryWorkflowStore(AbstractWorkflowStore):
             del self._inbox[inbox_id]
 
     def _evict_completed(self) -> None:
+        """Drop the oldest finished handlers beyond ``max_completed``."""
         if self.max_completed is None:
             return
-        finished = [h for h in self._handlers.values() if h.is_terminal]
-        excess = len(finished) - self.max_completed
-        if excess > 0:
-            by_age = sorted(finished, key=lambda h: (h.completed_at or h.started_at, h.handler_id))
-            for handler in by_age[:excess]:
+        while self._finished > self.max_completed and self._ages:
+            age, handler_id = heapq.heappop(self._ages)
+            handler = self._handlers.get(handler_id)
+            if handler is not None and handler.is_terminal and _age(handler) == age:
                 self._drop(handler)
+        if len(self._ages) > 2 * self._finished + 64:  # mostly stale entries: rebuild
+            finished = (h for h in self._handlers.values() if h.is_terminal)
+            self._ages = [(_age(h), h.handler_id) for h in finished]
+            heapq.heapify(self._ages)
 
 
 def _filter(rows: Iterable[PersistentHandler], query: HandlerQuery) -> Iterable[PersistentHandler]:
@@ -353,6 +374,11 @@ def _filter(rows: Iterable[PersistentHandler], query: HandlerQuery) -> Iterable[
         if query.version_in is not None and h.version not in query.version_in:
             continue
         yield h
+
+
+def _age(handler: PersistentHandler) -> datetime:
+    """Which finished handlers go first when ``max_completed`` is exceeded."""
+    return handler.completed_at or handler.started_at
 
 
 def _finished_at(handler: PersistentHandler) -> datetime:

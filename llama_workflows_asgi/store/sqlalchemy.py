@@ -23,12 +23,15 @@ from typing import Any, TypeVar
 from sqlalchemy import URL, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from . import _ownership as ownership
+from . import _progress as progress
 from . import _prune as pruning
 from . import _writes as writes
 from . import migrate as migrations
-from ._batch import BatchFunction, GroupCommitWriter
+from ._batch import GroupCommit, Poke, Source
 from ._engines import DEFAULT_URL, Engines, create_engines, is_memory_sqlite, normalize_url
 from ._errors import unavailable
+from ._lanes import Lanes, Publishing
 from ._liveness_pg import PostgresLiveness
 from ._notify_pg import PostgresNotifications
 from ._queries import chunks, listing
@@ -100,7 +103,8 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         self.busy_timeout = busy_timeout
         self._engine_options = dict(engine_options or {})
         self._engines: Engines | None = None
-        self._writer: GroupCommitWriter | None = None
+        self._writer: GroupCommit[AsyncConnection] | None = None
+        self._lanes: Lanes | None = None
         self._starting = asyncio.Lock()
         self._liveness = _liveness_for(self.url, self._engine_options)
         self._notifications = _notifications_for(self.url, self._engine_options)
@@ -151,14 +155,15 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
                 await engines.dispose()
                 raise
             self._engines = engines
-            self._writer = GroupCommitWriter(engines.transaction)
+            self._writer = GroupCommit(transact=engines.writer())
+            self._lanes = Lanes(self._writer)
 
     async def close(self) -> None:
         """Finish queued writes, drop liveness tokens, dispose the engines this store created."""
         await self._liveness.release()
         await self._notifications.close()
         writer, engines = self._writer, self._engines
-        self._writer = self._engines = None
+        self._writer = self._engines = self._lanes = None
         if writer is not None:
             await writer.aclose()
         if engines is not None:
@@ -205,10 +210,16 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
 
         return await _mapped(run())
 
-    async def _write(self, kind: BatchFunction[P, R], payload: P) -> R:
+    async def _writes(self) -> Lanes:
         await self._ready()
-        assert self._writer is not None
-        return await self._writer.submit(kind, payload)
+        assert self._lanes is not None
+        return self._lanes
+
+    def progress_feed(self, source: Source[RunProgress, bool]) -> Poke:
+        """The run service's progress joins this store's group commit (one writer task)."""
+        assert self._writer is not None, f"{self!r} is not started"
+        publishing = Publishing(source, self._notifications)
+        return self._writer.feed(progress.save_run_progress, publishing)
 
     # -- the seed's interface ------------------------------------------------------
 
@@ -217,17 +228,17 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         return [handler_from_row(row, self.result_classes) for row in rows]
 
     async def update(self, handler: PersistentHandler) -> None:
-        await self._write(writes.upsert_handler, handler)
+        await (await self._writes()).upsert.submit(handler)
 
     async def delete(self, query: HandlerQuery) -> int:
-        return await self._write(writes.delete_handlers, query)
+        return await (await self._writes()).delete.submit(query)
 
     # -- starting runs -------------------------------------------------------------
 
     async def create_handler(
         self, handler: PersistentHandler, *, replaces_run_id: str | None = None
     ) -> None:
-        await self._write(writes.create_handler, writes.Create(handler, replaces_run_id))
+        await (await self._writes()).create.submit(writes.Create(handler, replaces_run_id))
 
     async def get_by_idempotency_key(self, key: str) -> PersistentHandler | None:
         stmt = select(handlers_table).where(handlers_table.c.idempotency_key == key)
@@ -240,7 +251,7 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         if not batch:
             return set()
         items: Sequence[RunProgress] = list(batch)  # the caller may reuse its list
-        lost: set[str] = await self._write(writes.save_progress, items)
+        lost: set[str] = await (await self._writes()).progress.submit(items)
         written = {i.run_id for i in items if i.events and i.handler_id not in lost}
         self._notifications.published("events", written)
         return lost
@@ -255,7 +266,7 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         at: datetime,
     ) -> bool:
         op = writes.Finalize(handler_id, status, error, event, at)
-        done: bool = await self._write(writes.finalize_handler, op)
+        done: bool = await (await self._writes()).finalize.submit(op)
         if done:
             self._notifications.published("wake", [handler_id])
         return done
@@ -264,7 +275,7 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         self, handler_id: str, *, run_id: str, ctx: dict[str, Any] | None, at: datetime
     ) -> bool:
         op = writes.Reopen(handler_id, run_id, dump_json(ctx), at)
-        return await self._write(writes.reopen_handler, op)
+        return await (await self._writes()).reopen.submit(op)
 
     # -- retention -----------------------------------------------------------------
 
@@ -344,7 +355,7 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         self, handler_id: str, run_id: str, payload: str, step: str | None, at: datetime
     ) -> int | None:
         op = writes.Enqueue(handler_id, run_id, payload, step, at)
-        entry_id: int | None = await self._write(writes.enqueue_event, op)
+        entry_id: int | None = await (await self._writes()).enqueue.submit(op)
         if entry_id is not None:
             self._notifications.published("wake", [handler_id])
         return entry_id
@@ -358,12 +369,13 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
     # -- ownership -----------------------------------------------------------------
 
     async def heartbeat(self, owner_id: str, *, now: datetime, expires_at: datetime) -> set[str]:
-        owned: set[str] = await self._write(writes.heartbeat, self._beat(owner_id, now, expires_at))
+        beat = self._beat(owner_id, now, expires_at)
+        owned: set[str] = await (await self._writes()).heartbeat.submit(beat)
         return owned
 
-    def _beat(self, owner_id: str, now: datetime, expires_at: datetime) -> writes.Beat:
+    def _beat(self, owner_id: str, now: datetime, expires_at: datetime) -> ownership.Beat:
         key = self._liveness.token_key(owner_id)
-        return writes.Beat(owner_id, now, expires_at, self._liveness.kind, key)
+        return ownership.Beat(owner_id, now, expires_at, self._liveness.kind, key)
 
     async def claim_handlers(
         self,
@@ -379,13 +391,14 @@ class SqlAlchemyWorkflowStore(AbstractWorkflowStore):
         ids = None if handler_ids is None else tuple(handler_ids)
         beat = self._beat(owner_id, now, lease_until)
         served = None if versions is None else {k: tuple(v) for k, v in versions.items()}
-        op = writes.Claim(owner_id, now, lease_until, tuple(dead_owners), ids, limit, beat, served)
-        claimed: list[PersistentHandler] = await self._write(writes.claim_handlers, op)
+        dead = tuple(dead_owners)
+        op = ownership.Claim(owner_id, now, lease_until, dead, ids, limit, beat, served)
+        claimed: list[PersistentHandler] = await (await self._writes()).claim.submit(op)
         return claimed
 
     async def release_handlers(self, owner_id: str, handler_ids: Sequence[str] | None) -> None:
         ids = None if handler_ids is None else tuple(handler_ids)
-        await self._write(writes.release_handlers, (owner_id, ids))
+        await (await self._writes()).release.submit((owner_id, ids))
         self._notifications.published("free", ids or ["*"])
 
     async def list_owners(self) -> set[str]:

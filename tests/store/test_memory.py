@@ -90,3 +90,23 @@ async def test_an_owner_row_lapses_only_once_its_runs_are_gone() -> None:
     await store.release_handlers("me", None)
     assert await store.list_owners() == set()
     assert (await store.query(HandlerQuery()))[0].owner_id is None
+
+
+async def finish(
+    store: MemoryWorkflowStore, handler_id: str, seconds: float, status: str = "completed"
+) -> None:
+    """Create ``handler_id`` and let its owner write its end at ``seconds``."""
+    row = handler(handler_id, owner_id="me")
+    await store.create_handler(row)
+    end = progress(row, status=status, events=[event(0)], updated_at=at(seconds))
+    assert await store.save_progress([end]) == set()
+
+
+async def test_a_reopened_handler_is_no_longer_counted_as_finished() -> None:
+    store = MemoryWorkflowStore(max_completed=1)
+    await finish(store, "old", 10, "failed")  # a failed run may be retried
+    assert await store.reopen_handler("old", run_id="run-old", ctx=None, at=at(50))
+    await finish(store, "new", 60)
+    await finish(store, "newer", 70)
+
+    assert sorted(await ids(store)) == ["newer", "old"]  # "old" runs again: never evicted
