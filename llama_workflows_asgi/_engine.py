@@ -83,6 +83,7 @@ __all__ = [
     "abort",
     "advance",
     "all_tasks",
+    "cache_step_table",
     "compose_serializer",
     "decorated",
     "initial_state",
@@ -101,6 +102,30 @@ def move_to_runtime(workflow: Workflow, runtime: Runtime) -> None:
     runtime; this is the one it uses itself.
     """
     workflow._switch_runtime(runtime)
+
+
+def cache_step_table(workflow: Workflow) -> None:
+    """Make ``workflow`` introspect its step table once, not on every run and every step.
+
+    The engine calls ``_get_steps()`` once per step it runs and twice per run,
+    and each call walks the instance with ``inspect.getmembers`` (tens of
+    microseconds). The table changes only when a step is added to the class,
+    which bumps ``_step_functions_version`` (the engine's own cache key for
+    validation): the cached table is rebuilt then. Callers get a copy.
+    """
+    if "_get_steps" in vars(workflow):
+        return
+    cls, build = type(workflow), workflow._get_steps
+    cached: tuple[int, dict[str, Any]] | None = None
+
+    def get_steps() -> dict[str, Any]:
+        nonlocal cached
+        version = cls._step_functions_version
+        if cached is None or cached[0] != version:
+            cached = (version, build())
+        return dict(cached[1])
+
+    workflow._get_steps = get_steps  # type: ignore[method-assign]
 
 
 def step_names(workflow: Workflow) -> set[str]:

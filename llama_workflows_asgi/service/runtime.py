@@ -7,9 +7,10 @@ its state store and the tasks it starts to an observer (the service's
 checkpoint reads as the loop left it. That is all durability needs:
 checkpoints come from the loop's state, the event log from the streamed events.
 
-Each workflow is registered once (the engine's own runtime introspects its
-step table on every run), and the engine's in-memory journal of every tick is
-not kept: nothing replays it, and it would grow with the run.
+Each workflow is registered once, its step table introspected once (the
+engine's own runtime does both on every run, the latter on every step too),
+and the engine's in-memory journal of every tick is not kept: nothing replays
+it, and it would grow with the run.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class _RegisteringOnce(BasicRuntime):
         )
 
     def register(self, workflow: Workflow) -> RegisteredWorkflow:
+        _engine.cache_step_table(workflow)
         registered = _engine.register_observed(workflow, self._on_loop)
         self._registered[workflow] = registered
         return registered
