@@ -2,9 +2,9 @@
 
 Durability needs a few things ``llama-index-workflows`` does not offer publicly:
 moving a workflow onto our runtime, the step table and a step's accepted
-events, the control loop's state and its reducer (to checkpoint without
-replaying), and the runtime internals (ticks, tasks, adapters) a runtime
-decorator works with. Everything of the engine that is underscored, or lives
+events, the control loop itself and the state it keeps (to checkpoint without
+replaying), and the runtime internals (ticks, tasks, adapters, registrations)
+a runtime decorator works with. Everything of the engine that is underscored, or lives
 under ``workflows.runtime`` rather than the package's public surface, is reached
 through this module only; the rest of the package imports the names below.
 
@@ -15,12 +15,14 @@ checks that each thing used here still exists and behaves as relied upon.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from workflows import Workflow
 from workflows.context.serializers import BaseSerializer
-from workflows.events import Event
+from workflows.events import Event, StopEvent
 from workflows.runtime.control_loop import rebuild_state_from_ticks
+from workflows.runtime.control_loop.runner import _ControlLoopRunner
 from workflows.runtime.runtime_decorators import (
     BaseInternalRunAdapterDecorator,
     BaseRuntimeDecorator,
@@ -36,12 +38,19 @@ from workflows.runtime.types.named_task import (
 from workflows.runtime.types.plugin import (
     ExternalRunAdapter,
     InternalRunAdapter,
+    RegisteredWorkflow,
     Runtime,
     WaitForNextTaskResult,
+    WeakIdentityKeyDictionary,
     as_snapshottable_adapter,
     as_v2_runtime_compatibility_shim,
+    consume_current_run,
 )
 from workflows.runtime.types.results import StepWorkerFailed
+from workflows.runtime.types.step_function import (
+    as_step_worker_functions,
+    create_workflow_run_function,
+)
 from workflows.runtime.types.step_id import StepId
 from workflows.runtime.types.ticks import (
     TickAddEvent,
@@ -57,9 +66,11 @@ __all__ = [
     "BrokerState",
     "ExternalRunAdapter",
     "InternalRunAdapter",
+    "LoopRunner",
     "NamedTask",
     "PendingStart",
     "PendingWorker",
+    "RegisteredWorkflow",
     "StepId",
     "StepWorkerFailed",
     "TickAddEvent",
@@ -67,15 +78,18 @@ __all__ = [
     "TickStepResult",
     "TickTimeout",
     "WaitForNextTaskResult",
+    "WeakIdentityKeyDictionary",
     "WorkflowTick",
     "abort",
     "advance",
     "all_tasks",
+    "cache_step_table",
     "compose_serializer",
     "decorated",
     "initial_state",
     "move_to_runtime",
     "pick_highest_priority",
+    "register_observed",
     "step_accepts",
     "step_names",
 ]
@@ -88,6 +102,30 @@ def move_to_runtime(workflow: Workflow, runtime: Runtime) -> None:
     runtime; this is the one it uses itself.
     """
     workflow._switch_runtime(runtime)
+
+
+def cache_step_table(workflow: Workflow) -> None:
+    """Make ``workflow`` introspect its step table once, not on every run and every step.
+
+    The engine calls ``_get_steps()`` once per step it runs and twice per run,
+    and each call walks the instance with ``inspect.getmembers`` (tens of
+    microseconds). The table changes only when a step is added to the class,
+    which bumps ``_step_functions_version`` (the engine's own cache key for
+    validation): the cached table is rebuilt then. Callers get a copy.
+    """
+    if "_get_steps" in vars(workflow):
+        return
+    cls, build = type(workflow), workflow._get_steps
+    cached: tuple[int, dict[str, Any]] | None = None
+
+    def get_steps() -> dict[str, Any]:
+        nonlocal cached
+        version = cls._step_functions_version
+        if cached is None or cached[0] != version:
+            cached = (version, build())
+        return dict(cached[1])
+
+    workflow._get_steps = get_steps  # type: ignore[method-assign]
 
 
 def step_names(workflow: Workflow) -> set[str]:
@@ -135,3 +173,36 @@ def compose_serializer(
 ) -> BaseSerializer:
     """``base`` resolving the workflow's declared types plus ``types`` (the runtime caches it)."""
     return runtime._compose_serializer(workflow, base, *types)
+
+
+class LoopRunner(Protocol):
+    """A run's control loop, as a checkpoint reads it: the state it has reduced so far."""
+
+    state: BrokerState
+
+
+def register_observed(
+    workflow: Workflow, on_loop: Callable[[InternalRunAdapter, LoopRunner], None]
+) -> RegisteredWorkflow:
+    """The engine's registration of ``workflow``, whose control loop is handed to ``on_loop``.
+
+    The loop is the engine's own (``control_loop`` without changes): ``on_loop``
+    receives the run's internal adapter and the loop before it reduces its first
+    tick, so the loop's current state can be read instead of reduced again.
+    Registering costs the step table's introspection, so the caller keeps it.
+    """
+
+    async def control_loop(
+        start_event: Event | None, init_state: BrokerState | None, run_id: str
+    ) -> StopEvent:
+        run = consume_current_run()
+        state = init_state or BrokerState.from_workflow(run.workflow)
+        runner = _ControlLoopRunner(run.workflow, run.run_adapter, run.context, run.steps, state)
+        on_loop(run.run_adapter, runner)
+        return await runner.run(start_event=start_event)
+
+    return RegisteredWorkflow(
+        workflow=workflow,
+        workflow_run_fn=create_workflow_run_function(workflow, control_loop),
+        steps=as_step_worker_functions(workflow),
+    )

@@ -25,13 +25,17 @@ levels; input is held well below that, so an accepted run can always be saved.
 _LINE_BREAKERS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""``json.dumps``'s encoder for the wire format, made once rather than on every call."""
+
+
 def dumps(value: Any) -> str:
     """Compact JSON on one line, non-ASCII kept as is (the wire format).
 
     Line and paragraph separators (and NEL) are escaped: line-oriented readers,
     the official client's among them, would otherwise split an event in two.
     """
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    text = _ENCODER.encode(value)
     return text.translate(_LINE_BREAKERS) if not text.isascii() else text
 
 

@@ -89,25 +89,42 @@ def envelope(event: Event, *, include_qualified_name: bool = True) -> dict[str, 
     into JSON (an object no serializer knows, a cycle, nesting too deep).
     """
     cls = type(event)
-    ancestors = event_ancestors(cls)
-    try:
-        value = event.model_dump(mode="json")
-    except Exception as exc:
-        raise SerializationError(
-            f"The {cls.__name__} cannot be serialized: {readable_error(exc)}"
-        ) from exc
     return {
-        "value": value,
+        "value": _value(event),
         "qualified_name": qualified_name(cls) if include_qualified_name else None,
         "type": cls.__name__,
-        "types": list(ancestors) or None,
+        "types": list(event_ancestors(cls)) or None,
     }
 
 
+def _value(event: Event) -> Any:
+    try:
+        return event.model_dump(mode="json")
+    except Exception as exc:
+        name = type(event).__name__
+        raise SerializationError(f"The {name} cannot be serialized: {readable_error(exc)}") from exc
+
+
+@functools.lru_cache(maxsize=1024)
+def _encoded_class(cls: type[Event]) -> tuple[str, bool, bool]:
+    """What every envelope of ``cls`` shares: the JSON after its value, and its stream flags."""
+    names = dumps({"qualified_name": qualified_name(cls), "type": cls.__name__, "types": None})
+    ancestors = event_ancestors(cls)
+    if ancestors:
+        names = names[: -len("null}")] + dumps(list(ancestors)) + "}"
+    return "," + names[1:], is_internal(cls), is_terminal(cls)
+
+
 def encode(event: Event) -> EncodedEvent:
-    """The stored and streamed form of ``event``; raises :class:`SerializationError`."""
+    """The stored and streamed form of ``event``; raises :class:`SerializationError`.
+
+    The payload is ``dumps(envelope(event))``, with the part that depends only
+    on the class encoded once per class: an event is encoded once per step
+    transition, so this runs many times per run.
+    """
     cls = type(event)
-    return EncodedEvent(dumps(envelope(event)), cls.__name__, is_internal(cls), is_terminal(cls))
+    tail, internal, terminal = _encoded_class(cls)
+    return EncodedEvent('{"value":' + dumps(_value(event)) + tail, cls.__name__, internal, terminal)
 
 
 def without_qualified_name(payload: str) -> str:

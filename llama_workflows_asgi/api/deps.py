@@ -7,7 +7,8 @@ The route functions are plain module-level functions, shared by every router
 (``dependencies=binding.caller``). FastAPI solves them before the dependencies
 in the route's signature; they leave a ``RouteContext`` on the request, whose
 parts ``ServiceDep``, ``PrincipalDep``, ``LimitsDep`` and ``PageLimitDep`` hand
-to the route. (``request.app.state``, which ``dependencies.get_workflow_service``
+to the route (``RouteDep`` hands all of it, one dependency to solve instead of
+three). (``request.app.state``, which ``dependencies.get_workflow_service``
 reads, holds one service per app and only once the lifespan ran: it cannot tell
 two routers of one app apart.)
 """
@@ -145,6 +146,12 @@ async def route_limits(request: Request) -> EdgeLimits:
     return cast("EdgeLimits", _part(request, "limits", _UNBOUND))
 
 
+async def route_context(request: Request) -> RouteContext:
+    """The whole context of the router serving this request (for the routes starting runs)."""
+    context = getattr(request.state, _STATE_KEY, None)
+    return context if isinstance(context, RouteContext) else cast("RouteContext", _UNBOUND)
+
+
 async def page_limit(request: Request) -> int | None:
     """The ``limit`` query parameter of ``GET /handlers``, checked against the page size."""
     return cast("int | None", _part(request, "page_limit", None))
@@ -154,3 +161,4 @@ ServiceDep = Annotated[WorkflowService, Depends(route_service)]
 PrincipalDep = Annotated[str | None, Depends(route_principal)]
 LimitsDep = Annotated[EdgeLimits, Depends(route_limits)]
 PageLimitDep = Annotated[int | None, Depends(page_limit)]
+RouteDep = Annotated[RouteContext, Depends(route_context)]

@@ -10,7 +10,7 @@ from .._http import json_body_doc, read_json_body
 from ..models import HandlerData, RunRequest
 from ..service import PersistentHandler
 from . import params
-from .deps import LimitsDep, PrincipalDep, RouterBinding, ServiceDep
+from .deps import RouteContext, RouteDep, RouterBinding
 from .responses import BAD_INPUT, CONFLICT, NOT_FOUND, UNAVAILABLE, Responses
 from .wire import handler_response
 
@@ -22,40 +22,26 @@ IdempotencyKey = Annotated[str | None, Header(max_length=255)]
 
 
 async def run_workflow_nowait(
-    name: str,
-    request: Request,
-    service: ServiceDep,
-    principal: PrincipalDep,
-    limits: LimitsDep,
-    idempotency_key: IdempotencyKey = None,
+    name: str, request: Request, route: RouteDep, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Start a run and answer at once with its (running) handler."""
-    handler = await _start(name, request, service, principal, limits, idempotency_key)
+    handler = await _start(name, request, route, idempotency_key)
     return handler_response(handler)
 
 
 async def run_workflow(
-    name: str,
-    request: Request,
-    service: ServiceDep,
-    principal: PrincipalDep,
-    limits: LimitsDep,
-    idempotency_key: IdempotencyKey = None,
+    name: str, request: Request, route: RouteDep, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Start a run and answer when it has finished (500 with the handler if it failed)."""
-    handler = await _start(name, request, service, principal, limits, idempotency_key)
-    done = await service.wait_for(handler.handler_id, principal=principal)
+    handler = await _start(name, request, route, idempotency_key)
+    done = await route.service.wait_for(handler.handler_id, principal=route.principal)
     return handler_response(done, 200 if done.status == "completed" else 500)
 
 
 async def _start(
-    name: str,
-    request: Request,
-    service: ServiceDep,
-    principal: str | None,
-    limits: LimitsDep,
-    idempotency_key: str | None,
+    name: str, request: Request, route: RouteContext, idempotency_key: str | None
 ) -> PersistentHandler:
+    service, limits = route.service, route.limits
     entry = service.registry.get(name)
     body = await read_json_body(request, limits.max_body_size, limits.max_json_depth)
     fields = params.json_object(body)
@@ -63,7 +49,7 @@ async def _start(
         name,
         params.start_event(entry, fields),
         handler_id=params.body_handler_id(fields.get("handler_id")),
-        principal=principal,
+        principal=route.principal,
         context=params.context_field(fields.get("context")),
         idempotency_key=idempotency_key,
         request_hash=params.fingerprint(name, fields),

@@ -61,10 +61,10 @@ class Launcher:
         workflow = live.workflow.workflow
         serializer = self._runtime.get_serializer(workflow)
         context = None if ctx is None else Context.from_dict(workflow, ctx, serializer=serializer)
-        self._runtime.observe(live.run_id, live)
+        loop = self._runtime.observe(live.run_id, live)
         with live.telemetry.executing():  # steps inherit its tags and span
             handler = workflow.run(ctx=context, start_event=start, run_id=live.run_id)
-        live.attach(handler, self._runtime.get_external_adapter(live.run_id))
+        live.attach(handler, self._runtime.get_external_adapter(live.run_id), loop)
         self._live.spawn(self._watch(live))
 
     async def _watch(self, live: LiveRun) -> None:

@@ -41,6 +41,7 @@ from ..registry import RegisteredWorkflow
 from ..store import state
 from ..store.base import PersistentHandler, RunProgress, Status, StoredEvent, utcnow
 from ..telemetry import RunTelemetry
+from .runtime import RunLoop
 
 logger = logging.getLogger(__name__)
 
@@ -129,10 +130,13 @@ class LiveRun:
         self._checkpoints = checkpoints
         self.handler: WorkflowHandler | None = None
         self._adapter: ExternalRunAdapter | None = None
-        self._mirror: BrokerState | None = None
+        self._loop: RunLoop | None = None
+        # The loop's state after the latest observed tick, the one before a tick
+        # that may fail the run, and the one the latest checkpoint was taken of.
+        self._seen: BrokerState | None = None
         self._before_failure: BrokerState | None = None
+        self._checkpointed: BrokerState | None = None
         self._state_store: StateStore[Any] | None = None
-        self._ticks: list[WorkflowTick] = []
         self._pending = _Pending()
         self._inflight: RunProgress | None = None
         self._inbox_by_event: dict[int, int] = {}
@@ -156,18 +160,22 @@ class LiveRun:
 
     # -- wiring ----------------------------------------------------------------------
 
-    def attach(self, handler: WorkflowHandler, adapter: ExternalRunAdapter) -> None:
-        """Bind the engine's handler and adapter once the run has been started."""
+    def attach(self, handler: WorkflowHandler, adapter: ExternalRunAdapter, loop: RunLoop) -> None:
+        """Bind the engine's handler, adapter and control loop once the run has been started."""
         self.handler = handler
         self._adapter = adapter
-        self._mirror = _engine.initial_state(adapter)
+        self._loop = loop
+        self._seen = _engine.initial_state(adapter)
         self._state_store = adapter.get_state_store(())
 
     # -- engine reports (runtime.RunObserver) ----------------------------------------
 
     def observe_tick(self, tick: WorkflowTick) -> None:
-        self._before_failure = self._state_before(tick) if _may_fail_run(tick) else None
-        self._ticks.append(tick)
+        # The loop reduced ``tick`` just before reporting it: its state is the
+        # one after it, and the one seen at the previous tick is the one before.
+        self._before_failure = self._seen if _may_fail_run(tick) else None
+        if self._loop is not None:
+            self._seen = self._loop.state or self._seen
         if isinstance(tick, TickAddEvent):
             inbox_id = self._inbox_by_event.pop(id(tick.event), None)
             if inbox_id is not None:
@@ -259,7 +267,8 @@ class LiveRun:
         task.add_done_callback(self._tasks.discard)
 
     def _mark(self) -> None:
-        self._pending.state_changed = self._pending.state_changed or bool(self._ticks)
+        ticked = self._seen is not self._checkpointed  # a tick since the last checkpoint
+        self._pending.state_changed = self._pending.state_changed or ticked
         self._on_dirty(self)
 
     # -- events sent in ---------------------------------------------------------------
@@ -337,30 +346,21 @@ class LiveRun:
             return None
 
     def checkpoint(self) -> str:
-        """The run's context as ``Context.to_dict()`` JSON, without replaying history."""
-        mirror = self._folded()
+        """The run's context as ``Context.to_dict()`` JSON, read from the loop's own state.
+
+        Taking it costs the size of the current state, never the run's history:
+        the state is the control loop's, as it left it after its latest tick.
+        """
+        assert self._seen is not None
+        state = self._checkpointed = self._seen
         if self._before_failure is not None and self.outcome and self.outcome.status == "failed":
             # A failed run keeps the state from before the failing step's result
             # (that step still in progress), so a retry runs it again from there.
-            mirror = self._before_failure
-        serialized = mirror.to_serialized(self._serializer)
+            state = self._before_failure
+        serialized = state.to_serialized(self._serializer)
         if self._state_store is not None:
             serialized.state = self._state_store.to_dict(self._serializer)
         return dumps(serialized.model_dump(mode="json"))
-
-    def _folded(self) -> BrokerState:
-        """The mirror of the control loop, advanced over the ticks observed so far."""
-        assert self._mirror is not None
-        if self._ticks:
-            ticks, self._ticks = self._ticks, []
-            self._mirror = _engine.advance(self._mirror, ticks, self.run_id)
-        return self._mirror
-
-    def _state_before(self, tick: WorkflowTick) -> BrokerState | None:
-        """The control-loop state before ``tick``, which may end the run in failure."""
-        if self._mirror is None:
-            return None
-        return self._folded()  # kept as is: the reducer copies states, never mutates them
 
     def acknowledge(self, progress: RunProgress) -> None:
         """The progress was written: publish its events to streams."""

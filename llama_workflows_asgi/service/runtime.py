@@ -3,8 +3,14 @@
 It is the engine's own asyncio runtime with one adapter decorator in front:
 every run reports its control-loop ticks, the events it streams, the edits to
 its state store and the tasks it starts to an observer (the service's
-``LiveRun``). That is all durability needs: checkpoints are computed from the
-observed ticks, the event log from the streamed events.
+``LiveRun``), and hands over its control loop (a ``RunLoop``), whose state a
+checkpoint reads as the loop left it. That is all durability needs:
+checkpoints come from the loop's state, the event log from the streamed events.
+
+Each workflow is registered once, its step table introspected once (the
+engine's own runtime does both on every run, the latter on every step too),
+and the engine's in-memory journal of every tick is not kept: nothing replays
+it, and it would grow with the run.
 """
 
 from __future__ import annotations
@@ -24,11 +30,15 @@ from .. import _engine
 from .._engine import (
     BaseInternalRunAdapterDecorator,
     BaseRuntimeDecorator,
+    BrokerState,
     InternalRunAdapter,
+    LoopRunner,
     NamedTask,
     PendingStart,
     PendingWorker,
+    RegisteredWorkflow,
     WaitForNextTaskResult,
+    WeakIdentityKeyDictionary,
     WorkflowTick,
     all_tasks,
 )
@@ -55,6 +65,55 @@ class RunObserver(Protocol):
         """A step raised what the engine does not handle (``KeyboardInterrupt``...)."""
 
 
+class RunLoop:
+    """One observed run's control loop, once it has started: the state it reduced so far."""
+
+    __slots__ = ("_runner",)
+
+    def __init__(self) -> None:
+        self._runner: LoopRunner | None = None
+
+    def bind(self, runner: LoopRunner) -> None:
+        """The engine started the run's loop."""
+        self._runner = runner
+
+    @property
+    def state(self) -> BrokerState | None:
+        """The loop's state after its latest tick (states are copied, never changed in place)."""
+        return None if self._runner is None else self._runner.state
+
+
+class _Observed:
+    """What the runtime keeps for one observed run."""
+
+    __slots__ = ("adapter", "loop", "observer")
+
+    def __init__(self, observer: RunObserver) -> None:
+        self.observer = observer
+        self.loop = RunLoop()
+        self.adapter: _ObservedAdapter | None = None
+
+
+class _RegisteringOnce(BasicRuntime):
+    """The engine's asyncio runtime, registering each workflow once, with its loop reported."""
+
+    def __init__(self, on_loop: Callable[[InternalRunAdapter, LoopRunner], None]) -> None:
+        super().__init__()
+        self._on_loop = on_loop
+        self._registered: WeakIdentityKeyDictionary[Workflow, RegisteredWorkflow] = (
+            WeakIdentityKeyDictionary()
+        )
+
+    def register(self, workflow: Workflow) -> RegisteredWorkflow:
+        _engine.cache_step_table(workflow)
+        registered = _engine.register_observed(workflow, self._on_loop)
+        self._registered[workflow] = registered
+        return registered
+
+    def get_registered(self, workflow: Workflow) -> RegisteredWorkflow | None:
+        return self._registered.get(workflow)
+
+
 class DurableRuntime(BaseRuntimeDecorator):
     """The engine's asyncio runtime, reporting each observed run to its observer.
 
@@ -63,13 +122,14 @@ class DurableRuntime(BaseRuntimeDecorator):
     """
 
     def __init__(self) -> None:
-        super().__init__(BasicRuntime())
-        self._observers: dict[str, RunObserver] = {}
+        super().__init__(_RegisteringOnce(_bind_loop))
+        self._observers: dict[str, _Observed] = {}
         self._extra_types: dict[int, tuple[type[Any], ...]] = {}
 
-    def observe(self, run_id: str, observer: RunObserver) -> None:
-        """Report the run ``run_id`` (about to start) to ``observer``."""
-        self._observers[run_id] = observer
+    def observe(self, run_id: str, observer: RunObserver) -> RunLoop:
+        """Report the run ``run_id`` (about to start) to ``observer``; its loop, once started."""
+        observed = self._observers[run_id] = _Observed(observer)
+        return observed.loop
 
     def forget(self, run_id: str) -> None:
         """Stop reporting ``run_id``."""
@@ -91,20 +151,33 @@ class DurableRuntime(BaseRuntimeDecorator):
 
     def get_internal_adapter(self, workflow: Workflow) -> InternalRunAdapter:
         inner = _engine.decorated(self).get_internal_adapter(workflow)
-        observer = self._observers.get(inner.run_id)
-        return inner if observer is None else _ObservedAdapter(inner, observer)
+        observed = self._observers.get(inner.run_id)
+        if observed is None:
+            return inner
+        if observed.adapter is None:
+            # One per run: the engine asks again for every step it runs.
+            observed.adapter = _ObservedAdapter(inner, observed.observer, observed.loop)
+        return observed.adapter
+
+
+def _bind_loop(adapter: InternalRunAdapter, runner: LoopRunner) -> None:
+    """A run's control loop started: an observed run's ``RunLoop`` reads its state."""
+    if isinstance(adapter, _ObservedAdapter):
+        adapter.loop.bind(runner)
 
 
 class _ObservedAdapter(BaseInternalRunAdapterDecorator):
     """Forwards to the engine's adapter and reports to the run's observer."""
 
-    def __init__(self, decorated: InternalRunAdapter, observer: RunObserver) -> None:
+    def __init__(self, decorated: InternalRunAdapter, observer: RunObserver, loop: RunLoop) -> None:
         super().__init__(decorated)
         self._observer = observer
+        self.loop = loop
         self._stores: dict[int, ObservedStateStore] = {}
 
     async def on_tick(self, tick: WorkflowTick) -> None:
-        await super().on_tick(tick)
+        # Not forwarded: the engine's adapter would journal the tick in memory
+        # for a replay nothing here does (checkpoints read the loop's state).
         self._observer.observe_tick(tick)
 
     async def write_to_event_stream(self, event: Event) -> None:

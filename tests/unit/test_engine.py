@@ -115,3 +115,30 @@ async def test_a_run_exposes_its_state_which_advances_with_ticks_and_aborts_at_o
 def test_every_name_the_package_imports_from_the_engine_is_there() -> None:
     missing = [name for name in _engine.__all__ if not hasattr(_engine, name)]
     assert missing == []
+
+
+class Later(Event):
+    """Taken by a step added to ``Growing`` after its first run."""
+
+
+class Growing(Workflow):
+    """A workflow class a step is added to after it was introspected."""
+
+    @step
+    async def first(self, ev: StartEvent) -> StopEvent:
+        return StopEvent()
+
+
+def test_a_cached_step_table_is_a_copy_rebuilt_when_the_class_gains_a_step() -> None:
+    workflow = Growing()
+    before = workflow._get_steps()
+    _engine.cache_step_table(workflow)
+    assert workflow._get_steps() == before
+    workflow._get_steps().clear()  # a caller's copy
+    assert set(workflow._get_steps()) == {"first"}
+
+    @step(workflow=Growing)
+    async def later(ev: Later) -> StopEvent:
+        return StopEvent()
+
+    assert set(workflow._get_steps()) == {"first", "later"}
