@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -200,31 +201,60 @@ async def test_locked_sqlite_file_gives_a_clear_503(tmp_path: Path) -> None:
     assert len(listed) == 2
 
 
+def fill_to_the_last_page(path: Path, pages: int) -> None:
+    """Grow the SQLite file to ``pages`` pages with nothing free in them.
+
+    Done from outside the server, so how full the file is never depends on how
+    the server batched its writes: once this returns, any write that needs a
+    new page (every 50 kB start event does) is refused by the server, whose
+    connection may not grow the file past ``pages`` or its current size.
+    """
+    with contextlib.closing(sqlite3.connect(path, timeout=10)) as db:
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        db.execute("CREATE TABLE filler (b BLOB NOT NULL)")
+
+        def room() -> bool:
+            size, free = (
+                db.execute(f"PRAGMA {n}").fetchone()[0] for n in ("page_count", "freelist_count")
+            )
+            return bool(size < pages or free)
+
+        while room():  # a new row takes a free page first, then grows the file
+            db.execute("INSERT INTO filler VALUES (zeroblob(?))", (page_size,))
+        db.commit()
+
+
+def free_the_filler(path: Path) -> None:
+    """Give the filler's pages back to the file's free list: space is back."""
+    with contextlib.closing(sqlite3.connect(path, timeout=10)) as db:
+        db.execute("DROP TABLE filler")
+        db.commit()
+
+
 async def test_full_sqlite_file_gives_a_clear_503_and_keeps_serving(tmp_path: Path) -> None:
     database = tmp_path / "full.db"
     env = {"WF_DATABASE_URL": f"sqlite+aiosqlite:///{database}", "WF_SQLITE_MAX_PAGES": "150"}
     server = ServerProcess("server", env, tmp_path)
-    big = "x" * 50_000
+    body = {"start_event": {"name": "x" * 50_000, "items": []}}
     with server_processes(server):
         await asyncio.to_thread(server.start)
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-            answers = []
-            for _ in range(40):
-                body = {"start_event": {"name": big, "items": []}}
-                response = await http.post("/workflows/processing/run-nowait", json=body)
-                answers.append(response)
-                if response.status_code != 200:
-                    break
-            waited = await http.post(
-                "/workflows/processing/run", json={"start_event": {"items": []}}
-            )
+            # /run answers once the run is finished: nothing of it is left to write.
+            fitted = await http.post("/workflows/processing/run", json=body)
+            await asyncio.to_thread(fill_to_the_last_page, database, 150)
+            refused = await http.post("/workflows/processing/run-nowait", json=body)
+            waited = await http.post("/workflows/processing/run", json=body)
             health = await http.get("/health")
             listing = await http.get("/handlers", params={"limit": 5})
+            await asyncio.to_thread(free_the_filler, database)
+            after = await http.post("/workflows/processing/run", json=body)
 
-    refused = answers[-1]
-    assert refused.status_code == 503, [a.status_code for a in answers]
-    assert "full" in refused.json()["detail"]
-    assert len(answers) > 1, "some runs fit before the file filled up"
-    assert waited.status_code == 503  # never a hang, never a 500
+    assert fitted.status_code == 200, "a run fits before the file fills up"
+    for answer in (refused, waited):  # never a hang, never a 500
+        assert answer.status_code == 503, answer.text
+        assert "full" in answer.json()["detail"]
     assert health.status_code == 200
     assert listing.status_code == 200
+    assert [h["handler_id"] for h in listing.json()["handlers"]] == [fitted.json()["handler_id"]]
+    assert after.status_code == 200, after.text
+    assert after.json()["status"] == "completed"

@@ -8,10 +8,8 @@ its error and writes nothing, without aborting its neighbours.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from llama_workflows_asgi.errors import ConflictError
@@ -20,20 +18,16 @@ from llama_workflows_asgi.store import (
     HandlerQuery,
     IdempotencyKeyExistsError,
     PersistentHandler,
-    RunProgress,
     SqlAlchemyWorkflowStore,
 )
+from llama_workflows_asgi.store import _ownership as ownership
 from llama_workflows_asgi.store import _writes as writes
-from llama_workflows_asgi.store.schema import owners_table
-from tests.support.factories import LEASE, T0, at, event, handler, progress
+from tests.store.test_ownership import beat, owner_rows
+from tests.support.factories import at, event, handler, progress
 
 
 async def rows(store: SqlAlchemyWorkflowStore) -> dict[str, PersistentHandler]:
     return {h.handler_id: h for h in await store.query(HandlerQuery())}
-
-
-def beat(owner: str, expires_in: float = 60) -> writes.Beat:
-    return writes.Beat(owner, T0, at(expires_in))
 
 
 async def test_one_batch_creates_rows_and_answers_each_conflict_alone(
@@ -107,43 +101,6 @@ async def test_a_taken_key_in_a_replacement_is_answered_inside_its_savepoint(
     assert "fresh" in stored
 
 
-async def test_progress_batches_are_decided_in_submission_order(
-    sql_store: SqlAlchemyWorkflowStore,
-) -> None:
-    mine = handler("h", owner_id="me")
-    await sql_store.create_handler(mine)
-    await sql_store.create_handler(handler("g", owner_id="me"))
-    batches: list[Sequence[RunProgress]] = [
-        [progress(mine, events=[event(0)], ctx='{"step":1}')],
-        [
-            progress(mine, events=[event(1)], status="completed", result='{"value":{}}'),
-            progress(handler("g", owner_id="thief"), events=[event(0)]),
-        ],
-        [progress(mine, events=[event(2)])],  # the run finished in the batch before
-        [progress(handler("missing", owner_id="me"))],
-    ]
-    async with sql_store.write_engine.begin() as conn:
-        lost = await writes.save_progress(conn, batches)
-    assert lost == [set(), {"g"}, {"h"}, {"missing"}]
-    stored = await rows(sql_store)
-    assert stored["h"].status == "completed"
-    assert stored["h"].ctx == {"step": 1}
-    assert stored["h"].owner_id is None
-    assert [e.sequence for e in await sql_store.read_events("run-h")] == [0, 1]
-    assert await sql_store.read_events("run-g") == []
-
-
-async def test_progress_sent_again_after_an_unknown_commit_adds_nothing(
-    sql_store: SqlAlchemyWorkflowStore,
-) -> None:
-    mine = handler("h", owner_id="me")
-    await sql_store.create_handler(mine)
-    item = progress(mine, events=[event(0), event(1)])
-    async with sql_store.write_engine.begin() as conn:
-        assert await writes.save_progress(conn, [[item], [item]]) == [set(), set()]
-    assert [e.sequence for e in await sql_store.read_events("run-h")] == [0, 1]
-
-
 async def test_finalize_enqueue_and_reopen_answer_each_payload(
     sql_store: SqlAlchemyWorkflowStore,
 ) -> None:
@@ -191,47 +148,11 @@ async def test_finalize_enqueue_and_reopen_answer_each_payload(
     assert await sql_store.read_inbox(["h"]) == []  # cleared by the finalize
 
 
-async def owner_rows(conn: AsyncConnection) -> dict[str, object]:
-    found = await conn.execute(select(owners_table.c.owner_id, owners_table.c.expires_at))
-    return {owner: expires for owner, expires in found}
-
-
-async def test_heartbeats_claims_and_releases_keep_one_owner_row_each(
-    sql_store: SqlAlchemyWorkflowStore,
-) -> None:
-    await sql_store.create_handler(handler("free"))
-    await sql_store.create_handler(handler("orphan", owner_id="crashed", started_at=at(-1)))
-    async with sql_store.write_engine.begin() as conn:
-        await writes.heartbeat(conn, [beat("crashed", expires_in=-5), beat("idle", expires_in=-5)])
-        owned = await writes.heartbeat(conn, [beat("me"), beat("me", expires_in=90)])
-        claim = writes.Claim("me", at(1), LEASE, (), None, 10, beat("me", expires_in=300))
-        claimed = await writes.claim_handlers(conn, [claim, claim])
-        owners = await owner_rows(conn)
-        await writes.release_handlers(conn, [("me", ("free",)), ("crashed", None)])
-        after_release = await owner_rows(conn)
-    assert owned == [set(), set()]
-    # The idle lapsed owner's row went with the next beat; the crashed one holds a run.
-    assert sorted(owners) == ["crashed", "me"]
-    assert owners["me"] == at(300)
-    first, second = claimed
-    assert isinstance(first, list)
-    assert [(h.handler_id, h.previous_owner_id, h.resume_attempts) for h in first] == [
-        ("orphan", "crashed", 1),
-        ("free", None, 0),
-    ]
-    assert second == []  # the batch's first claim took everything
-    assert sorted(after_release) == ["me"]
-    stored = await rows(sql_store)
-    assert stored["free"].owner_id is None
-    assert stored["orphan"].owner_id == "me"
-    assert stored["orphan"].lease_expires_at == LEASE
-
-
 async def test_a_run_written_by_its_owner_extends_the_owners_heartbeat(
     sql_store: SqlAlchemyWorkflowStore,
 ) -> None:
     async with sql_store.write_engine.begin() as conn:
-        await writes.heartbeat(conn, [beat("me", expires_in=1)])
+        await ownership.heartbeat(conn, [beat("me", expires_in=1)])
         row = handler("h", owner_id="me", lease_expires_at=at(120))
         earlier = handler("g", owner_id="me", lease_expires_at=at(30))
         await writes.create_handler(conn, [writes.Create(row, None), writes.Create(earlier, None)])
