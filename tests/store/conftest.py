@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from llama_workflows_asgi.store import (
     AbstractWorkflowStore,
@@ -13,6 +15,8 @@ from llama_workflows_asgi.store import (
     SqlAlchemyWorkflowStore,
     SqliteWorkflowStore,
 )
+from llama_workflows_asgi.store._batch import GroupCommit
+from tests.support.group_commit import Calls, Writer
 
 
 def make_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> AbstractWorkflowStore:
@@ -45,3 +49,30 @@ async def sql_store(
     await store.start()
     yield store
     await store.close()
+
+
+# -- a group commit on its own (test_batch, test_feed) ----------------------------------
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """A SQLite file with the one table of ``tests.support.group_commit``."""
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'batch.db'}")
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE kv (k TEXT PRIMARY KEY)"))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def calls() -> Calls:
+    """Each batch function call: its kind and the payloads it was handed."""
+    return []
+
+
+@pytest.fixture
+async def writer(engine: AsyncEngine) -> AsyncIterator[Writer]:
+    """A group commit over ``engine``, closed after the test."""
+    writer = GroupCommit(engine.begin)
+    yield writer
+    await writer.aclose()

@@ -1,0 +1,99 @@
+"""A feed (``store._feed``): payloads its group commit pulls from a source as a batch forms.
+
+Over a real SQLite file, with the batch functions of ``tests.support.group_commit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from llama_workflows_asgi.errors import ConflictError
+from tests.support.group_commit import Calls, Dirty, Writer, keys, putter, until
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def test_a_feed_is_pulled_once_per_batch_however_often_it_is_poked(
+    writer: Writer, engine: AsyncEngine, calls: Calls
+) -> None:
+    source = Dirty()
+    feed = writer.feed(putter(calls), source)
+    for key in ("a", "b", "c"):
+        source.pending.append(key)
+        feed.poke()  # three pokes before the writer runs: one pull
+
+    await asyncio.wait_for(source.decided.wait(), 10)
+
+    assert source.takes == 1
+    assert calls == [("put", ["a", "b", "c"])]
+    assert source.results == [("a", 1), ("b", 1), ("c", 1)]
+    assert writer.transactions == 1
+    assert await keys(engine) == {"a", "b", "c"}
+
+
+async def test_a_feed_and_submitted_writes_share_a_transaction(
+    writer: Writer, engine: AsyncEngine, calls: Calls
+) -> None:
+    source, put = Dirty(), writer.lane(putter(calls, "submitted"))
+    feed = writer.feed(putter(calls, "fed"), source)
+    source.pending.append("fed")
+    feed.poke()
+
+    assert await put.submit("sub") == 3
+    await asyncio.wait_for(source.decided.wait(), 10)
+
+    assert calls == [("fed", ["fed"]), ("submitted", ["sub"])]  # queue order
+    assert writer.transactions == 1
+
+
+async def test_a_refused_fed_payload_is_found_and_fails_alone(
+    writer: Writer, engine: AsyncEngine, calls: Calls
+) -> None:
+    source = Dirty()
+    feed = writer.feed(putter(calls), source)
+    source.pending += ["a", "bug", "taken", "b"]
+    feed.poke()
+
+    await asyncio.wait_for(until(source, lambda: len(source.results) == 4), 10)
+
+    outcomes = dict(source.results)
+    assert (outcomes["a"], outcomes["b"]) == (1, 1)
+    assert isinstance(outcomes["bug"], RuntimeError)
+    assert isinstance(outcomes["taken"], ConflictError)
+    assert source.given_back == []
+    assert await keys(engine) == {"a", "b"}
+
+
+async def test_an_outage_keeps_fed_payloads_and_pulls_again_after_a_backoff(
+    writer: Writer, engine: AsyncEngine, calls: Calls
+) -> None:
+    source = Dirty()
+    feed = writer.feed(putter(calls), source)
+    source.pending += ["a", "down"]
+    feed.poke()
+
+    await asyncio.wait_for(until(source, lambda: bool(source.given_back)), 10)
+    assert source.given_back == [["a", "down"]]  # given back whole, nothing written
+    assert await keys(engine) == set()
+    source.pending.remove("down")  # the database is back
+    feed.poke()  # backing off: this poke waits for the backoff's own pull
+
+    await asyncio.wait_for(until(source, lambda: bool(source.results)), 10)
+    assert source.results == [("a", 1)]
+    assert await keys(engine) == {"a"}
+
+
+async def test_a_closed_feed_is_not_pulled(writer: Writer, calls: Calls) -> None:
+    source = Dirty()
+    feed = writer.feed(putter(calls), source)
+    source.pending.append("a")
+    feed.poke()
+    feed.close()
+
+    await writer.aclose()
+
+    assert source.takes == 0
+    assert calls == []
