@@ -155,13 +155,26 @@ def test_a_queued_run_is_logged_without_a_span(sdk: Sdk, caplog: pytest.LogCaptu
     assert spans_named(sdk, f"workflow {row.workflow_name}") == []
 
 
+@dataclass
+class Watched:
+    """A service's runs, writer and ownership rounds, as the gauges read them."""
+
+    live: list[LiveRun]
+    unwritten_since: float | None
+    queued: dict[str, int]
+
+    def values(self) -> list[LiveRun]:
+        return self.live
+
+
 def test_the_watched_service_answers_the_gauges(sdk: Sdk) -> None:
     reports = Telemetry()
     assert (reports.live_runs(), reports.unwritten_since(), reports.queued_runs()) == ([], None, {})
     row = unique_row()
     since = time.monotonic()
     live = [LiveRun(row), LiveRun(row, idle_since=since)]
-    reports.watch(lambda: live, lambda: since, lambda: {row.workflow_name: 3})
+    watched = Watched(live, since, {row.workflow_name: 3})
+    reports.watch(watched, watched, watched)
     assert reports.live_runs() == live
     assert reports.unwritten_since() == since
     assert reports.queued_runs() == {row.workflow_name: 3}
