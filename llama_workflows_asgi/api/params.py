@@ -17,7 +17,7 @@ from .. import _json
 from ..errors import BadRequestError
 from ..registry import RegisteredWorkflow
 from ..service import HandlerCursor, Status
-from ..service.starting import check_handler_id
+from ..service.inputs import check_handler_id
 
 STATUSES: tuple[str, ...] = get_args(Status)
 """The handler statuses a listing can filter on, from the one ``Status`` literal."""

@@ -18,10 +18,10 @@ from .._json import dumps, load_object
 from ..errors import BadEventError, ConflictError
 from ..registry import RegisteredWorkflow
 from ..store.base import AbstractWorkflowStore, InboxEntry, PersistentHandler, utcnow
+from .inputs import storable_envelope
 from .live import LiveRun
 from .live_runs import LiveRuns
 from .runtime import DurableRuntime
-from .starting import storable_envelope
 from .stopping import StopSignal
 
 if TYPE_CHECKING:

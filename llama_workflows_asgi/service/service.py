@@ -29,6 +29,7 @@ from ..store.base import (
 from ..store.memory import MemoryWorkflowStore
 from ..telemetry import Telemetry
 from .config import ServiceConfig
+from .inputs import check_handler_id, stored_key
 from .lifecycle import Lifecycle
 from .listing import HandlerPage, page_query, read_page
 from .live import LiveRun
@@ -37,7 +38,6 @@ from .reading import read_handler
 from .registration import register_workflow
 from .rooms import Basis, build_rooms
 from .runtime import DurableRuntime
-from .starting import check_handler_id, stored_key
 from .streams import EventStream
 
 

@@ -5,25 +5,20 @@ The inputs are checked before anything is written (the start event must
 checkpoint and decode back, a reused handler id must be a finished handler of
 the same caller and workflow, a given context must load). The run is live here
 before its row exists, so that an ownership round never takes it for an orphan.
+The checks that need no store (handler ids, keys, the start event) are in
+``inputs.py``; this room does what needs the store and the live-run set.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
-import secrets
-import string
 from datetime import timedelta
 from typing import Any
 
-from pydantic import ValidationError
 from workflows import Context
-from workflows.context.serializers import JsonSerializer
-from workflows.events import Event, StartEvent
+from workflows.events import StartEvent
 
-from .. import _json, codec
-from ..errors import BadEventError, BadRequestError, ConflictError, RunQueueFullError
+from .. import codec
+from ..errors import BadRequestError, ConflictError, RunQueueFullError
 from ..registry import RegisteredWorkflow
 from ..store.base import (
     AbstractWorkflowStore,
@@ -35,6 +30,7 @@ from ..store.base import (
 )
 from ..telemetry import Telemetry
 from .config import ServiceConfig
+from .inputs import new_id, start_event_for, storable_envelope
 from .launch import Launcher
 from .live_runs import LiveRuns
 from .ownership import Owner
@@ -42,10 +38,7 @@ from .reading import read_handler
 from .runtime import DurableRuntime
 from .stopping import StopSignal
 
-_ID_ALPHABET = string.ascii_letters + string.digits
-_ID_SPACE = len(_ID_ALPHABET) ** 10
 _IN_USE = "Handler id '{}' is already in use"
-_HANDLER_ID = re.compile(r"[A-Za-z0-9._~:@-]{1,255}")
 
 
 class Starter:
@@ -87,13 +80,13 @@ class Starter:
     ) -> PersistentHandler:
         """Start a run of ``entry`` and return it once its row is written.
 
-        ``key`` is the idempotency key as stored (see :func:`scoped_key`).
+        ``key`` is the idempotency key as stored (see :func:`.inputs.scoped_key`).
         """
         if key is not None:
             replay = await self._replay(key, request_hash, principal)
             if replay is not None:
                 return replay
-        event = _start_event_for(entry, start_event)
+        event = start_event_for(entry, start_event)
         if self._live.is_full():
             await self._check_queue_room()
         storable_envelope(entry, event, self._runtime.get_serializer(entry.workflow), start=True)
@@ -259,87 +252,3 @@ class Starter:
             return row.model_copy(update={"ctx": None, "owner_id": None, "lease_expires_at": None})
         await self._launcher.launch_or_fail(live, row.ctx, event)
         return row.model_copy(update={"ctx": None})
-
-
-def new_id() -> str:
-    """A 10-character random id from ``[A-Za-z0-9]``, like the reference server's."""
-    number = secrets.randbelow(_ID_SPACE)  # one draw instead of one per character
-    symbols = []
-    for _ in range(10):
-        number, digit = divmod(number, 62)
-        symbols.append(_ID_ALPHABET[digit])
-    return "".join(symbols)
-
-
-def check_handler_id(handler_id: str) -> str:
-    """``handler_id`` if a URL path segment carries it unescaped; else ``BadRequestError``.
-
-    That is 1 to 255 RFC 3986 unreserved characters, ``:`` and ``@``, and not
-    ``.`` or ``..`` (which a URL path resolves away).
-    """
-    if not _HANDLER_ID.fullmatch(handler_id) or handler_id in (".", ".."):
-        raise BadRequestError(
-            "Invalid handler_id: use 1 to 255 letters, digits and '-._~:@' (not '.' or '..' alone)"
-        )
-    return handler_id
-
-
-def scoped_key(principal: str | None, key: str) -> str:
-    """The stored form of an idempotency key: one caller's key never matches another's."""
-    raw = _json.dumps([principal, key]).encode()
-    return hashlib.sha256(raw).hexdigest()
-
-
-def stored_key(principal: str | None, key: str | None) -> str | None:
-    """The stored form of a caller's idempotency key (``None``: none); refuses an empty key."""
-    if key is None:
-        return None
-    if not key.strip():
-        raise BadRequestError("Invalid Idempotency-Key: it must not be empty")
-    return scoped_key(principal, key)
-
-
-def storable_envelope(
-    entry: RegisteredWorkflow, event: Event, serializer: Any, *, start: bool
-) -> dict[str, Any]:
-    """``event``'s envelope, once it is known to checkpoint and decode back.
-
-    Raises ``BadEventError`` otherwise: an input accepted and then refused
-    by the serializer would fail its run (or, stored as something else,
-    be silently replaced).
-    """
-    envelope = codec.envelope(event)
-    payload = _json.dumps(envelope)
-    try:
-        payload.encode("utf-8")
-        # Decoded as it will be when resumed or delivered: our own JSON,
-        # so without the input limits (the envelope nests a little deeper).
-        back = (entry.events.decode_start if start else entry.events.decode)(json.loads(payload))
-    except (UnicodeEncodeError, BadEventError) as exc:
-        raise BadEventError(f"Invalid event: it does not decode back ({exc})") from exc
-    if codec.envelope(back) != envelope:
-        raise BadEventError("Invalid event: its value changes when it is decoded again")
-    if type(serializer) is JsonSerializer:
-        return envelope  # it dumps an event exactly as envelope() just did
-    try:
-        serializer.serialize(event)
-    except Exception as exc:
-        reason = codec.readable_error(exc)
-        raise BadEventError(f"Invalid event: it cannot be checkpointed ({reason})") from exc
-    return envelope
-
-
-def _start_event_for(entry: RegisteredWorkflow, given: StartEvent | None) -> StartEvent:
-    """The start event of a new run: ``given``, converted to the workflow's start class."""
-    cls = entry.workflow.start_event_class
-    if given is None:
-        try:
-            return cls()
-        except ValidationError as exc:
-            message = codec.describe_validation_error(exc)
-            raise BadEventError(f"Invalid {cls.__name__}: {message}") from exc
-    if isinstance(given, cls):
-        return given
-    # A base StartEvent (or another class) from host code: validated into the
-    # start class exactly as the same event sent over HTTP would be.
-    return entry.events.decode_start(codec.envelope(given))

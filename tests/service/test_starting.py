@@ -1,4 +1,4 @@
-"""``service.starting``: what a start accepts, idempotent replays, handler ids."""
+"""``service.starting``: what a start accepts, idempotent replays, reused handler ids."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from workflows.events import StartEvent
 
 from llama_workflows_asgi import PersistentHandler, WorkflowService
 from llama_workflows_asgi.errors import BadRequestError, ConflictError
-from llama_workflows_asgi.service.starting import check_handler_id, new_id, scoped_key
+from llama_workflows_asgi.service.inputs import scoped_key
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -81,16 +81,6 @@ async def test_a_context_is_refused_unless_the_service_accepts_it(
 ) -> None:
     with pytest.raises(BadRequestError, match="Context API is disabled"):
         await start(memory_service, "greet", context={"state": {}})
-
-
-def test_handler_ids_and_keys() -> None:
-    assert check_handler_id("a-B_1.~:@") == "a-B_1.~:@"
-    for bad in ("", ".", "..", "a/b", "x" * 256, "é"):
-        with pytest.raises(BadRequestError):
-            check_handler_id(bad)
-    assert len({new_id() for _ in range(100)}) == 100
-    assert scoped_key("alice", "k") != scoped_key("bob", "k")
-    assert scoped_key(None, "k") == scoped_key(None, "k")
 
 
 async def test_a_start_event_of_another_workflow_is_refused(

@@ -1,0 +1,78 @@
+"""``service.checkpoint``: the mirror of a run's control loop, and the checkpoint taken of it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from workflows import Context
+from workflows.events import Event, StartEvent
+
+from llama_workflows_asgi import _engine
+from llama_workflows_asgi._engine import TickAddEvent, TickTimeout, WorkflowTick
+from llama_workflows_asgi.service.checkpoint import StateMirror, may_fail_run
+from llama_workflows_asgi.service.runtime import DurableRuntime
+from tests.support.workflows import CounterWorkflow
+
+pytestmark = pytest.mark.timeout(20)
+
+
+class Mirroring:
+    """A ``RunObserver`` that only mirrors the loop, as a live run does."""
+
+    def __init__(self, mirror: StateMirror) -> None:
+        self.mirror = mirror
+        self.ticked: list[bool] = []
+
+    def observe_tick(self, tick: WorkflowTick) -> None:
+        self.mirror.observe_tick(tick)
+        self.ticked.append(self.mirror.ticked)
+
+    def observe_event(self, event: Event) -> None:
+        pass
+
+    def observe_state_change(self) -> None:
+        pass
+
+    def track_task(self, task: asyncio.Task[Any]) -> None:
+        pass
+
+    def observe_interrupt(self, exc: BaseException) -> None:
+        pass
+
+
+def test_a_timeout_may_fail_a_run_and_an_added_event_may_not() -> None:
+    assert may_fail_run(TickTimeout(timeout=1.0))
+    assert not may_fail_run(TickAddEvent(event=StartEvent()))
+
+
+def test_nothing_is_to_checkpoint_before_the_run_is_attached() -> None:
+    workflow = CounterWorkflow()
+    mirror = StateMirror(DurableRuntime().get_serializer(workflow))
+    assert not mirror.ticked
+    with pytest.raises(AssertionError):
+        mirror.checkpoint(failed=False)
+
+
+async def test_the_checkpoint_is_the_loop_state_after_its_latest_tick() -> None:
+    workflow, runtime = CounterWorkflow(), DurableRuntime()
+    serializer = runtime.get_serializer(workflow)
+    _engine.move_to_runtime(workflow, runtime)
+    await runtime.launch()
+    try:
+        observer = Mirroring(StateMirror(serializer))
+        loop = runtime.observe("c1", observer)
+        handler = workflow.run(run_id="c1", start_event=StartEvent())
+        observer.mirror.attach(runtime.get_external_adapter("c1"), loop)
+        assert await handler == {"count": 1}
+        runtime.forget("c1")
+    finally:
+        await runtime.destroy()
+    assert observer.ticked
+    assert all(observer.ticked)  # every tick since the start is new
+    ctx = json.loads(observer.mirror.checkpoint(failed=False))
+    assert not observer.mirror.ticked  # taken of the latest state
+    restored = Context.from_dict(workflow, ctx, serializer=serializer)
+    assert await restored.store.get("count") == 1
