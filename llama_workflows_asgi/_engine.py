@@ -128,6 +128,11 @@ def cache_step_table(workflow: Workflow) -> None:
     workflow._get_steps = get_steps  # type: ignore[method-assign]
 
 
+def step_table_version(workflow: Workflow) -> int:
+    """The version of ``workflow``'s class step table: it changes when a step is added."""
+    return int(type(workflow)._step_functions_version)
+
+
 def step_names(workflow: Workflow) -> set[str]:
     """The names of the workflow's steps (the engine's own table of steps)."""
     return set(workflow._get_steps())

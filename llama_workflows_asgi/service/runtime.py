@@ -100,18 +100,24 @@ class _RegisteringOnce(BasicRuntime):
     def __init__(self, on_loop: Callable[[InternalRunAdapter, LoopRunner], None]) -> None:
         super().__init__()
         self._on_loop = on_loop
-        self._registered: WeakIdentityKeyDictionary[Workflow, RegisteredWorkflow] = (
+        # Each registration with the step table's version it was built from.
+        self._registered: WeakIdentityKeyDictionary[Workflow, tuple[int, RegisteredWorkflow]] = (
             WeakIdentityKeyDictionary()
         )
 
     def register(self, workflow: Workflow) -> RegisteredWorkflow:
         _engine.cache_step_table(workflow)
+        version = _engine.step_table_version(workflow)
         registered = _engine.register_observed(workflow, self._on_loop)
-        self._registered[workflow] = registered
+        self._registered[workflow] = (version, registered)
         return registered
 
     def get_registered(self, workflow: Workflow) -> RegisteredWorkflow | None:
-        return self._registered.get(workflow)
+        # A step added to the class since: its step workers must be registered anew.
+        entry = self._registered.get(workflow)
+        if entry is None or entry[0] != _engine.step_table_version(workflow):
+            return None
+        return entry[1]
 
 
 class DurableRuntime(BaseRuntimeDecorator):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
@@ -70,6 +71,8 @@ Transact = Callable[[Callable[[Tx], Awaitable[None]]], Awaitable[None]]
 
 _MAX_BATCH = 256
 _CONFLICT_RETRIES = 3
+
+logger = logging.getLogger(__name__)
 
 
 class GroupCommit(Generic[Tx]):
@@ -147,11 +150,11 @@ class GroupCommit(Generic[Tx]):
             # Cancelled (event loop shutting down): nobody will write these.
             closed = StoreUnavailableError("the workflow store is closed")
             for step in steps:
-                step.fail(closed)
+                _tell(step.fail, closed)
             while self._queue:
                 step_ = self._queue.popleft().take(self._max_batch)
                 if step_ is not None:
-                    step_.fail(closed)
+                    _tell(step_.fail, closed)
 
     def _next_batch(self) -> list[Step[Tx]]:
         """Take what is queued, in order, consecutive jobs of one lane as one step."""
@@ -179,7 +182,7 @@ class GroupCommit(Generic[Tx]):
                 return
             self.transactions += 1
             for step in steps:
-                step.settle()
+                _tell(step.settle)
             return
 
     async def _failed(self, steps: list[Step[Tx]], error: Exception) -> None:
@@ -188,7 +191,20 @@ class GroupCommit(Generic[Tx]):
                 await self._commit([alone])  # nothing was written: find the culprit
             return
         for step in steps:
-            step.fail(error)
+            _tell(step.fail, error)
+
+
+def _tell(callback: Callable[..., None], *args: BaseException) -> None:
+    """Hand a step its outcome; a failing callback is logged, never taken out on the batch.
+
+    Settling runs the callers' bookkeeping (the service's runs, notifications)
+    after the commit: one raising must neither leave the rest of the batch
+    unsettled nor end the writer task, which every write of the store shares.
+    """
+    try:
+        callback(*args)
+    except Exception:
+        logger.exception("settling a write of the group commit failed")
 
 
 async def _run_all(steps: Sequence[Step[Tx]], tx: Tx) -> None:

@@ -86,7 +86,8 @@ class Feed(Generic[Tx, P, R]):
 
     def take(self, count: int) -> Step[Tx] | None:
         self._queued = False
-        if self.closed or (self._timer is None and self._wait(0.0)):
+        # A timer pending (a backoff, or coalescing) pulls when it is due, never before.
+        if self.closed or self._timer is not None or self._wait(0.0):
             return None
         self._taken_at = time.monotonic()
         payloads = list(self._source.take())

@@ -45,7 +45,13 @@ def in_driver_thread(write: AsyncEngine, begin: str) -> Callable[[Body], Awaitab
             assert driver is not None
             # aiosqlite queues a function for its thread and awaits its result:
             # the one hand-off of this batch.
-            await driver._execute(_run, _engine_for(driver, write, begin), body)
+            try:
+                await driver._execute(_run, _engine_for(driver, write, begin), body)
+            except BaseException:
+                # The error went by the async pool, which would hand this
+                # connection out again even if the driver closed it: drop it.
+                await conn.invalidate()
+                raise
 
     return transact
 

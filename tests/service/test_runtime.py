@@ -108,3 +108,32 @@ def test_allowed_types_are_resolved_by_the_workflow_serializer() -> None:
     runtime.allow_types(workflow, (Extra,))
     after = runtime.get_serializer(workflow)
     assert after.deserialize(after.serialize(Extra(note="n"))) == Extra(note="n")
+
+
+class GrowsAStep(Workflow):
+    """Its start step waits forever when asked to: a step added later answers first."""
+
+    @step
+    async def first(self, ev: StartEvent) -> StopEvent:
+        if ev.get("wait"):
+            await asyncio.Event().wait()
+        return StopEvent(result="first")
+
+
+async def test_a_step_added_to_the_class_after_a_run_is_registered_for_the_next() -> None:
+    workflow, runtime = GrowsAStep(), DurableRuntime()
+    _engine.move_to_runtime(workflow, runtime)
+    await runtime.launch()
+    try:
+        runtime.observe("before", Recorder())
+        assert await workflow.run(run_id="before", start_event=StartEvent()) == "first"
+
+        @step(workflow=GrowsAStep)
+        async def later(ev: StartEvent) -> StopEvent:
+            return StopEvent(result="later")
+
+        runtime.observe("after", Recorder())
+        started = workflow.run(run_id="after", start_event=StartEvent(wait=True))
+        assert await asyncio.wait_for(started, 10) == "later"
+    finally:
+        await runtime.destroy()

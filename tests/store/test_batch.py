@@ -8,12 +8,14 @@ failed, and what was written. The feed's own tests are in ``test_feed``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from llama_workflows_asgi.errors import ConflictError, StoreUnavailableError
-from tests.support.group_commit import Calls, Writer, keys, putter
+from llama_workflows_asgi.store._batch import Result
+from tests.support.group_commit import Calls, Dirty, Writer, keys, putter
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -105,3 +107,26 @@ async def test_closing_finishes_the_queued_writes_and_a_new_submit_restarts(
     assert all(task.done() for task in queued)
     assert await keys(engine) == {f"q{i}" for i in range(5)}
     assert await put.submit("again") == 5
+
+
+class _FaultySettling(Dirty):
+    """A source whose bookkeeping after the commit raises."""
+
+    def settled(self, results: Sequence[tuple[str, Result[int]]]) -> None:
+        super().settled(results)
+        raise RuntimeError("a bug in the caller's bookkeeping")
+
+
+async def test_a_raising_settle_neither_fails_the_batch_nor_stops_the_writer(
+    writer: Writer, engine: AsyncEngine, calls: Calls
+) -> None:
+    source, put = _FaultySettling(), writer.lane(putter(calls, "submitted"))
+    feed = writer.feed(putter(calls, "fed"), source)
+    source.pending.append("fed")
+    feed.poke()
+
+    assert await put.submit("sub") == 3  # settled after the source raised: still answered
+    assert source.results == [("fed", 3)]
+    assert writer.transactions == 1
+    assert await put.submit("next") == 4  # the writer task lives on
+    assert await keys(engine) == {"fed", "sub", "next"}
