@@ -10,7 +10,7 @@ import asyncio
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from llama_workflows_asgi.errors import ConflictError
+from llama_workflows_asgi.errors import ConflictError, StoreUnavailableError
 from tests.support.group_commit import Calls, Dirty, Writer, keys, putter, until
 
 pytestmark = pytest.mark.timeout(30)
@@ -97,3 +97,19 @@ async def test_a_closed_feed_is_not_pulled(writer: Writer, calls: Calls) -> None
 
     assert source.takes == 0
     assert calls == []
+
+
+async def test_a_feed_in_its_backoff_is_not_pulled_before_it_is_due(
+    writer: Writer, engine: AsyncEngine, calls: Calls
+) -> None:
+    source = Dirty()
+    feed = writer.feed(putter(calls, "fed"), source)
+    feed.kept(["x"], StoreUnavailableError("the database is away"))  # an outage: back off
+    assert source.pending == ["x"]
+
+    assert feed.take(1) is None  # a batch formed meanwhile leaves it for the timer
+    assert source.pending == ["x"]
+    assert calls == []
+    await until(source, lambda: bool(source.results))  # pulled once the backoff is over
+    assert source.results == [("x", 1)]
+    assert await keys(engine) == {"x"}
