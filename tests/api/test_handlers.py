@@ -11,34 +11,23 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import Header
 
 from llama_workflows_asgi.api import handlers
 from llama_workflows_asgi.service import ServiceConfig
 from tests.support.http import HANDLER_KEYS
-from tests.support.routes import Edge, routes_of, sqlite_store
-from tests.support.workflows import CustomWorkflow, FailWorkflow, GreetWorkflow, SlowWorkflow
+from tests.support.routes import Edge, header_user, routes_of, run_workflows, sqlite_store
 
 memory_only = pytest.mark.parametrize("edge", ["memory"], indirect=True)
 """For checks of parameter parsing that no store takes part in."""
 
 
-async def user(x_user: str = Header("ada")) -> str:
-    return x_user
-
-
 @pytest.fixture(params=["memory", "sqlite"])
 async def edge(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Edge]:
-    served = {
-        "greet": GreetWorkflow(),
-        "custom": CustomWorkflow(),
-        "fail": FailWorkflow(),
-        "slow": SlowWorkflow(timeout=None),
-    }
+    served = run_workflows()
     store = await sqlite_store(tmp_path) if request.param == "sqlite" else None
     config = ServiceConfig(max_page_size=3)
     async with routes_of(
-        handlers, workflows=served, store=store, principal=user, config=config
+        handlers, workflows=served, store=store, principal=header_user, config=config
     ) as e:
         yield e
 

@@ -8,20 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import Header
 
 from llama_workflows_asgi import HandlerQuery, PersistentHandler
 from llama_workflows_asgi.api import runs
 from llama_workflows_asgi.api.deps import EdgeLimits
 from llama_workflows_asgi.service import WorkflowService
 from tests.support.http import HANDLER_KEYS
-from tests.support.routes import Edge, routes_of, sqlite_store
-from tests.support.workflows import (
-    CustomWorkflow,
-    FailWorkflow,
-    GreetWorkflow,
-    SlowWorkflow,
-)
+from tests.support.routes import Edge, header_user, routes_of, run_workflows, sqlite_store
 
 HELLO_ADA = {
     "value": {"result": {"greeting": "Hello, Ada!"}},
@@ -35,21 +28,14 @@ memory_only = pytest.mark.parametrize("edge", ["memory"], indirect=True)
 """For checks of request parsing that no store takes part in (every store: ``test_errors``)."""
 
 
-async def user(x_user: str = Header("ada")) -> str:
-    return x_user
-
-
 @pytest.fixture(params=["memory", "sqlite"])
 async def edge(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Edge]:
-    served = {
-        "greet": GreetWorkflow(),
-        "custom": CustomWorkflow(),
-        "fail": FailWorkflow(),
-        "slow": SlowWorkflow(timeout=None),
-    }
+    served = run_workflows()
     store = await sqlite_store(tmp_path) if request.param == "sqlite" else None
     limits = EdgeLimits(max_json_depth=64, max_body_size=512)
-    async with routes_of(runs, workflows=served, store=store, principal=user, limits=limits) as e:
+    async with routes_of(
+        runs, workflows=served, store=store, principal=header_user, limits=limits
+    ) as e:
         yield e
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Header
 from workflows import Workflow
 from workflows.events import Event
 
@@ -27,6 +27,7 @@ from llama_workflows_asgi._http import WorkflowRoute
 from llama_workflows_asgi.api.deps import EdgeLimits, RouterBinding
 from llama_workflows_asgi.service import AbstractWorkflowStore, ServiceConfig, WorkflowService
 from llama_workflows_asgi.store import SqlAlchemyWorkflowStore
+from tests.support.workflows import CustomWorkflow, FailWorkflow, GreetWorkflow, SlowWorkflow
 
 
 class RouteModule(Protocol):
@@ -46,6 +47,21 @@ class Edge:
 
 async def anonymous() -> None:
     return None
+
+
+async def header_user(x_user: str = Header("ada")) -> str:
+    """The principal named by the ``X-User`` header (``ada`` when there is none)."""
+    return x_user
+
+
+def run_workflows() -> dict[str, Workflow]:
+    """Fresh instances of the workflows the run and handler route twins serve."""
+    return {
+        "greet": GreetWorkflow(),
+        "custom": CustomWorkflow(),
+        "fail": FailWorkflow(),
+        "slow": SlowWorkflow(timeout=None),
+    }
 
 
 _TEMPLATE: list[Path] = []
