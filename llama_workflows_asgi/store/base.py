@@ -16,7 +16,11 @@ execution needs:
   whose owner's heartbeat lapsed is adoptable; ``liveness`` holds the tokens
   that prove an owner dead before its heartbeat lapses.
 
-All timestamps are timezone-aware UTC datetimes.
+All timestamps are timezone-aware UTC datetimes. This module is what a store
+must implement; what it inherits ready-made (result classes, liveness,
+notifications, the group commit of progress, two composite reads) is
+``_defaults.py``'s. The store's vocabulary (rows, queries, events) is defined in
+``records.py``, ``results.py`` and ``state.py`` and named here too.
 """
 
 from __future__ import annotations
@@ -26,11 +30,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from workflows.events import StopEvent
-
-from ._batch import GroupCommit, Outcome, Poke, Source, no_transaction
-from .liveness import Liveness, UnprovenLiveness
-from .notifications import Notifications
+from ._defaults import StoreDefaults
 from .records import (
     DEFAULT_PRUNE_BATCH,
     HandlerCursor,
@@ -71,56 +71,25 @@ __all__ = [  # the vocabulary is defined in .records, .results and .state, and k
 ]
 
 
-class AbstractWorkflowStore(ABC):
+class AbstractWorkflowStore(StoreDefaults, ABC):
     """Where handlers, their event logs and their inboxes live.
 
     ``durable`` is ``False`` for stores that forget everything when the process
-    exits; the run service then skips checkpoints nobody could resume from.
+    exits; the run service then skips checkpoints nobody could resume from. The
+    defaults it inherits (``StoreDefaults``) may be overridden.
     """
 
     durable: bool = True
 
-    @property
-    def result_classes(self) -> dict[str, type[StopEvent]]:
-        """StopEvent subclasses results are rebuilt as, by qualified name.
-
-        The run service adds its workflows' stop classes; a result of a class
-        not listed reads back as a plain ``StopEvent`` holding its fields.
-        """
-        classes: dict[str, type[StopEvent]] | None = self.__dict__.get("_result_classes")
-        if classes is None:
-            classes = self.__dict__["_result_classes"] = {}
-        return classes
-
-    @property
-    def liveness(self) -> Liveness:
-        """The owners' liveness tokens (see ``store.liveness``).
-
-        The default proves no owner dead: their runs wait for their heartbeats to lapse.
-        """
-        return _UNPROVEN
-
-    @property
-    def notifications(self) -> Notifications:
-        """Wakeups after committed writes (see ``store.notifications``).
-
-        The default reaches listeners of this process only; other processes
-        learn of a write by polling.
-        """
-        hub: Notifications | None = self.__dict__.get("_notifications")
-        if hub is None:
-            hub = self.__dict__["_notifications"] = Notifications()
-        return hub
-
     # -- lifecycle -----------------------------------------------------------------
 
-    async def start(self) -> None:  # noqa: B027 - optional hook
+    async def start(self) -> None:
         """Open connections and check (or bring up) the schema. Idempotent."""
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:
         """Release connections. The store may be started again afterwards."""
 
-    async def ping(self) -> None:  # noqa: B027 - optional hook
+    async def ping(self) -> None:
         """Check that the store is reachable; raises ``StoreUnavailableError``."""
 
     # -- the seed's interface ---------------------------------------------------
@@ -166,31 +135,6 @@ class AbstractWorkflowStore(ABC):
     @abstractmethod
     async def save_progress(self, batch: Sequence[RunProgress]) -> set[str]:
         """Apply a batch atomically; return the handler ids whose item was fenced off."""
-
-    def progress_feed(self, source: Source[RunProgress, bool]) -> Poke:
-        """Attach the run service's dirty runs: the store's group commit pulls them.
-
-        Each time the store's writer forms a batch it takes ``source``'s
-        progress (one item per run) and reports each item as written (``True``),
-        fenced off (``False``) or refused alone (an exception); an outage gives
-        the items back (``Source.kept``) and the writer pulls again after a
-        backoff. This default writes a batch with one :meth:`save_progress`
-        call, on a writer of its own (``store._batch``).
-        """
-        writer: GroupCommit[None] | None = self.__dict__.get("_progress_writer")
-        if writer is None:
-            writer = self.__dict__["_progress_writer"] = GroupCommit(no_transaction)
-        return writer.feed(self._save_batch, source)
-
-    async def close_progress_writer(self) -> None:
-        """Stop the writer :meth:`progress_feed` started (a store's ``close`` calls this)."""
-        writer: GroupCommit[None] | None = self.__dict__.pop("_progress_writer", None)
-        if writer is not None:
-            await writer.aclose()
-
-    async def _save_batch(self, _: None, batch: list[RunProgress]) -> list[Outcome[bool]]:
-        lost = await self.save_progress(batch)
-        return [item.handler_id not in lost for item in batch]
 
     @abstractmethod
     async def finalize_handler(
@@ -255,25 +199,6 @@ class AbstractWorkflowStore(ABC):
         self, run_id: str, *, after_sequence: int = -1, limit: int = 1000
     ) -> list[StoredEvent]:
         """Events of a run with a sequence above ``after_sequence``, oldest first."""
-
-    async def read_new_events(
-        self, positions: Mapping[str, int], *, limit: int = 1000
-    ) -> dict[str, list[StoredEvent]]:
-        """Events of several runs, each after its own sequence in ``positions``.
-
-        At most ``limit`` events in all, oldest first per run; a run may get only
-        the first of its new events when the limit is reached. Runs without new
-        events are left out. Stores override this with one statement.
-        """
-        found: dict[str, list[StoredEvent]] = {}
-        for run_id, after in positions.items():
-            if limit <= 0:
-                break
-            new = await self.read_events(run_id, after_sequence=after, limit=limit)
-            if new:
-                found[run_id] = new
-                limit -= len(new)
-        return found
 
     @abstractmethod
     async def last_sequences(self, run_ids: Sequence[str]) -> dict[str, int]:
@@ -347,17 +272,3 @@ class AbstractWorkflowStore(ABC):
         An owner without one (or with a lapsed one) needs no probe: its runs
         are adoptable already.
         """
-
-    async def count_queued(self) -> dict[str, int]:
-        """Running handlers nobody owns that are not idle (waiting for a replica), by workflow.
-
-        Stores should answer in one statement; this default reads the rows.
-        """
-        counts: dict[str, int] = {}
-        for row in await self.query(HandlerQuery(status_in=["running"], load_ctx=False)):
-            if row.owner_id is None and row.idle_since is None:
-                counts[row.workflow_name] = counts.get(row.workflow_name, 0) + 1
-        return counts
-
-
-_UNPROVEN = UnprovenLiveness()

@@ -1,7 +1,8 @@
-"""``store.base``: the store's records, their validation, and the interface's defaults.
+"""``store.base``: the store's records and their validation, as the interface names them.
 
 The results a handler carries are tested in ``tests/unit/test_handler_result.py``;
-every store's behaviour against the interface in ``test_contract.py``.
+every store's behaviour against the interface in ``test_contract.py``; the
+interface's defaults in ``test_defaults.py``.
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ from pydantic import ValidationError
 from workflows.events import StopEvent
 
 from llama_workflows_asgi.errors import ConflictError
-from llama_workflows_asgi.store import MemoryWorkflowStore
 from llama_workflows_asgi.store.base import (
     FINISHED_STATUSES,
     TERMINAL_STATUSES,
-    AbstractWorkflowStore,
     HandlerCursor,
     HandlerExistsError,
     HandlerQuery,
@@ -29,8 +28,7 @@ from llama_workflows_asgi.store.base import (
     prune_cutoff,
     utcnow,
 )
-from llama_workflows_asgi.store.liveness import UnprovenLiveness
-from tests.support.factories import T0, at, event, handler, progress
+from tests.support.factories import T0, handler
 
 EAST = timezone(timedelta(hours=2))
 
@@ -125,36 +123,3 @@ def test_conflicts_name_the_handler_or_say_the_key_is_used() -> None:
     assert isinstance(reused, ConflictError)
     assert reused.key == "secret-key"
     assert "secret-key" not in str(reused)  # a key may be a caller's secret
-
-
-class PlainStore(MemoryWorkflowStore):
-    """The memory store with the interface's own liveness (it has no tokens of its own)."""
-
-    liveness = AbstractWorkflowStore.liveness  # type: ignore[assignment]
-
-
-async def test_the_interfaces_defaults_answer_through_the_stores_own_methods() -> None:
-    store = PlainStore()
-    assert isinstance(store.liveness, UnprovenLiveness)
-    assert store.notifications is store.notifications
-    assert store.notifications is not PlainStore().notifications
-    store.result_classes["x.Y"] = StopEvent
-    assert PlainStore().result_classes == {}
-    await store.start()
-    await store.ping()
-    for i, name in enumerate(["a", "b", "c"]):
-        row = handler(name, owner_id="me", started_at=at(i))
-        await store.create_handler(row)
-        await store.save_progress([progress(row, events=[event(0), event(1), event(2)])])
-    # One read per run, at most ``limit`` events in all, runs without news left out.
-    found = await store.read_new_events({"run-a": 0, "run-b": 2, "run-c": -1}, limit=3)
-    assert {run: [e.sequence for e in log] for run, log in found.items()} == {
-        "run-a": [1, 2],
-        "run-c": [0],
-    }
-    assert await store.read_new_events({"run-a": 0}, limit=0) == {}
-    await store.create_handler(handler("queued", workflow_name="other"))
-    await store.create_handler(handler("idle", idle_since=T0))
-    await store.create_handler(handler("done", status="completed"))
-    assert await store.count_queued() == {"other": 1}
-    await store.close()
