@@ -3,15 +3,15 @@
 Each public method checks the caller (the service admits work, the handler is
 the caller's) and calls one room (see docs/architecture.md, "The run service,
 room by room"). The rooms are built in ``rooms.py``; the service's own life
-(start, graceful stop, liveness loss) and what it admits are ``lifecycle.py``'s;
+(start, graceful stop, liveness loss) and what it admits are ``lifecycle.py``'s,
+reached by the host through ``control.py``'s methods, which the facade inherits;
 serving a workflow is ``registration.py``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from workflows import Workflow
@@ -29,6 +29,7 @@ from ..store.base import (
 from ..store.memory import MemoryWorkflowStore
 from ..telemetry import Telemetry
 from .config import ServiceConfig
+from .control import ServiceControl
 from .inputs import check_handler_id, stored_key
 from .lifecycle import Lifecycle
 from .listing import HandlerPage, page_query, read_page
@@ -41,7 +42,7 @@ from .runtime import DurableRuntime
 from .streams import EventStream
 
 
-class WorkflowService:
+class WorkflowService(ServiceControl):
     """Runs registered workflows durably on a store.
 
     Every run's progress (checkpoint, streamed events, status) is written
@@ -52,6 +53,7 @@ class WorkflowService:
 
     ``principal`` arguments scope handlers to the caller when the service was
     created with ``scoped=True``: other callers' handlers are reported missing.
+    Starting, stopping and health are :class:`ServiceControl`'s methods.
     """
 
     def __init__(
@@ -107,66 +109,6 @@ class WorkflowService:
         ``ValueError`` for a taken name or an invalid version.
         """
         return register_workflow(self._basis, name, workflow, additional_events, version)
-
-    # -- lifecycle (lifecycle.py) --------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        """Whether the service was started and is not stopped yet."""
-        return self._lifecycle.running
-
-    @property
-    def draining(self) -> bool:
-        """Whether a graceful stop began (new runs and events are refused)."""
-        return self._lifecycle.draining
-
-    @property
-    def drained(self) -> bool:
-        """Whether a graceful stop that began has released every local run."""
-        return self._lifecycle.drained
-
-    async def start(self) -> None:
-        """Open the store, take this process's liveness token, write progress, adopt runs."""
-        await self._lifecycle.start()
-
-    def begin_stop(self) -> None:
-        """Begin a graceful stop now; :meth:`stop` completes it.
-
-        New runs and events are refused (``StoreUnavailableError``: 503 with
-        ``Retry-After``), open streams and waits end, and every local run is
-        stopped, checkpointed and released within ``stop_timeout``, to be
-        resumed by the next owner. The router's lifespan calls this on SIGINT or
-        SIGTERM, before the server waits for open connections; a host with its
-        own signal handling calls it there. Idempotent.
-        """
-        self._lifecycle.begin_stop()
-
-    async def stop(self) -> None:
-        """Stop gracefully: checkpoint and release every local run, never failing one."""
-        await self._lifecycle.stop()
-
-    @asynccontextmanager
-    async def running_context(self) -> AsyncIterator[WorkflowService]:
-        """``async with service.running_context():`` starts and stops the service."""
-        await self.start()
-        try:
-            yield self
-        finally:
-            await self.stop()
-
-    async def healthy(self) -> bool:
-        """Whether the service is started, its store answers and its background work keeps up."""
-        return await self.health_problem() is None
-
-    async def health_problem(self) -> str | None:
-        """What keeps the service from working, or ``None`` when it is healthy.
-
-        Unhealthy: not started or stopping, the liveness token is lost, the
-        store does not answer, progress has waited unwritten longer than
-        ``max_unwritten_age``, or no ownership round has completed for half of
-        ``lease_ttl`` (the heartbeat may lapse and runs move elsewhere).
-        """
-        return await self._lifecycle.problem()
 
     # -- starting runs -------------------------------------------------------------------
 

@@ -69,19 +69,6 @@ async def test_a_service_not_started_refuses_new_work_with_a_longer_retry() -> N
     assert await rows(service) == 0
 
 
-async def test_start_and_stop_are_idempotent() -> None:
-    service = serving(MemoryWorkflowStore())
-    await service.start()
-    await service.start()
-    assert service.running
-    assert await service.healthy()
-    done = await service.run("greet", StartEvent(name="twice"))
-    assert done.status == "completed"
-    await service.stop()
-    await service.stop()
-    assert not service.running
-
-
 async def test_a_restarted_service_on_a_sqlite_file_resumes_what_it_released(
     sqlite_url: str,
 ) -> None:
@@ -95,20 +82,6 @@ async def test_a_restarted_service_on_a_sqlite_file_resumes_what_it_released(
         await service.send_event(started.handler_id, AnswerEvent(answer="back"))
         done = await service.wait_for(started.handler_id)
     assert (done.status, done.error) == ("completed", None)
-
-
-async def test_running_context_stops_the_service_when_the_block_raises() -> None:
-    service = serving(MemoryWorkflowStore())
-    with pytest.raises(RuntimeError, match="inside"):
-        await raise_inside(service)
-    assert not service.running
-
-
-async def raise_inside(service: WorkflowService) -> None:
-    async with service.running_context() as running:
-        assert running is service
-        assert service.running
-        raise RuntimeError("inside")
 
 
 async def test_once_a_stop_begins_new_work_and_streams_are_refused() -> None:
