@@ -25,8 +25,10 @@ from llama_workflows_asgi import (
     StoreUnavailableError,
     WorkflowService,
 )
+from llama_workflows_asgi.service import EventStream, StoredEvent
 from llama_workflows_asgi.store import AbstractWorkflowStore
 from tests.support.stores import StoreFactory
+from tests.support.waiting import parked_in
 from tests.support.workflows import AnswerEvent, CustomWorkflow, MyStart, MyStop, make_workflows
 
 pytestmark = pytest.mark.timeout(60)
@@ -391,9 +393,16 @@ async def test_begin_stop_refuses_new_work_ends_streams_and_waits_and_releases_r
     await eventually(lambda: _has_started(service, slow.handler_id), "the slow step started")
     stream = await service.open_stream(slow.handler_id, after=-1)
     assert stream is not None
+    asked = _watch_asking(stream)
     waiting = asyncio.ensure_future(service.wait_for(slow.handler_id))
     read = asyncio.ensure_future(_drain_stream(stream))
-    await asyncio.sleep(0.05)
+    # Both wait before the stop begins: the waiter for the run's end, the stream
+    # for events after its first batch.
+    await eventually(
+        _true(lambda: parked_in(waiting, "Waiter._written")), "the caller waits for the run"
+    )
+    await asyncio.wait_for(asked.wait(), 5)
+    assert not read.done()
 
     service.begin_stop()
     with pytest.raises(StoreUnavailableError) as refused:
@@ -416,6 +425,25 @@ async def test_begin_stop_refuses_new_work_ends_streams_and_waits_and_releases_r
 async def _drain_stream(stream: Any) -> None:
     async for _ in stream:
         pass
+
+
+def _watch_asking(stream: EventStream) -> asyncio.Event:
+    """Set once ``stream`` asks for the events after its first batch (it then waits for them)."""
+    asked, next_events = asyncio.Event(), stream.next_events
+
+    async def asking(run_id: str, cursor: int, timeout: float) -> list[StoredEvent] | None:
+        asked.set()
+        return await next_events(run_id, cursor, timeout)
+
+    stream.next_events = asking
+    return asked
+
+
+def _true(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def checked() -> bool:
+        return check()
+
+    return checked
 
 
 async def test_stop_does_not_fail_a_run_waiting_for_input(make_store: StoreFactory) -> None:
@@ -472,8 +500,9 @@ async def test_a_waiting_caller_is_answered_when_stopping_cannot_write_the_relea
     slow = await service.start_run("slow", StartEvent(seconds=30))
     await eventually(lambda: _has_started(service, slow.handler_id), "the slow step started")
     waiting = asyncio.ensure_future(service.wait_for(slow.handler_id))
-    await asyncio.sleep(0)  # let it start waiting for the run
-    assert not waiting.done()
+    await eventually(
+        _true(lambda: parked_in(waiting, "Waiter._written")), "the caller waits for the run"
+    )
     store.down = True
 
     service.begin_stop()

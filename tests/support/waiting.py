@@ -7,6 +7,7 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import select
@@ -30,6 +31,21 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
         await asyncio.sleep(POLL)
+
+
+def parked_in(task: asyncio.Task[Any], qualname: str) -> bool:
+    """Whether ``task`` is suspended inside the coroutine ``qualname`` (``Class.method``).
+
+    Follows what each coroutine awaits, from the task's own down to the future
+    it waits on: true once the task got as far as that wait, and not done.
+    """
+    awaitable: Any = task.get_coro()
+    while awaitable is not None and not task.done():
+        code = getattr(awaitable, "cr_code", None)
+        if code is not None and code.co_qualname == qualname:
+            return True
+        awaitable = getattr(awaitable, "cr_await", None)
+    return False
 
 
 def eventually_sync(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
