@@ -21,7 +21,6 @@ from typing import Any, Protocol
 from workflows import Workflow
 from workflows.context.serializers import BaseSerializer
 from workflows.events import Event, StopEvent
-from workflows.runtime.control_loop import rebuild_state_from_ticks
 from workflows.runtime.control_loop.runner import _ControlLoopRunner
 from workflows.runtime.runtime_decorators import (
     BaseInternalRunAdapterDecorator,
@@ -81,7 +80,6 @@ __all__ = [
     "WeakIdentityKeyDictionary",
     "WorkflowTick",
     "abort",
-    "advance",
     "all_tasks",
     "cache_step_table",
     "compose_serializer",
@@ -153,11 +151,6 @@ def initial_state(adapter: ExternalRunAdapter) -> BrokerState:
     if snapshottable is None:
         raise RuntimeError("the engine runtime does not expose run snapshots")
     return snapshottable.init_state
-
-
-def advance(state: BrokerState, ticks: list[WorkflowTick], run_id: str) -> BrokerState:
-    """``state`` after the control loop reduced ``ticks`` (a copy: states are never mutated)."""
-    return rebuild_state_from_ticks(state, ticks, run_id=run_id)
 
 
 def abort(adapter: ExternalRunAdapter) -> None:
