@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..errors import StoreUnavailableError
+from . import _create as creating
 from . import _ownership as ownership
 from . import _progress as progress
 from . import _writes as writes
@@ -21,7 +22,7 @@ class Lanes:
     def __init__(self, writer: GroupCommit[AsyncConnection]) -> None:
         self.upsert = writer.lane(writes.upsert_handler)
         self.delete = writer.lane(writes.delete_handlers)
-        self.create = writer.lane(writes.create_handler)
+        self.create = writer.lane(creating.create_handler)
         self.progress = writer.lane(progress.save_progress)
         self.finalize = writer.lane(writes.finalize_handler)
         self.reopen = writer.lane(writes.reopen_handler)

@@ -1,7 +1,8 @@
 """The store's writes, as batch functions for the group-commit writer (``_batch``).
 
-Progress has a module of its own (``_progress``), and so has ownership
-(``_ownership``); this one holds the handler rows, finals, the inbox and retries.
+Progress has a module of its own (``_progress``), and so have ownership
+(``_ownership``) and handler creation (``_create``); this one holds the helpers
+they share, upserts and deletes, finals, the inbox and retries.
 
 Each function receives the payloads of consecutive jobs of its kind and
 returns one outcome per payload. A failed precondition is returned as an error
@@ -25,7 +26,6 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
-    bindparam,
     delete,
     func,
     insert,
@@ -37,14 +37,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..errors import ConflictError, WorkflowServerError
+from ..errors import WorkflowServerError
 from . import state
 from ._batch import BatchFunction, Outcome
 from ._notify_pg import notify
 from ._queries import chunks, query_filters
 from ._rows import event_values, handler_values
 from .base import (
-    HandlerExistsError,
     HandlerQuery,
     IdempotencyKeyExistsError,
     PersistentHandler,
@@ -105,104 +104,9 @@ async def _drop_run_data(
 
 # -- handler rows ------------------------------------------------------------------
 
-# Prebuilt statements of the hot path: their compiled forms are cached once,
-# where a statement built per batch pays its construction and cache key again.
-_CREATE = {
-    name: insert_(handlers).on_conflict_do_nothing().returning(c.handler_id, c.run_id)
-    for name, insert_ in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
-}
-_UNTIL = bindparam("until", type_=UtcDateTime())
-_VOUCH = (
-    update(owners)
-    .where(owners.c.owner_id == bindparam("owner"), owners.c.expires_at < _UNTIL)
-    .values(expires_at=_UNTIL)
-)
-
-
-@dataclass(frozen=True)
-class Create:
-    """Payload of :func:`create_handler`."""
-
-    handler: PersistentHandler
-    replaces_run_id: str | None
-
-
-async def create_handler(conn: AsyncConnection, ops: list[Create]) -> list[Outcome[None]]:
-    """Batch function for ``create_handler``: every new row in one statement."""
-    fresh = [op.handler for op in ops if op.replaces_run_id is None]
-    written = await _insert_new(conn, fresh) if fresh else set()
-    outcomes: list[Outcome[None]] = []
-    for op in ops:
-        try:
-            if op.replaces_run_id is not None:
-                await _replace(conn, op.handler, op.replaces_run_id)
-            elif (op.handler.handler_id, op.handler.run_id) not in written:
-                raise await _creation_conflict(conn, op.handler)
-            outcomes.append(None)
-        except WorkflowServerError as error:
-            outcomes.append(error)
-    written_rows = [op.handler for op, out in zip(ops, outcomes, strict=True) if out is None]
-    await _vouch_for_owners(conn, written_rows)
-    return outcomes
-
-
-async def _vouch_for_owners(conn: AsyncConnection, rows: Sequence[PersistentHandler]) -> None:
-    """Keep the owners of ``rows`` alive at least until the rows' leases, in their transaction.
-
-    A process writing a run it owns is alive. Without this a row committed
-    after its owner's heartbeat lapsed (a slow write) could be adopted at
-    once, and run twice. An expiry is only ever extended here, and only of an
-    owner that has a row (its rounds write it before it owns anything).
-    """
-    until: dict[str, datetime] = {}
-    for row in rows:
-        if row.owner_id is not None and row.lease_expires_at is not None:
-            until[row.owner_id] = max(
-                until.get(row.owner_id, row.lease_expires_at), row.lease_expires_at
-            )
-    if until:
-        params = [{"owner": owner, "until": at} for owner, at in until.items()]
-        await conn.execute(_VOUCH, params)
-
-
-async def _insert_new(
-    conn: AsyncConnection, new: list[PersistentHandler]
-) -> set[tuple[str, str | None]]:
-    """Insert the rows whose id and idempotency key are free; return those written.
-
-    DO NOTHING on any unique conflict (id or idempotency key, with the table or
-    with an earlier row of the batch): a row is either written or untouched,
-    and the transaction goes on either way. Rows are told apart by run id.
-    """
-    # One executemany of a prebuilt statement: compiled once, sent as
-    # multi-row VALUES by SQLAlchemy's insertmanyvalues, whatever the batch size.
-    rows = await conn.execute(_CREATE[conn.dialect.name], [handler_values(h) for h in new])
-    return {(row.handler_id, row.run_id) for row in rows}
-
-
-async def _creation_conflict(conn: AsyncConnection, handler: PersistentHandler) -> ConflictError:
-    taken = await conn.scalar(select(c.handler_id).where(c.handler_id == handler.handler_id))
-    if taken is not None or handler.idempotency_key is None:
-        return HandlerExistsError(handler.handler_id)
-    return IdempotencyKeyExistsError(handler.idempotency_key)
-
-
-async def _replace(conn: AsyncConnection, handler: PersistentHandler, old_run_id: str) -> None:
-    values = handler_values(handler)
-    del values["handler_id"]
-    stmt = (
-        update(handlers)
-        .where(c.handler_id == handler.handler_id, *admitting(state.replaceable(old_run_id)))
-        .values(values)
-    )
-    async with _key_conflicts_as_errors(conn, handler):
-        if (await conn.execute(stmt)).rowcount != 1:
-            raise HandlerExistsError(handler.handler_id)
-    await _drop_run_data(conn, [handler.handler_id], [old_run_id])
-
 
 @asynccontextmanager
-async def _key_conflicts_as_errors(
+async def key_conflicts_as_errors(
     conn: AsyncConnection, handler: PersistentHandler
 ) -> AsyncIterator[None]:
     """A SAVEPOINT around a write whose idempotency key may already be taken."""
@@ -226,7 +130,7 @@ async def _upsert_handler(conn: AsyncConnection, handler: PersistentHandler) -> 
             col.name: insert_.excluded[col.name] for col in handlers.c if col.name != "handler_id"
         },
     )
-    async with _key_conflicts_as_errors(conn, handler):
+    async with key_conflicts_as_errors(conn, handler):
         await conn.execute(stmt)
     if previous is not None and previous != handler.run_id:
         await _drop_replaced_run(conn, handler, previous)

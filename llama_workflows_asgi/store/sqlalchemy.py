@@ -13,7 +13,7 @@ connections and see only committed data.
 
 This module is the store's interface, one short method each; its engines,
 schema and writer are ``_sql_lifecycle``'s, the SQL of its reads ``_reads``'s,
-of its writes ``_writes``, ``_progress`` and ``_ownership``'s (one lane each,
+of its writes ``_create``, ``_writes``, ``_progress`` and ``_ownership``'s (one lane each,
 ``_lanes``).
 """
 
@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import URL
 
+from . import _create as creating
 from . import _ownership as ownership
 from . import _prune as pruning
 from . import _reads as reads
@@ -91,7 +92,7 @@ class SqlAlchemyWorkflowStore(SqlStoreLifecycle):
     async def create_handler(
         self, handler: PersistentHandler, *, replaces_run_id: str | None = None
     ) -> None:
-        await (await self._writes()).create.submit(writes.Create(handler, replaces_run_id))
+        await (await self._writes()).create.submit(creating.Create(handler, replaces_run_id))
 
     async def get_by_idempotency_key(self, key: str) -> PersistentHandler | None:
         rows = await self._read(lambda conn: reads.by_idempotency_key(conn, key))

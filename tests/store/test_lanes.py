@@ -23,6 +23,7 @@ from llama_workflows_asgi.store import (
     SqlAlchemyWorkflowStore,
     SqliteWorkflowStore,
 )
+from llama_workflows_asgi.store import _create as creating
 from llama_workflows_asgi.store import _ownership as ownership
 from llama_workflows_asgi.store import _progress as progress_
 from llama_workflows_asgi.store import _writes as writes
@@ -80,7 +81,7 @@ async def test_every_kind_of_write_reaches_its_function_in_one_transaction(
     await sql_store.create_handler(h)
     lanes = Lanes(writer)
     first = await asyncio.gather(
-        lanes.create.submit(writes.Create(handler("a"), None)),
+        lanes.create.submit(creating.Create(handler("a"), None)),
         lanes.upsert.submit(handler("u")),
         lanes.progress.submit([progress(h, events=[event(0)])]),
         lanes.enqueue.submit(writes.Enqueue("h", "run-h", '{"n":1}', None, at(1))),
