@@ -63,7 +63,10 @@ class RunJournal:
         self._failed_here = False
         self._ctx_broken = False
         self.durable_sequence = next_sequence - 1
-        self.tail: deque[StoredEvent] = deque(maxlen=tail_size)
+        # The written events streams read from memory: the latest write whole
+        # and at most ``tail_size`` before it (see ``_publish``).
+        self.tail: deque[StoredEvent] = deque()
+        self._tail_size = tail_size
         self._changed = asyncio.Event()
         self.finished = asyncio.Event()
 
@@ -161,12 +164,33 @@ class RunJournal:
             self.row.resume_attempts = 0
         if progress.events:
             self.durable_sequence = progress.events[-1].sequence
-            self.tail.extend(progress.events)
+            self._publish(progress.events)
         if progress.status != "running":
             self.final = self._finished_row(progress)
         if progress.status != "running" or progress.release:
             self.finished.set()
         self._notify()
+
+    def _publish(self, events: list[StoredEvent]) -> None:
+        """Keep the written ``events`` in the tail, after at most ``tail_size`` earlier ones.
+
+        However long, the latest write stays whole until the next one: its
+        streams read it from here instead of reading back from the store the
+        rows just written (they were held in memory until now anyway).
+        """
+        tail = self.tail
+        tail.extend(events)
+        for _ in range(len(tail) - self._tail_size - len(events)):
+            tail.popleft()
+
+    def events_after(self, cursor: int) -> list[StoredEvent] | None:
+        """The written events after ``cursor`` if the tail still holds them all, else ``None``."""
+        tail = self.tail
+        if cursor >= self.durable_sequence:
+            return []
+        if not tail or tail[0].sequence > cursor + 1:
+            return None
+        return [event for event in tail if event.sequence > cursor]
 
     def _finished_row(self, progress: RunProgress) -> PersistentHandler:
         """The handler row as the terminal write left it."""

@@ -69,10 +69,9 @@ class EventReader:
     async def _events_after(self, handler_id: str, run_id: str, cursor: int) -> list[StoredEvent]:
         live = self._live.of_run(handler_id, run_id)
         if live is not None:
-            if cursor >= live.durable_sequence:
-                return []  # nothing written after the cursor yet
-            if live.tail and live.tail[0].sequence <= cursor + 1:
-                return [e for e in live.tail if e.sequence > cursor]
+            events = live.events_after(cursor)  # [] when nothing was written after it yet
+            if events is not None:
+                return events
         return await self._store.read_events(run_id, after_sequence=cursor)
 
     async def _next_live(
@@ -82,7 +81,12 @@ class EventReader:
             await live.wait_changed(timeout)
         if self._stop.draining:
             return None
-        return await self._events_after(handler_id, run_id, cursor)
+        # From the run in hand: one that has just ended has left the live set,
+        # and its last write is still in its tail.
+        events = live.events_after(cursor)
+        if events is not None:
+            return events
+        return await self._store.read_events(run_id, after_sequence=cursor)
 
 
 class _Feed:

@@ -49,3 +49,26 @@ def test_a_failed_write_is_kept_for_the_next_one() -> None:
     assert live._pending.events == events
     assert not live.finished.is_set()
     assert dirty[-1] is live
+
+
+def _write(live: LiveRun, count: int) -> RunProgress:
+    for i in range(count):
+        live.observe_event(ProgressEvent(msg="a", i=i))
+    events, live._pending.events = live._pending.events, []
+    written = RunProgress("h1", "run-h1", owner_id="o", updated_at=at(2), events=events)
+    live.acknowledge(written)
+    return written
+
+
+def test_a_write_longer_than_the_tail_stays_whole_for_its_streams() -> None:
+    live = new_run([])
+    live._tail_size = 2
+    _write(live, 3)  # sequences 5..7
+    assert [e.sequence for e in live.tail] == [5, 6, 7]
+    assert [e.sequence for e in live.events_after(4) or []] == [5, 6, 7]
+    _write(live, 1)  # 8: the tail keeps it and at most two before it
+    assert [e.sequence for e in live.tail] == [6, 7, 8]
+    assert [e.sequence for e in live.events_after(5) or []] == [6, 7, 8]
+    assert [e.sequence for e in live.events_after(7) or []] == [8]
+    assert live.events_after(8) == []  # nothing written after the cursor yet
+    assert live.events_after(4) is None  # 5 left the tail: the store has it

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from workflows import Context, Workflow, step
+from workflows.events import StartEvent, StopEvent
 
 from llama_workflows_asgi import WorkflowService
 from llama_workflows_asgi.errors import HandlerNotFoundError
 from llama_workflows_asgi.service.reading import read_handler
 from tests.support.factories import handler
+from tests.support.workflows import ProgressEvent
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -45,3 +50,42 @@ async def test_a_handler_without_a_run_has_no_stream(memory_service: WorkflowSer
     row = handler("h2", run_id=None, status="completed")
     with pytest.raises(HandlerNotFoundError):
         await memory_service._reader.open(row, after=-1, include_internal=False)
+
+
+class _GatedBurst(Workflow):
+    """Writes 600 events at once (more than a live run's tail keeps) once ``gate`` is set."""
+
+    gate: asyncio.Event
+
+    @step
+    async def burst(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        await self.gate.wait()
+        for i in range(600):
+            ctx.write_event_to_stream(ProgressEvent(msg="burst", i=i))
+        return StopEvent(result=600)
+
+
+async def test_a_write_longer_than_the_tail_streams_from_memory_exactly_once(
+    memory_service: WorkflowService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workflow = _GatedBurst(timeout=None)
+    workflow.gate = asyncio.Event()
+    memory_service.add_workflow("burst", workflow)
+    reads: list[int] = []
+    read_events = memory_service.store.read_events
+
+    async def counted(run_id: str, **options: int) -> list[object]:
+        reads.append(options.get("after_sequence", -1))
+        return await read_events(run_id, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(memory_service.store, "read_events", counted)
+    started = await memory_service.start_run("burst")
+    stream = await memory_service.open_stream(started.handler_id, after=-1)
+    assert stream is not None
+    workflow.gate.set()
+    sequences = [e.sequence for batch in [b async for b in stream] for e in batch]
+    assert reads == []  # the written events came from the run's tail, none read back
+    assert started.run_id is not None
+    logged = await read_events(started.run_id, after_sequence=-1)
+    assert sequences == [e.sequence for e in logged if e.terminal or not e.internal]
+    assert len(sequences) == 601  # the 600 and the stop event, each once
