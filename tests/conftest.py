@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import pytest
+
+# Bytecode caches even when the environment forbids them (PYTHONDONTWRITEBYTECODE),
+# kept out of the sources in .pytest_cache: without them every one of the suite's
+# ~150 interpreters (servers, examples, CLI runs) compiles the package again and
+# every pytest worker rewrites every test module again. Set here, before the xdist
+# workers start, so that they and every subprocess inherit it.
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
+    _BYTECODE = str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "bytecode")
+    os.environ["PYTHONPYCACHEPREFIX"] = _BYTECODE
+    sys.pycache_prefix, sys.dont_write_bytecode = _BYTECODE, False
 
 pytest_plugins = ["tests.support.postgres", "tests.support.stores"]
 

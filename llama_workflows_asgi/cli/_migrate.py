@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import typer
-from alembic.util import CommandError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -19,6 +18,8 @@ migrate = typer.Typer(help="Create or upgrade the workflow tables.", no_args_is_
 
 def _on_engine(db: str | None, action: Callable[[AsyncEngine], Awaitable[str]]) -> None:
     async def go() -> str:
+        from alembic.util import CommandError  # imported when migrating: Alembic is slow to load
+
         # Inside ``run``: a bad URL or an unknown revision is a usage error, not a traceback.
         engine = create_async_engine(parse_url(db), poolclass=NullPool)
         try:

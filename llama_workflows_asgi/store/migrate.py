@@ -27,12 +27,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -41,6 +37,10 @@ from ..errors import SchemaError
 from ._engines import DEFAULT_URL, normalize_url, safe_url
 from ._errors import unavailable
 from .schema import VERSION_TABLE
+
+if TYPE_CHECKING:  # Alembic costs ~150 ms to import: only the functions that use it do
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 __all__ = [
     "URL_ENV_VAR",
@@ -89,6 +89,8 @@ def script_directory() -> str:
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic ``Config`` for the packaged scripts, optionally bound to ``connection``."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", script_directory())
     if connection is not None:
@@ -99,6 +101,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
 @functools.lru_cache(maxsize=1)
 def _scripts() -> ScriptDirectory:
     # The packaged scripts cannot change while the process runs: parse them once.
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config())
 
 
@@ -132,11 +136,15 @@ async def upgrade(target: Target, revision: str = "head") -> None:
     ``target`` is an engine, or a host's connection: if that connection has a
     transaction in progress, the migration joins it and the host commits.
     """
+    from alembic import command
+
     await _run_sync(target, lambda conn: run_locked(conn, _alembic(command.upgrade, revision)))
 
 
 async def downgrade(target: Target, revision: str) -> None:
     """Migrate the database back to ``revision`` (``"base"`` drops every table)."""
+    from alembic import command
+
     await _run_sync(target, lambda conn: run_locked(conn, _alembic(command.downgrade, revision)))
 
 
@@ -205,6 +213,8 @@ def _alembic(action: Callable[[Config, str], None], revision: str) -> Callable[[
 
 
 def _read_revision(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
     return context.get_current_revision()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -62,7 +63,10 @@ class ServerProcess:
             command += ["--workers", str(self.workers)]
             env["WF_WORKERS"] = str(self.workers)
         self.started_at = time.time()
-        self.process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=log)
+        # Its own process group, so that stop() also reaches uvicorn's workers.
+        self.process = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True
+        )
         self._wait_ready(timeout)
         self.ready_at = time.time()
         return self
@@ -101,8 +105,13 @@ class ServerProcess:
         return self.process.wait(timeout)
 
     def stop(self) -> None:
-        """Make sure the process is gone."""
-        if self.process is not None and self.process.poll() is None:
+        """Make sure the process and every process it started (uvicorn's workers) are gone."""
+        if self.process is None:
+            return
+        # The group outlives a killed supervisor while its orphaned workers run.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
 

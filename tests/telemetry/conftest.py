@@ -149,7 +149,9 @@ async def host(sdk: Sdk, tmp_path: Path) -> AsyncIterator[Host]:
         names["broken"]: BrokenWorkflow(),
         names["asking"]: AskingWorkflow(timeout=None),
     }
-    config = ServiceConfig(idle_timeout=0.2, poll_interval=0.1, lease_ttl=3.0)
+    # No test here adopts a run: a long lease keeps a heartbeat that a loaded machine
+    # delays from making the service refuse new runs (503).
+    config = ServiceConfig(idle_timeout=0.2, poll_interval=0.1, lease_ttl=60.0)
     store = SqlAlchemyWorkflowStore(f"sqlite+aiosqlite:///{tmp_path / 'otel.db'}")
     app = FastAPI()
     app.include_router(workflow_router(store, workflows=workflows, config=config))
