@@ -6,7 +6,8 @@ transaction takes the file's write lock up front, and waits ``busy_timeout``
 for it, instead of failing halfway when it upgrades a read lock), and a read
 engine with several connections and plain ``BEGIN`` (WAL lets readers run
 beside the writer). PostgreSQL gets one asyncpg engine with ``pool_pre_ping``
-so connections broken by a server restart are replaced on checkout.
+so connections broken by a server restart are replaced on checkout; its
+group-commit writer keeps one connection between batches (``_pg_writer``).
 """
 
 from __future__ import annotations

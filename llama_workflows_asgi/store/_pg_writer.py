@@ -9,7 +9,8 @@ transaction, committed before the group commit acknowledges anything.
 
 A connection the driver saw closed (a server restart sends a termination
 message) is dropped before the batch, never used; a batch that fails drops
-it too (invalidated when the error says the connection broke), and the next
+it too (invalidated when the error says the connection broke, or the batch
+was cancelled), and the next
 batch checks out a fresh one, pinged by the pool.
 """
 
@@ -44,7 +45,9 @@ class HeldConnectionWriter:
             async with conn.begin():
                 await body(conn)
         except BaseException as error:
-            await self._drop(broken=isinstance(error, Exception) and unavailable(error) is not None)
+            # Cancelled mid-statement, the connection's state is unknown: never reuse it.
+            broken = not isinstance(error, Exception) or unavailable(error) is not None
+            await self._drop(broken=broken)
             raise
         self._last_used = asyncio.get_running_loop().time()
 
