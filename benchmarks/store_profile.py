@@ -28,6 +28,7 @@ from sqlalchemy import event
 from workflows import Workflow
 from workflows.events import StartEvent
 
+from benchmarks.pg_round_trips import RoundTrips
 from benchmarks.workloads import ChainWorkflow, EchoWorkflow
 from llama_workflows_asgi import (
     MemoryWorkflowStore,
@@ -110,8 +111,11 @@ async def main() -> None:
         await stack.enter_async_context(service.running_context())
         counts = Statements()
         counts.watch(store)
+        trips = RoundTrips()
+        trips.watch(store)
         await run_many(service, args.workload, 100, args.concurrency)  # warm-up
         counts.reset()
+        trips.reset()
         profiler = cProfile.Profile() if args.profile else None
         began, cpu = time.perf_counter(), time.process_time()
         if profiler is not None:
@@ -120,12 +124,15 @@ async def main() -> None:
         if profiler is not None:
             profiler.disable()
         wall, cpu = time.perf_counter() - began, time.process_time() - cpu
+        trips.close()
     n = args.runs
     print(f"{args.store} {args.workload}: {n / wall:.1f} runs/s, {cpu * 1000 / n:.2f} cpu ms/run")
     if counts.kinds:
         per_run = {kind: round(count / n, 2) for kind, count in counts.kinds.most_common()}
         total = sum(counts.kinds.values()) / n
         print(f"statements/run {total:.2f} {per_run}; commits/run {counts.commits / n:.3f}")
+    if trips.batches:
+        print(trips.report(n))
     if profiler is not None:
         profiler.dump_stats(args.profile)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)

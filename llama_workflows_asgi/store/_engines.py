@@ -6,7 +6,8 @@ transaction takes the file's write lock up front, and waits ``busy_timeout``
 for it, instead of failing halfway when it upgrades a read lock), and a read
 engine with several connections and plain ``BEGIN`` (WAL lets readers run
 beside the writer). PostgreSQL gets one asyncpg engine with ``pool_pre_ping``
-so connections broken by a server restart are replaced on checkout.
+so connections broken by a server restart are replaced on checkout; its
+group-commit writer keeps one connection between batches (``_pg_writer``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import URL, event, make_url
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, NullPool
 
 from ._batch import Transact, in_transaction
+from ._pg_writer import HeldConnectionWriter
 from ._sqlite_writer import in_driver_thread
 
 _MIN_SQLITE = (3, 35, 0)
@@ -69,6 +71,8 @@ class Engines:
     write: AsyncEngine
     read: AsyncEngine
     owned: bool
+    # The writers handed out by writer() that keep a connection, closed by dispose().
+    _held: list[HeldConnectionWriter] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def dialect(self) -> str:
@@ -84,15 +88,21 @@ class Engines:
             yield conn
 
     def writer(self) -> Transact[AsyncConnection]:
-        """How the group commit runs a batch: in one hand-off to SQLite's driver
-        thread on the engines the store created (``_sqlite_writer``), else in
-        :meth:`transaction`."""
+        """How the group commit runs a batch, on the engines the store created: in
+        one hand-off to SQLite's driver thread (``_sqlite_writer``), on one kept
+        PostgreSQL connection (``_pg_writer``); on a host's engine in :meth:`transaction`."""
         if self.owned and self.dialect == "sqlite":
             return in_driver_thread(self.write, "BEGIN IMMEDIATE")
+        if self.owned:
+            held = HeldConnectionWriter(self.write)
+            self._held.append(held)
+            return held
         return in_transaction(self.transaction)
 
     async def dispose(self) -> None:
         """Close the pools of engines the store created (never a host's)."""
+        for held in self._held:
+            await held.aclose()
         if not self.owned:
             return
         await self.write.dispose()
