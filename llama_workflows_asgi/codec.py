@@ -25,6 +25,7 @@ from workflows.events import (
     StopEvent,
 )
 
+from ._event_values import FAST_VALUES
 from ._json import DEFAULT_MAX_JSON_DEPTH, InvalidJSONError, dumps, load_object, loads
 from .errors import BadEventError
 
@@ -98,6 +99,10 @@ def envelope(event: Event, *, include_qualified_name: bool = True) -> dict[str, 
 
 
 def _value(event: Event) -> Any:
+    fast = FAST_VALUES.get(type(event))
+    value = None if fast is None else fast(event)
+    if value is not None:
+        return value
     try:
         return event.model_dump(mode="json")
     except Exception as exc:
