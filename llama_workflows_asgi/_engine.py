@@ -15,12 +15,14 @@ checks that each thing used here still exists and behaves as relied upon.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from workflows import Workflow
 from workflows.context.serializers import BaseSerializer
 from workflows.events import Event, StopEvent
+from workflows.handler import WorkflowHandler
 from workflows.runtime.control_loop.runner import _ControlLoopRunner
 from workflows.runtime.runtime_decorators import (
     BaseInternalRunAdapterDecorator,
@@ -90,6 +92,7 @@ __all__ = [
     "register_observed",
     "step_accepts",
     "step_names",
+    "when_done",
 ]
 
 
@@ -158,6 +161,20 @@ def abort(adapter: ExternalRunAdapter) -> None:
     shim = as_v2_runtime_compatibility_shim(adapter)
     if shim is not None:
         shim.abort()
+
+
+def when_done(handler: WorkflowHandler, callback: Callable[[BaseException | None], None]) -> None:
+    """Call ``callback`` once the run of ``handler`` has stopped, with what stopped it.
+
+    ``None`` when it returned its stop event, else the exception its result
+    raises (``CancelledError`` when it was cancelled). The handler's result task
+    is what ``stop_event_result()`` awaits; a callback on it costs no task.
+    """
+
+    def done(task: asyncio.Future[Any]) -> None:
+        callback(asyncio.CancelledError() if task.cancelled() else task.exception())
+
+    handler._result_task.add_done_callback(done)
 
 
 def decorated(runtime: BaseRuntimeDecorator) -> Runtime:

@@ -17,6 +17,7 @@ from workflows.events import Event, InternalDispatchEvent, StopEvent
 
 from ._decoding import FRAMEWORK_EVENTS, EventRegistry, qualified_name
 from ._error_text import describe_validation_error, readable_error
+from ._event_values import FAST_VALUES
 from ._json import dumps, load_object
 from .errors import BadEventError
 
@@ -90,6 +91,10 @@ def envelope(event: Event, *, include_qualified_name: bool = True) -> dict[str, 
 
 
 def _value(event: Event) -> Any:
+    fast = FAST_VALUES.get(type(event))
+    value = None if fast is None else fast(event)
+    if value is not None:
+        return value
     try:
         return event.model_dump(mode="json")
     except Exception as exc:

@@ -45,6 +45,9 @@ from .._engine import (
 from .._engine import pick_highest_priority as _pick_first
 from ..telemetry import step_coroutine
 
+_NO_TYPES = JsonSerializer(allowed_types=[])
+"""The base of a workflow's default serializer (its declared types are added to a copy)."""
+
 
 class RunObserver(Protocol):
     """What a run reports while it executes."""
@@ -76,6 +79,10 @@ class RunLoop:
     def bind(self, runner: LoopRunner) -> None:
         """The engine started the run's loop."""
         self._runner = runner
+
+    def unbind(self) -> None:
+        """The run is forgotten: its state is no longer read here."""
+        self._runner = None
 
     @property
     def state(self) -> BrokerState | None:
@@ -138,8 +145,13 @@ class DurableRuntime(BaseRuntimeDecorator):
         return observed.loop
 
     def forget(self, run_id: str) -> None:
-        """Stop reporting ``run_id``."""
-        self._observers.pop(run_id, None)
+        """Stop reporting ``run_id``: nothing it does from now on reaches its observer."""
+        observed = self._observers.pop(run_id, None)
+        if observed is not None and observed.adapter is not None:
+            # The engine's objects of the run and its observer reference each
+            # other through the adapter: cut that, and the whole run is freed
+            # by reference counting instead of by the cyclic collector.
+            observed.adapter.detach()
 
     def allow_types(self, workflow: Workflow, types: tuple[type[Any], ...]) -> None:
         """Let ``workflow``'s serializer also resolve ``types`` (its additional events).
@@ -151,7 +163,7 @@ class DurableRuntime(BaseRuntimeDecorator):
         self._extra_types[id(workflow)] = tuple(dict.fromkeys(types))
 
     def get_serializer(self, workflow: Workflow) -> BaseSerializer:
-        base = workflow.serializer or JsonSerializer(allowed_types=[])
+        base = workflow.serializer or _NO_TYPES
         extra = self._extra_types.get(id(workflow), ())
         return _engine.compose_serializer(self, workflow, base, *extra)
 
@@ -180,6 +192,13 @@ class _ObservedAdapter(BaseInternalRunAdapterDecorator):
         self._observer = observer
         self.loop = loop
         self._stores: dict[int, ObservedStateStore] = {}
+
+    def detach(self) -> None:
+        """Report nothing more (the run is forgotten), and hold no reference to the observer."""
+        self._observer = _DETACHED
+        self.loop.unbind()
+        for store in self._stores.values():
+            store.detach()
 
     async def on_tick(self, tick: WorkflowTick) -> None:
         # Not forwarded: the engine's adapter would journal the tick in memory
@@ -266,12 +285,42 @@ def _traced(pending: PendingStart) -> Any:
     return pending.coro
 
 
+class _Detached:
+    """The observer of a forgotten run: every report is dropped."""
+
+    def observe_tick(self, tick: WorkflowTick) -> None:
+        pass
+
+    def observe_event(self, event: Event) -> None:
+        pass
+
+    def observe_state_change(self) -> None:
+        pass
+
+    def track_task(self, task: asyncio.Task[Any]) -> None:
+        pass
+
+    def observe_interrupt(self, exc: BaseException) -> None:
+        pass
+
+
+_DETACHED = _Detached()
+
+
+def _unreported() -> None:
+    """The state-change report of a forgotten run."""
+
+
 class ObservedStateStore:
     """A run's state store that reports every committed edit."""
 
     def __init__(self, inner: StateStore[Any], on_change: Callable[[], None]) -> None:
         self._inner = inner
         self._on_change = on_change
+
+    def detach(self) -> None:
+        """Report nothing more (the run is forgotten)."""
+        self._on_change = _unreported
 
     async def get_state(self) -> Any:
         return await self._inner.get_state()

@@ -89,9 +89,10 @@ class Starter:
         event = start_event_for(entry, start_event)
         if self._live.is_full():
             await self._check_queue_room()
-        storable_envelope(entry, event, self._runtime.get_serializer(entry.workflow), start=True)
+        serializer = self._runtime.get_serializer(entry.workflow)
+        envelope = storable_envelope(entry, event, serializer, start=True)
         ctx, replaces = await self._initial_context(entry, handler_id, principal, context)
-        row = self._new_row(entry, handler_id or new_id(), event, principal, key, request_hash)
+        row = self._new_row(entry, handler_id or new_id(), envelope, principal, key, request_hash)
         row.ctx = ctx  # the context the run starts from: none, a carried state store, or given
         return await self._create_and_launch(row, entry, event, replaces)
 
@@ -160,7 +161,7 @@ class Starter:
         self,
         entry: RegisteredWorkflow,
         handler_id: str,
-        event: StartEvent,
+        start_event: dict[str, Any],
         principal: str | None,
         key: str | None,
         request_hash: str | None,
@@ -173,7 +174,7 @@ class Starter:
             run_id=new_id(),
             started_at=now,
             updated_at=now,
-            start_event=codec.envelope(event),
+            start_event=start_event,
             principal=principal,
             owner_id=self._owner.id,
             lease_expires_at=now + timedelta(seconds=self._config.lease_ttl),

@@ -141,11 +141,17 @@ class Telemetry:
         so a resume in another process can link to it.
         """
         run = RunTelemetry(row, self._backend, announce=self._announce_start)
-        if self._backend is not None:
+        if self._backend is None:
+            return run
+        if self._backend.tracing:
             run.span = self._backend.start_run(row, link=None)
             carrier = self._backend.carrier(run.span)
-            if carrier and row.start_event is not None:
-                row.start_event = {**row.start_event, TRACE_CONTEXT_KEY: carrier}
+        else:
+            # Without an SDK a run span would record nothing: only a context
+            # propagated to the caller is worth keeping.
+            carrier = self._backend.current_carrier()
+        if carrier and row.start_event is not None:
+            row.start_event = {**row.start_event, TRACE_CONTEXT_KEY: carrier}
         return run
 
     def queued(self, row: PersistentHandler) -> None:
@@ -170,8 +176,9 @@ class Telemetry:
         adopted = previous_owner is not None
         run = RunTelemetry(row, self._backend)
         if self._backend is not None:
-            carrier = (row.start_event or {}).get(TRACE_CONTEXT_KEY)
-            run.span = self._backend.start_run(row, link=carrier)
+            if self._backend.tracing:
+                carrier = (row.start_event or {}).get(TRACE_CONTEXT_KEY)
+                run.span = self._backend.start_run(row, link=carrier)
             self._backend.resumed(run.span, row, adopted=adopted, previous_owner=previous_owner)
         _logs.resumed(row, adopted=adopted, previous_owner=previous_owner)
         return run
@@ -215,7 +222,7 @@ class RunTelemetry:
         token = _current_run.set(self)
         try:
             with instrument_tags(tags):
-                if self.backend is None:
+                if self.backend is None or self.span is None:
                     yield
                 else:
                     with self.backend.current(self.span):
@@ -240,7 +247,7 @@ def step_coroutine(
 ) -> Coroutine[Any, Any, Any]:
     """``coro`` (one execution of a step) wrapped in a span and timed, when tracing runs."""
     run = _current_run.get()
-    if run is None or run.backend is None:
+    if run is None or run.backend is None or not run.backend.measuring:
         return coro
     return run.backend.step(run, step_name, worker_id, coro)
 

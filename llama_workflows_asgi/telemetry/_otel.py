@@ -52,6 +52,20 @@ def _run_attributes(row: PersistentHandler) -> dict[str, str]:
     }
 
 
+def tracing() -> bool:
+    """Whether the host configured a tracer provider (an SDK): spans are worth starting.
+
+    Until it does, the API's global provider is a proxy whose spans record
+    nothing; asked per run and per step, so a provider set later is used from then on.
+    """
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+def metering() -> bool:
+    """Whether the host configured a meter provider: measurements are worth taking."""
+    return type(metrics.get_meter_provider()).__name__ != "_ProxyMeterProvider"
+
+
 class OtelBackend:
     """The process's tracer and instruments."""
 
@@ -108,6 +122,16 @@ class OtelBackend:
             "workflow.stream.open", "{stream}", "Event streams being read"
         )
 
+    @property
+    def tracing(self) -> bool:
+        """Whether spans are recorded (see :func:`tracing`)."""
+        return tracing()
+
+    @property
+    def measuring(self) -> bool:
+        """Whether spans or measurements are recorded: a step is worth wrapping."""
+        return tracing() or metering()
+
     def watch(self, source: GaugeSource) -> None:
         """Report ``source``'s runs and writer backlog in the gauges while it lives."""
         self.gauges.watch(source)
@@ -134,6 +158,11 @@ class OtelBackend:
         _W3C.inject(carrier, trace.set_span_in_context(span))
         return carrier
 
+    def current_carrier(self) -> dict[str, str]:
+        """The current span's W3C trace context, if it has a valid one (else empty)."""
+        span = trace.get_current_span()
+        return self.carrier(span) if span.get_span_context().is_valid else {}
+
     def current(self, span: Span) -> AbstractContextManager[Span]:
         """Make ``span`` current (without ending it)."""
         return trace.use_span(span, end_on_exit=False)
@@ -143,16 +172,22 @@ class OtelBackend:
         self.started.add(1, {"workflow.name": workflow_name})
 
     def resumed(
-        self, span: Span, row: PersistentHandler, *, adopted: bool, previous_owner: str | None
+        self,
+        span: Span | None,
+        row: PersistentHandler,
+        *,
+        adopted: bool,
+        previous_owner: str | None,
     ) -> None:
-        """Mark ``span`` as a resume (an adoption when taken from a live-less owner)."""
+        """Count a resume (an adoption when taken from a live-less owner), marked on ``span``."""
         attributes: dict[str, str | int | bool] = {
             "workflow.resume.attempt": row.resume_attempts,
             "workflow.resume.adopted": adopted,
         }
         if previous_owner is not None:
             attributes["workflow.previous_owner"] = previous_owner
-        span.add_event("workflow.adopted" if adopted else "workflow.resumed", attributes)
+        if span is not None:
+            span.add_event("workflow.adopted" if adopted else "workflow.resumed", attributes)
         labels: dict[str, str | bool] = {
             "workflow.name": row.workflow_name,
             "workflow.resume.adopted": adopted,
@@ -162,16 +197,11 @@ class OtelBackend:
             self.adoptions.add(1, {"workflow.name": row.workflow_name})
 
     def end_run(
-        self, span: Span, workflow_name: str, status: str, error: str | None, seconds: float
+        self, span: Span | None, workflow_name: str, status: str, error: str | None, seconds: float
     ) -> None:
-        """End the run's span and record its outcome."""
-        span.set_attribute("workflow.status", status)
-        if status == "failed":
-            span.set_attribute("error.type", "workflow_failed")
-            if error:
-                span.set_attribute("workflow.error", error[:_MAX_ERROR])
-            span.set_status(Status(StatusCode.ERROR, (error or "failed")[:_MAX_ERROR]))
-        span.end()
+        """End the run's span (``None``: it has none) and record its outcome."""
+        if span is not None:
+            _end_span(span, status, error)
         labels = {"workflow.name": workflow_name, "workflow.status": status}
         self.finished.add(1, labels)
         self.run_duration.record(seconds, labels)
@@ -233,6 +263,16 @@ class OtelBackend:
     def streams(self, delta: int) -> None:
         """An event stream opened (+1) or closed (-1)."""
         self.open_streams.add(delta)
+
+
+def _end_span(span: Span, status: str, error: str | None) -> None:
+    span.set_attribute("workflow.status", status)
+    if status == "failed":
+        span.set_attribute("error.type", "workflow_failed")
+        if error:
+            span.set_attribute("workflow.error", error[:_MAX_ERROR])
+        span.set_status(Status(StatusCode.ERROR, (error or "failed")[:_MAX_ERROR]))
+    span.end()
 
 
 def _failure_of(result: Any) -> BaseException | None:

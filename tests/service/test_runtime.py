@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -71,6 +73,29 @@ async def test_state_store_edits_are_reported() -> None:
     result, seen = await run_observed(CounterWorkflow(), "r2")
     assert result == {"count": 1}
     assert seen.state_changes >= 1
+
+
+async def test_a_forgotten_run_is_freed_without_the_cycle_collector() -> None:
+    # The observer holds the run's handler and loop (as the service's live run
+    # does) and the run's adapter holds the observer: forgetting cuts that.
+    runtime, workflow = DurableRuntime(), CounterWorkflow()
+    _engine.move_to_runtime(workflow, runtime)
+    await runtime.launch()
+    gc.collect()
+    gc.disable()
+    try:
+        recorder = Recorder()
+        loop = runtime.observe("freed", recorder)
+        handler = workflow.run(run_id="freed", start_event=StartEvent())
+        recorder.held = (handler, loop)  # type: ignore[attr-defined]
+        assert await handler == {"count": 1}
+        runtime.forget("freed")
+        watched = weakref.ref(recorder)
+        del recorder, handler, loop
+        await eventually(lambda: watched() is None, "the observer is freed")
+    finally:
+        gc.enable()
+        await runtime.destroy()
 
 
 class Interrupting(Workflow):

@@ -109,6 +109,30 @@ async def test_a_run_exposes_its_state_which_checkpoints_and_aborts_at_once() ->
         await runtime.destroy()
 
 
+async def test_when_done_reports_how_a_run_stopped() -> None:
+    workflow, runtime = Hold(), DurableRuntime()
+    _engine.move_to_runtime(workflow, runtime)
+    await runtime.launch()
+    try:
+        seen: list[BaseException | None] = []
+        greeted = GreetWorkflow()
+        _engine.move_to_runtime(greeted, runtime)
+        await runtime.launch()
+        finished = greeted.run(run_id="done-1", start_event=StartEvent(name="Ada"))
+        _engine.when_done(finished, seen.append)
+        held = workflow.run(run_id="held-1")
+        _engine.when_done(held, seen.append)
+        await finished
+        _engine.abort(runtime.get_external_adapter("held-1"))
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(held, 5)
+        await asyncio.sleep(0)  # the callbacks run on the loop's next turn
+        assert seen[0] is None
+        assert isinstance(seen[1], asyncio.CancelledError)
+    finally:
+        await runtime.destroy()
+
+
 def test_every_name_the_package_imports_from_the_engine_is_there() -> None:
     missing = [name for name in _engine.__all__ if not hasattr(_engine, name)]
     assert missing == []
