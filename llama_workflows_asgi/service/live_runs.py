@@ -151,7 +151,7 @@ class LiveRuns:
                 self.room_freed.set()
         if live.idle_timer is not None:
             live.idle_timer.cancel()  # it would keep the finished run alive until it fires
-        self._runtime.forget(live.run_id)
+        self._runtime.forget(live.run_id, live)
         if live.handler is not None:  # it ran here (not a refused or failed start)
             live.telemetry.ended(*_ending(live))
 

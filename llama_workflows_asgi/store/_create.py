@@ -21,7 +21,7 @@ from ..errors import ConflictError, WorkflowServerError
 from . import state
 from ._batch import Outcome
 from ._rows import handler_values
-from ._writes import _drop_run_data, admitting, c, handlers, key_conflicts_as_errors, owners
+from ._writes import admitting, c, drop_run_data, handlers, key_conflicts_as_errors, owners
 from .base import HandlerExistsError, IdempotencyKeyExistsError, PersistentHandler
 from .schema import UtcDateTime
 
@@ -118,4 +118,4 @@ async def _replace(conn: AsyncConnection, handler: PersistentHandler, old_run_id
     async with key_conflicts_as_errors(conn, handler):
         if (await conn.execute(stmt)).rowcount != 1:
             raise HandlerExistsError(handler.handler_id)
-    await _drop_run_data(conn, [handler.handler_id], [old_run_id])
+    await drop_run_data(conn, [handler.handler_id], [old_run_id])

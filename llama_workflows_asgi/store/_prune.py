@@ -23,7 +23,7 @@ from sqlalchemy import ColumnElement, Integer, delete, func, literal, literal_co
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import ReturningDelete
 
-from ._writes import _drop_run_data
+from ._writes import drop_run_data
 from .base import FinishedStatus
 from .schema import UtcDateTime, handlers_table
 
@@ -66,7 +66,7 @@ async def delete_batch(
             return None
     stmt = _postgres_delete if postgres else _sqlite_delete
     rows = (await conn.execute(stmt(cutoff, statuses, limit))).all()
-    await _drop_run_data(
+    await drop_run_data(
         conn, [row.handler_id for row in rows], [row.run_id for row in rows if row.run_id]
     )
     return len(rows)

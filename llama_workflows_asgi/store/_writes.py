@@ -92,7 +92,7 @@ def upsert_insert(conn: AsyncConnection) -> Any:
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
-async def _drop_run_data(
+async def drop_run_data(
     conn: AsyncConnection, handler_ids: Sequence[str], run_ids: Sequence[str]
 ) -> None:
     """Delete the event logs of ``run_ids`` and the inboxes of ``handler_ids``."""
@@ -151,7 +151,7 @@ upsert_handler = one_by_one(_upsert_handler)
 async def _delete_handlers(conn: AsyncConnection, query: HandlerQuery) -> int:
     stmt = delete(handlers).where(*query_filters(query)).returning(c.handler_id, c.run_id)
     rows = (await conn.execute(stmt)).all()
-    await _drop_run_data(
+    await drop_run_data(
         conn, [row.handler_id for row in rows], [row.run_id for row in rows if row.run_id]
     )
     return len(rows)

@@ -67,7 +67,7 @@ async def test_the_checkpoint_is_the_loop_state_after_its_latest_tick() -> None:
         handler = workflow.run(run_id="c1", start_event=StartEvent())
         observer.mirror.attach(runtime.get_external_adapter("c1"), loop)
         assert await handler == {"count": 1}
-        runtime.forget("c1")
+        runtime.forget("c1", observer)
     finally:
         await runtime.destroy()
     assert observer.ticked

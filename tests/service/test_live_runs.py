@@ -18,8 +18,10 @@ from tests.support.workflows import GreetWorkflow
 pytestmark = pytest.mark.timeout(10)
 
 
-def live_runs(config: ServiceConfig | None = None) -> tuple[LiveRuns, RegisteredWorkflow]:
-    runtime = DurableRuntime()
+def live_runs(
+    config: ServiceConfig | None = None, runtime: DurableRuntime | None = None
+) -> tuple[LiveRuns, RegisteredWorkflow]:
+    runtime = runtime or DurableRuntime()
     entry = WorkflowRegistry().add("greet", GreetWorkflow(), ())
     runs = LiveRuns(
         MemoryWorkflowStore(), Owner.for_this_process(), config or ServiceConfig(), runtime
@@ -60,6 +62,21 @@ def test_unregister_forgets_only_the_current_run() -> None:
     runs.retire(new)
     assert "h1" not in runs
     assert runs.values() == []
+
+
+def test_a_late_loss_of_an_old_run_leaves_the_engine_observer_of_its_successor() -> None:
+    runtime = DurableRuntime()
+    runs, entry = live_runs(runtime=runtime)
+    old = runs.register(handler("h1", workflow_name="greet"), entry, 0)
+    runtime.observe(old.run_id, old)
+    runs.lose(old)
+    new = runs.register(handler("h1", workflow_name="greet"), entry, 0)  # same run id
+    runtime.observe(new.run_id, new)
+    runs.lose(old)  # a second, late loss of the old run
+    observed = runtime._observers[new.run_id]  # what the engine's adapter will report to
+    assert observed.observer is new
+    runs.lose(new)
+    assert new.run_id not in runtime._observers
 
 
 def test_a_lost_run_is_finished_and_forgotten() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
-from typing import Any
 
 import pytest
 from workflows import Context, Workflow, step
@@ -13,49 +12,11 @@ from workflows.events import Event, StartEvent, StopEvent
 
 from llama_workflows_asgi import _engine
 from llama_workflows_asgi.service.runtime import DurableRuntime
+from tests.support.observing import Recorder, run_observed
 from tests.support.waiting import eventually
 from tests.support.workflows import CounterWorkflow, GreetWorkflow, ProgressEvent
 
 pytestmark = pytest.mark.timeout(20)
-
-
-class Recorder:
-    """A ``RunObserver`` that keeps every report."""
-
-    def __init__(self) -> None:
-        self.ticks: list[Any] = []
-        self.events: list[Event] = []
-        self.state_changes = 0
-        self.tasks: list[asyncio.Task[Any]] = []
-        self.interrupts: list[BaseException] = []
-
-    def observe_tick(self, tick: Any) -> None:
-        self.ticks.append(tick)
-
-    def observe_event(self, event: Event) -> None:
-        self.events.append(event)
-
-    def observe_state_change(self) -> None:
-        self.state_changes += 1
-
-    def track_task(self, task: asyncio.Task[Any]) -> None:
-        self.tasks.append(task)
-
-    def observe_interrupt(self, exc: BaseException) -> None:
-        self.interrupts.append(exc)
-
-
-async def run_observed(workflow: Workflow, run_id: str, **start: Any) -> tuple[Any, Recorder]:
-    runtime, recorder = DurableRuntime(), Recorder()
-    _engine.move_to_runtime(workflow, runtime)
-    await runtime.launch()
-    try:
-        runtime.observe(run_id, recorder)
-        result = await workflow.run(run_id=run_id, start_event=StartEvent(**start))
-        runtime.forget(run_id)
-        return result, recorder
-    finally:
-        await runtime.destroy()
 
 
 async def test_an_observed_run_reports_its_ticks_events_and_tasks() -> None:
@@ -67,12 +28,6 @@ async def test_an_observed_run_reports_its_ticks_events_and_tasks() -> None:
     assert seen.ticks  # the control loop's ticks, to checkpoint from
     assert seen.tasks
     assert all(t.done() for t in seen.tasks)
-
-
-async def test_state_store_edits_are_reported() -> None:
-    result, seen = await run_observed(CounterWorkflow(), "r2")
-    assert result == {"count": 1}
-    assert seen.state_changes >= 1
 
 
 async def test_a_forgotten_run_is_freed_without_the_cycle_collector() -> None:
@@ -89,7 +44,7 @@ async def test_a_forgotten_run_is_freed_without_the_cycle_collector() -> None:
         handler = workflow.run(run_id="freed", start_event=StartEvent())
         recorder.held = (handler, loop)  # type: ignore[attr-defined]
         assert await handler == {"count": 1}
-        runtime.forget("freed")
+        runtime.forget("freed", recorder)
         watched = weakref.ref(recorder)
         del recorder, handler, loop
         await eventually(lambda: watched() is None, "the observer is freed")
@@ -98,25 +53,55 @@ async def test_a_forgotten_run_is_freed_without_the_cycle_collector() -> None:
         await runtime.destroy()
 
 
-class Interrupting(Workflow):
+class Gated(Workflow):
+    """Streams one event and stops, once its gate is opened."""
+
+    def __init__(self) -> None:
+        super().__init__(timeout=None)
+        self.gate = asyncio.Event()
+
     @step
-    async def stop_everything(self, ctx: Context, ev: StartEvent) -> StopEvent:
-        raise KeyboardInterrupt
+    async def wait_then_stream(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        await self.gate.wait()
+        ctx.write_event_to_stream(ProgressEvent(msg="after the gate", i=0))
+        return StopEvent(result="done")
 
 
-async def test_an_interrupt_in_a_step_is_reported_not_raised_out_of_the_loop() -> None:
-    runtime, recorder = DurableRuntime(), Recorder()
-    workflow = Interrupting(timeout=None)
+async def test_a_run_forgotten_midway_reports_nothing_more_to_its_observer() -> None:
+    runtime, workflow, recorder = DurableRuntime(), Gated(), Recorder()
     _engine.move_to_runtime(workflow, runtime)
     await runtime.launch()
     try:
-        runtime.observe("r3", recorder)
-        handler = workflow.run(run_id="r3")
-        await eventually(lambda: bool(recorder.interrupts), "the step raised")
-        assert [type(e) for e in recorder.interrupts] == [KeyboardInterrupt]
-        _engine.abort(runtime.get_external_adapter("r3"))
-        with pytest.raises(BaseException):  # noqa: PT011, B017 - aborted, however it ends
-            await asyncio.wait_for(handler, 5)
+        runtime.observe("g1", recorder)
+        handler = workflow.run(run_id="g1", start_event=StartEvent())
+        await eventually(lambda: bool(recorder.tasks), "the step started")
+        runtime.forget("g1", recorder)
+        reported = (len(recorder.ticks), len(recorder.events), len(recorder.tasks))
+        workflow.gate.set()
+        assert await asyncio.wait_for(handler, 10) == "done"
+        assert (len(recorder.ticks), len(recorder.events), len(recorder.tasks)) == reported
+    finally:
+        await runtime.destroy()
+
+
+async def test_forgetting_an_older_observer_of_a_run_id_leaves_the_newer_one() -> None:
+    # A run observed anew under the same run id (a retry, a claim back), then
+    # the old observer forgotten late: the new one must still hear the run.
+    runtime, workflow = DurableRuntime(), GreetWorkflow()
+    old, new = Recorder(), Recorder()
+    _engine.move_to_runtime(workflow, runtime)
+    await runtime.launch()
+    try:
+        runtime.observe("again", old)
+        runtime.observe("again", new)
+        runtime.forget("again", old)
+        result = await workflow.run(run_id="again", start_event=StartEvent(name="Ada"))
+        assert result == {"greeting": "Hello, Ada!"}
+        assert [e.i for e in new.events if isinstance(e, ProgressEvent)] == [0, 1, 2]
+        assert isinstance(new.events[-1], StopEvent)
+        assert old.events == []
+        runtime.forget("again", new)
+        runtime.forget("again", new)  # a second forget of the same observer does nothing
     finally:
         await runtime.destroy()
 
