@@ -7,7 +7,8 @@ for it, instead of failing halfway when it upgrades a read lock), and a read
 engine with several connections and plain ``BEGIN`` (WAL lets readers run
 beside the writer). PostgreSQL gets one asyncpg engine with ``pool_pre_ping``
 so connections broken by a server restart are replaced on checkout; its
-group-commit writer keeps one connection between batches (``_pg_writer``).
+group-commit writer keeps one connection between batches while they come
+(``_pg_writer``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, NullPool
 
 from ._batch import Transact, in_transaction
-from ._pg_writer import HeldConnectionWriter
+from ._pg_writer import HeldConnectionWriter, can_hold
 from ._sqlite_writer import in_driver_thread
 
 _MIN_SQLITE = (3, 35, 0)
@@ -90,10 +91,11 @@ class Engines:
     def writer(self) -> Transact[AsyncConnection]:
         """How the group commit runs a batch, on the engines the store created: in
         one hand-off to SQLite's driver thread (``_sqlite_writer``), on one kept
-        PostgreSQL connection (``_pg_writer``); on a host's engine in :meth:`transaction`."""
+        PostgreSQL connection (``_pg_writer``, asyncpg on a pool with one to spare);
+        otherwise, and on a host's engine, in :meth:`transaction`."""
         if self.owned and self.dialect == "sqlite":
             return in_driver_thread(self.write, "BEGIN IMMEDIATE")
-        if self.owned:
+        if self.owned and can_hold(self.write):
             held = HeldConnectionWriter(self.write)
             self._held.append(held)
             return held
