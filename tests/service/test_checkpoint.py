@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from typing import Any
 
 import pytest
 from workflows import Context
-from workflows.events import Event, StartEvent
+from workflows.events import StartEvent
 
 from llama_workflows_asgi import _engine
 from llama_workflows_asgi._engine import TickAddEvent, TickTimeout, WorkflowTick
 from llama_workflows_asgi.service.checkpoint import StateMirror, may_fail_run
+from llama_workflows_asgi.service.observed import _Detached  # drops every other report
 from llama_workflows_asgi.service.runtime import DurableRuntime
 from tests.support.workflows import CounterWorkflow
 
 pytestmark = pytest.mark.timeout(20)
 
 
-class Mirroring:
+class Mirroring(_Detached):
     """A ``RunObserver`` that only mirrors the loop, as a live run does."""
 
     def __init__(self, mirror: StateMirror) -> None:
@@ -29,18 +28,6 @@ class Mirroring:
     def observe_tick(self, tick: WorkflowTick) -> None:
         self.mirror.observe_tick(tick)
         self.ticked.append(self.mirror.ticked)
-
-    def observe_event(self, event: Event) -> None:
-        pass
-
-    def observe_state_change(self) -> None:
-        pass
-
-    def track_task(self, task: asyncio.Task[Any]) -> None:
-        pass
-
-    def observe_interrupt(self, exc: BaseException) -> None:
-        pass
 
 
 def test_a_timeout_may_fail_a_run_and_an_added_event_may_not() -> None:

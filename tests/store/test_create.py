@@ -12,19 +12,14 @@ from sqlalchemy import text
 
 from llama_workflows_asgi.store import (
     HandlerExistsError,
-    HandlerQuery,
     IdempotencyKeyExistsError,
-    PersistentHandler,
     SqlAlchemyWorkflowStore,
 )
 from llama_workflows_asgi.store import _create as creating
 from llama_workflows_asgi.store import _ownership as ownership
 from tests.store.test_ownership import beat, owner_rows
+from tests.store.test_writes import rows
 from tests.support.factories import at, event, handler, progress
-
-
-async def rows(store: SqlAlchemyWorkflowStore) -> dict[str, PersistentHandler]:
-    return {h.handler_id: h for h in await store.query(HandlerQuery())}
 
 
 async def test_one_batch_creates_rows_and_answers_each_conflict_alone(
