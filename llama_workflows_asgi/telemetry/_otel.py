@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from contextlib import AbstractContextManager
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import _internal as _metrics_api
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -52,18 +53,48 @@ def _run_attributes(row: PersistentHandler) -> dict[str, str]:
     }
 
 
-def tracing() -> bool:
-    """Whether the host configured a tracer provider (an SDK): spans are worth starting.
+class _GlobalProvider:
+    """Whether the host has set one of the API's global providers, asked cheaply and often.
 
-    Until it does, the API's global provider is a proxy whose spans record
-    nothing; asked per run and per step, so a provider set later is used from then on.
+    While none is set, the API's getter looks an environment variable up on
+    every call (a ``KeyError`` raised and caught each time), and it is asked per
+    run and per step. The API keeps the provider in a module global, read here
+    instead; the variable only matters to the first call, which the backend's
+    own ``get_tracer`` / ``get_meter`` make. A provider can be set only once,
+    so once one is seen the answer stays yes; until then a provider the host
+    sets later is seen at the next question.
     """
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+    __slots__ = ("_attribute", "_get", "_module", "_proxy", "_set")
+
+    def __init__(self, module: Any, attribute: str, get: Callable[[], object], proxy: type) -> None:
+        self._module, self._attribute, self._get, self._proxy = module, attribute, get, proxy
+        self._set = False
+
+    def __call__(self) -> bool:
+        if self._set:
+            return True
+        provider = getattr(self._module, self._attribute, _UNKNOWN)
+        if provider is _UNKNOWN:  # an API that keeps it elsewhere: ask it
+            provider = self._get()
+        self._set = provider is not None and not isinstance(provider, self._proxy)
+        return self._set
 
 
-def metering() -> bool:
-    """Whether the host configured a meter provider: measurements are worth taking."""
-    return type(metrics.get_meter_provider()).__name__ != "_ProxyMeterProvider"
+_UNKNOWN = object()
+
+tracing = _GlobalProvider(
+    trace, "_TRACER_PROVIDER", trace.get_tracer_provider, trace.ProxyTracerProvider
+)
+"""Whether the host configured a tracer provider (an SDK): spans are worth starting.
+
+Until it does, the API's global provider is a proxy whose spans record nothing.
+"""
+
+metering = _GlobalProvider(
+    _metrics_api, "_METER_PROVIDER", metrics.get_meter_provider, _metrics_api._ProxyMeterProvider
+)
+"""Whether the host configured a meter provider: measurements are worth taking."""
 
 
 class OtelBackend:

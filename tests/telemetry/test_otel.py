@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.metrics import _internal as metrics_api
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 from workflows.events import StartEvent
@@ -41,6 +43,14 @@ def backend(sdk: Sdk) -> _otel.OtelBackend:
 
 def test_one_backend_per_process(backend: _otel.OtelBackend) -> None:
     assert _otel.backend() is backend
+
+
+def test_the_configured_providers_are_read_from_the_apis_globals(sdk: Sdk) -> None:
+    # Read where the API keeps them, not through its getters (see _GlobalProvider).
+    assert trace._TRACER_PROVIDER is sdk.tracer_provider
+    assert not isinstance(metrics_api._METER_PROVIDER, metrics_api._ProxyMeterProvider)
+    assert _otel.tracing()
+    assert _otel.metering()
 
 
 def test_a_run_span_carries_the_run_and_its_w3c_context(

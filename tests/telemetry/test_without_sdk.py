@@ -47,10 +47,12 @@ SCRIPT = textwrap.dedent(
             return same, await coro
 
     unwrapped, result = asyncio.run(wrapped(plain))
+    before = [reports._backend.tracing, reports._backend.measuring]
     from opentelemetry.sdk.trace import TracerProvider
     trace.set_tracer_provider(TracerProvider())
     later = reports.accepted(row("later"))
     print(json.dumps({
+        "before": before,
         "tracing": reports._backend.tracing,
         "plain_span": plain.span is None,
         "plain_context": "trace_context" in row_plain.start_event,
@@ -75,5 +77,6 @@ def test_without_an_sdk_no_span_is_made_and_a_callers_context_is_kept() -> None:
     assert report["in_trace_context"] == {"traceparent": traceparent}
     assert report["unwrapped"] is True
     assert report["result"] == "done"
+    assert report["before"] == [False, False]
     assert report["tracing"] is True  # configured by then
     assert report["later_recording"] is True
