@@ -35,7 +35,11 @@ def dumps(value: Any) -> str:
     Line and paragraph separators (and NEL) are escaped: line-oriented readers,
     the official client's among them, would otherwise split an event in two.
     """
-    text = _ENCODER.encode(value)
+    return one_line(_ENCODER.encode(value))
+
+
+def one_line(text: str) -> str:
+    """Compact JSON ``text`` as :func:`dumps` writes it: line and paragraph separators escaped."""
     return text.translate(_LINE_BREAKERS) if not text.isascii() else text
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from workflows import Context
-from workflows.events import StartEvent
+from workflows import Context, Workflow, step
+from workflows.events import StartEvent, StopEvent
 
 from llama_workflows_asgi import _engine
 from llama_workflows_asgi._engine import TickAddEvent, TickTimeout, WorkflowTick
+from llama_workflows_asgi._json import dumps
 from llama_workflows_asgi.service.checkpoint import StateMirror, may_fail_run
 from llama_workflows_asgi.service.observed import _Detached  # drops every other report
 from llama_workflows_asgi.service.runtime import DurableRuntime
@@ -63,3 +64,41 @@ async def test_the_checkpoint_is_the_loop_state_after_its_latest_tick() -> None:
     assert not observer.mirror.ticked  # taken of the latest state
     restored = Context.from_dict(workflow, ctx, serializer=serializer)
     assert await restored.store.get("count") == 1
+
+
+ODD = {"tiny": 2.5e-05, "huge": 1e300, "text": "é\u2028\u2029\x85\x00"}
+
+
+class OddValuesWorkflow(Workflow):
+    """Keeps values whose JSON spelling varies between encoders in its state and its stream."""
+
+    @step
+    async def keep(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        await ctx.store.set("odd", ODD)
+        await ctx.store.set("big", 2**70)
+        return StopEvent(result="kept")
+
+
+async def test_the_checkpoint_is_the_json_of_the_engines_serialized_context() -> None:
+    workflow, runtime = OddValuesWorkflow(), DurableRuntime()
+    serializer = runtime.get_serializer(workflow)
+    _engine.move_to_runtime(workflow, runtime)
+    await runtime.launch()
+    try:
+        mirror = StateMirror(serializer)
+        loop = runtime.observe("o1", Mirroring(mirror))
+        handler = workflow.run(run_id="o1", start_event=StartEvent())
+        adapter = runtime.get_external_adapter("o1")
+        mirror.attach(adapter, loop)
+        assert await handler == "kept"
+    finally:
+        await runtime.destroy()
+    text = mirror.checkpoint(failed=False)
+    assert mirror._seen is not None
+    expected = mirror._seen.to_serialized(serializer)
+    expected.state = adapter.get_state_store(()).to_dict(serializer)
+    assert json.loads(text) == json.loads(dumps(expected.model_dump(mode="json")))
+    assert not {"\u2028", "\u2029", "\x85"} & set(text)  # one line
+    restored = Context.from_dict(workflow, json.loads(text), serializer=serializer)
+    assert await restored.store.get("odd") == ODD
+    assert await restored.store.get("big") == 2**70
