@@ -173,7 +173,8 @@ class LiveRun(RunJournal):
 
     def _mark(self) -> None:
         self._pending.state_changed = self._pending.state_changed or self._state.ticked
-        self._on_dirty(self)
+        if not self._marked:
+            self._dirty()
 
     # -- events sent in ---------------------------------------------------------------
 
@@ -204,6 +205,7 @@ class LiveRun(RunJournal):
         return self.handler is not None
 
     def _dirty(self) -> None:
+        self._marked = True
         self._on_dirty(self)
 
     def checkpoint(self) -> str:

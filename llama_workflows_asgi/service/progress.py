@@ -53,6 +53,9 @@ class RunJournal:
         self._next_sequence = next_sequence
         self._checkpoints = checkpoints
         self._pending = Pending()
+        # Whether the writer has been told since it last collected the run: it
+        # collects a run once however often it was told, so once is enough.
+        self._marked = False
         self._inflight: RunProgress | None = None
         self.idle_since: datetime | None = None
         self.outcome: Outcome | None = None
@@ -108,6 +111,7 @@ class RunJournal:
 
     def collect(self, owner_id: str | None, now: datetime) -> RunProgress | None:
         """Everything to write since the last write, or ``None`` if nothing changed."""
+        self._marked = False  # the writer took the run: what it produces next is news
         if self._inflight is not None or not self._started:
             return None
         pending, terminal = self._pending, self.outcome is not None

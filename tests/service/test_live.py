@@ -14,9 +14,12 @@ def test_streamed_events_are_numbered_and_mark_the_run_dirty() -> None:
     live = new_run(dirty)
     live.observe_event(ProgressEvent(msg="a", i=0))
     live.observe_event(ProgressEvent(msg="b", i=1))
-    assert dirty == [live, live]
+    assert [e.sequence for e in live._pending.events] == [5, 6]
+    assert dirty == [live]  # once until the writer collects it
     assert live.collect("owner", at(1)) is None  # nothing is written before the engine runs
     assert live.outcome is None
+    live.observe_event(ProgressEvent(msg="c", i=2))
+    assert dirty == [live, live]  # news since it was collected
 
 
 def test_failing_a_run_records_the_failure_and_keeps_its_first_outcome() -> None:
