@@ -169,7 +169,9 @@ class LiveRun(RunJournal):
 
     def track_task(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+
+    def task_ended(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
 
     def _mark(self) -> None:
         self._pending.state_changed = self._pending.state_changed or self._state.ticked
@@ -190,7 +192,9 @@ class LiveRun(RunJournal):
         # the engine's send_event refuses that, its control loop does not.
         assert self._adapter is not None
         tick = TickAddEvent(event=event, step_id=StepId.root(step))
-        self.track_task(asyncio.ensure_future(self._adapter.send_event(tick)))
+        task = asyncio.ensure_future(self._adapter.send_event(tick))
+        self.track_task(task)
+        task.add_done_callback(self.task_ended)
 
     def drop_inbox_entry(self, inbox_id: int) -> None:
         """Consume an inbox entry that cannot be delivered (it is logged by the caller)."""

@@ -51,6 +51,9 @@ class RunObserver(Protocol):
     def track_task(self, task: asyncio.Task[Any]) -> None:
         """The control loop started a task (a step worker or its mailbox pull)."""
 
+    def task_ended(self, task: asyncio.Task[Any]) -> None:
+        """A task reported to :meth:`track_task` is done."""
+
     def observe_interrupt(self, exc: BaseException) -> None:
         """A step raised what the engine does not handle (``KeyboardInterrupt``...)."""
 
@@ -123,8 +126,6 @@ class ObservedAdapter(BaseInternalRunAdapterDecorator):
         # reported, so stopping a run can cancel its steps: cancelling the
         # control loop alone leaves a step that is mid-await running.
         started = [p.start(start_contained(p.coro, _traced(p), self._observer)) for p in pending]
-        for named in started:
-            self._observer.track_task(named.task)
         candidates = running + started
         tasks = all_tasks(candidates)
         if not tasks:
@@ -138,17 +139,21 @@ def start_contained(
 ) -> asyncio.Task[Any]:
     """A step worker's task: ``coro`` (``inner``, or a wrapper of it) awaited under ``_contained``.
 
-    What would escape the engine is reported to ``observer`` instead.
+    What would escape the engine is reported to ``observer`` instead, and so
+    are the task's start and end (one callback, not one per concern: each is
+    a turn of the event loop).
     """
     task = asyncio.create_task(_contained(coro, observer))
 
-    def close(_: asyncio.Task[Any]) -> None:
+    def ended(_: asyncio.Task[Any]) -> None:
         # A task cancelled before it ran never awaited them: close them quietly
         # (closing a finished coroutine does nothing).
         coro.close()
         inner.close()
+        observer.task_ended(task)
 
-    task.add_done_callback(close)
+    task.add_done_callback(ended)
+    observer.track_task(task)
     return task
 
 
@@ -194,6 +199,9 @@ class _Detached:
         pass
 
     def track_task(self, task: asyncio.Task[Any]) -> None:
+        pass
+
+    def task_ended(self, task: asyncio.Task[Any]) -> None:
         pass
 
     def observe_interrupt(self, exc: BaseException) -> None:

@@ -117,6 +117,7 @@ async def test_a_step_that_fails_or_returns_is_left_to_the_engine() -> None:
     returned, recorder_too = await contain(returns())
     assert returned.result() == "value"
     assert recorder.interrupts == recorder_too.interrupts == []
+    assert recorder.tasks == recorder.ended == [failed]  # its start and end (called back first)
 
 
 async def test_a_real_cancellation_is_not_reported() -> None:

@@ -29,6 +29,11 @@ async def test_an_observed_run_reports_its_ticks_events_and_tasks() -> None:
     assert seen.tasks
     assert all(t.done() for t in seen.tasks)
 
+    def all_ended() -> bool:
+        return len(seen.ended) == len(seen.tasks) and set(seen.ended) == set(seen.tasks)
+
+    await eventually(all_ended, "every task's end reported, once")
+
 
 async def test_a_forgotten_run_is_freed_without_the_cycle_collector() -> None:
     # The observer holds the run's handler and loop (as the service's live run

@@ -20,6 +20,7 @@ class Recorder:
         self.events: list[Event] = []
         self.state_changes = 0
         self.tasks: list[asyncio.Task[Any]] = []
+        self.ended: list[asyncio.Task[Any]] = []
         self.interrupts: list[BaseException] = []
 
     def observe_tick(self, tick: Any) -> None:
@@ -33,6 +34,9 @@ class Recorder:
 
     def track_task(self, task: asyncio.Task[Any]) -> None:
         self.tasks.append(task)
+
+    def task_ended(self, task: asyncio.Task[Any]) -> None:
+        self.ended.append(task)
 
     def observe_interrupt(self, exc: BaseException) -> None:
         self.interrupts.append(exc)
