@@ -46,6 +46,8 @@ async def _start(
     entry = service.registry.get(name)
     body = await read_json_body(request, limits.max_body_size, limits.max_json_depth)
     fields = params.json_object(body)
+    # The fingerprint only tells a replay from a reused key: no key, no digest.
+    digest = None if idempotency_key is None else params.fingerprint(name, fields)
     return await service.start_run(
         name,
         params.start_event(entry, fields),
@@ -53,7 +55,7 @@ async def _start(
         principal=route.principal,
         context=params.context_field(fields.get("context")),
         idempotency_key=idempotency_key,
-        request_hash=params.fingerprint(name, fields),
+        request_hash=digest,
     )
 
 
