@@ -39,9 +39,7 @@ class WorkflowRouter(APIRouter):
     ) -> None:
         super().__init__(route_class=WorkflowRoute, lifespan=self._lifespan, **kwargs)
         self.service = service
-        self.binding = binding or RouterBinding(
-            service, EdgeLimits(service.config.max_json_depth), _anonymous
-        )
+        self.binding = binding or RouterBinding(service, EdgeLimits(service.config.max_json_depth))
         """The dependencies that hand this router's service to its routes."""
 
     @property
@@ -125,7 +123,7 @@ def workflow_router(
     """
     service = WorkflowService(store, config=config, scoped=principal is not None)
     limits = EdgeLimits(service.config.max_json_depth, max_body_size, sse_heartbeat_interval)
-    binding = RouterBinding(service, limits, principal or _anonymous)
+    binding = RouterBinding(service, limits, principal)
     router = WorkflowRouter(service, binding, **router_kwargs)
     for name, workflow in (workflows or {}).items():
         router.add_workflow(name, workflow)
@@ -133,11 +131,6 @@ def workflow_router(
     if dashboard:
         add_dashboard_routes(router)
     return router
-
-
-async def _anonymous() -> None:
-    # async: FastAPI would run a plain function in a worker thread, per request.
-    return None
 
 
 __all__ = [

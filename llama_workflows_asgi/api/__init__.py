@@ -16,11 +16,14 @@ from .deps import RouterBinding
 
 def add_api_routes(router: APIRouter, binding: RouterBinding) -> None:
     """Add every workflow route to ``router``, bound to ``binding``'s service."""
-    health.register(router, binding)
-    workflows.register(router, binding)
+    # FastAPI tries an included router's routes in order, at a cost per route
+    # tried: the routes a busy server takes most (starting runs, reading
+    # handlers, events) come first, the listings of what is served last.
     runs.register(router, binding)
     handlers.register(router, binding)
     events.register(router, binding)
+    workflows.register(router, binding)
+    health.register(router, binding)
 
 
 __all__ = ["RouterBinding", "add_api_routes"]

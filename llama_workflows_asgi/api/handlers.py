@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from .._http import json_response
 from ..models import CancelResponse, HandlerData, HandlersList, LegacyHandlerData
 from . import params
-from .deps import PageLimitDep, PrincipalDep, RouterBinding, ServiceDep
+from .deps import RouteContext, RouterBinding
 from .responses import (
     BAD_INPUT,
     CONFLICT,
@@ -29,15 +29,14 @@ _RETRY_CODES: Responses = {**NOT_FOUND, **CONFLICT, **UNAVAILABLE}
 
 
 async def list_handlers(
-    service: ServiceDep,
-    principal: PrincipalDep,
-    limit: PageLimitDep,
+    route: RouteContext,
     status: Repeated = None,
     workflow_name: Repeated = None,
     handler_id: Repeated = None,
     version: Repeated = None,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
     order: Literal["asc", "desc"] = "asc",
+    limit: int | None = None,
 ) -> Response:
     """Handlers, oldest first (``order=desc`` for newest first), a page at a time.
 
@@ -45,7 +44,9 @@ async def list_handlers(
     ``add_workflow(..., version=...)``); the version itself is not part of the
     handler JSON, which keeps the reference server's shape.
     """
-    page = await service.list_page(
+    # ``limit`` is checked by FastAPI against the router's ``max_page_size``
+    # (``RouterBinding.page_limit``, given at registration).
+    page = await route.service.list_page(
         statuses=params.status_filter(status),
         workflow_names=params.name_filter(workflow_name),
         handler_ids=params.name_filter(handler_id),
@@ -53,7 +54,7 @@ async def list_handlers(
         descending=order == "desc",
         after=None if not cursor else params.decode_cursor(cursor),
         limit=limit,
-        principal=principal,
+        principal=route.principal,
     )
     next_cursor = None if page.next_cursor is None else params.encode_cursor(page.next_cursor)
     return json_response(
@@ -61,32 +62,32 @@ async def list_handlers(
     )
 
 
-async def get_handler(handler_id: str, service: ServiceDep, principal: PrincipalDep) -> Response:
+async def get_handler(route: RouteContext, handler_id: str) -> Response:
     """The handler; 200 when completed, 202 while running, 500 if failed or cancelled."""
-    return handler_by_state(await service.get(handler_id, principal=principal))
+    return handler_by_state(await route.service.get(handler_id, principal=route.principal))
 
 
-async def get_result(handler_id: str, service: ServiceDep, principal: PrincipalDep) -> Response:
+async def get_result(route: RouteContext, handler_id: str) -> Response:
     """Like ``GET /handlers/{id}`` with the result unwrapped to its value (legacy)."""
-    handler = await service.get(handler_id, principal=principal)
+    handler = await route.service.get(handler_id, principal=route.principal)
     body = handler_json(handler)
     body["result"] = legacy_result(handler.result_envelope())
     return json_response(body, HANDLER_STATUS_CODE[handler.status])
 
 
 async def cancel_handler(
-    handler_id: str, service: ServiceDep, principal: PrincipalDep, purge: str | None = None
+    route: RouteContext, handler_id: str, purge: str | None = None
 ) -> Response:
     """Cancel a running handler; with ``purge=true`` also delete it (finished or not)."""
-    outcome = await service.cancel(
-        handler_id, purge=params.flag(purge, "purge", False), principal=principal
+    outcome = await route.service.cancel(
+        handler_id, purge=params.flag(purge, "purge", False), principal=route.principal
     )
     return json_response({"status": outcome})
 
 
-async def retry_handler(handler_id: str, service: ServiceDep, principal: PrincipalDep) -> Response:
+async def retry_handler(route: RouteContext, handler_id: str) -> Response:
     """Run a failed handler again from its last checkpoint (409 unless it failed)."""
-    handler = await service.retry(handler_id, principal=principal)
+    handler = await route.service.retry(handler_id, principal=route.principal)
     return json_response(handler_json(handler))
 
 
@@ -102,19 +103,17 @@ def register(router: APIRouter, binding: RouterBinding) -> None:
     """Add the handler routes, each scoped to the caller."""
     router.add_api_route(
         "/handlers",
-        list_handlers,
+        binding.endpoint(list_handlers, annotations={"limit": binding.page_limit}),
         methods=["GET"],
         response_model=HandlersList,
         responses=BAD_INPUT,
-        dependencies=binding.listing,
     )
     for method, path, endpoint, model, responses in _SCOPED_ROUTES:
         router.add_api_route(
             path,
-            endpoint,
+            binding.endpoint(endpoint),
             methods=[method],
             response_model=model,
             responses=responses,
             deprecated=True if endpoint is get_result else None,
-            dependencies=binding.caller,
         )

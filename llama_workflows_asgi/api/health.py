@@ -6,20 +6,20 @@ from fastapi import APIRouter, Response
 
 from .._http import json_response
 from ..models import HealthResponse
-from .deps import RouterBinding, ServiceDep
+from .deps import RouteContext, RouterBinding
 
 
-async def health(service: ServiceDep) -> Response:
+async def health(route: RouteContext) -> Response:
     """Whether the service runs, its store answers and its background work keeps up."""
-    problem = await service.health_problem()
+    problem = await route.service.health_problem()
     if problem is None:
         return json_response({"status": "healthy"})
     return json_response({"status": "unhealthy", "detail": problem}, 503)
 
 
-async def open_health(service: ServiceDep) -> Response:
+async def open_health(route: RouteContext) -> Response:
     """Like ``health``, naming only what is wrong, not why (no driver text, no hosts)."""
-    problem = await service.health_problem()
+    problem = await route.service.health_problem()
     if problem is None:
         return json_response({"status": "healthy"})
     return json_response({"status": "unhealthy", "detail": problem.split(":", 1)[0]}, 503)
@@ -35,9 +35,8 @@ def register(
     """
     router.add_api_route(
         path,
-        open_health if public else health,
+        binding.endpoint(open_health if public else health, scoped=False),
         methods=["GET"],
         response_model=HealthResponse,
         responses={503: {"model": HealthResponse}},
-        dependencies=binding.open,
     )

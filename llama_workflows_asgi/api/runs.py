@@ -10,7 +10,7 @@ from .._http import json_body_doc, read_json_body
 from ..models import HandlerData, RunRequest
 from ..service import PersistentHandler
 from . import params
-from .deps import RouteContext, RouteDep, RouterBinding
+from .deps import RouteContext, RouterBinding
 from .responses import BAD_INPUT, CONFLICT, NOT_FOUND, UNAVAILABLE, Responses
 from .wire import handler_response
 
@@ -18,11 +18,12 @@ IdempotencyKey = Annotated[str | None, Header(max_length=255)]
 
 # Starting a run stays in the route functions, not in a dependency: FastAPI
 # still calls a route's other dependencies after one failed validation (a
-# missing principal header), and a run must never start then.
+# missing principal header), and a run must never start then. FastAPI calls
+# the route itself only once every dependency and parameter is valid.
 
 
 async def run_workflow_nowait(
-    name: str, request: Request, route: RouteDep, idempotency_key: IdempotencyKey = None
+    route: RouteContext, name: str, request: Request, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Start a run and answer at once with its (running) handler."""
     handler = await _start(name, request, route, idempotency_key)
@@ -30,7 +31,7 @@ async def run_workflow_nowait(
 
 
 async def run_workflow(
-    name: str, request: Request, route: RouteDep, idempotency_key: IdempotencyKey = None
+    route: RouteContext, name: str, request: Request, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Start a run and answer when it has finished (500 with the handler if it failed)."""
     handler = await _start(name, request, route, idempotency_key)
@@ -45,6 +46,8 @@ async def _start(
     entry = service.registry.get(name)
     body = await read_json_body(request, limits.max_body_size, limits.max_json_depth)
     fields = params.json_object(body)
+    # The fingerprint only tells a replay from a reused key: no key, no digest.
+    digest = None if idempotency_key is None else params.fingerprint(name, fields)
     return await service.start_run(
         name,
         params.start_event(entry, fields),
@@ -52,7 +55,7 @@ async def _start(
         principal=route.principal,
         context=params.context_field(fields.get("context")),
         idempotency_key=idempotency_key,
-        request_hash=params.fingerprint(name, fields),
+        request_hash=digest,
     )
 
 
@@ -68,10 +71,9 @@ def register(router: APIRouter, binding: RouterBinding) -> None:
     ):
         router.add_api_route(
             path,
-            endpoint,
+            binding.endpoint(endpoint),
             methods=["POST"],
             response_model=HandlerData,
             responses=responses,
             openapi_extra=json_body_doc(RunRequest),
-            dependencies=binding.caller,
         )

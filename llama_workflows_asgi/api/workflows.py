@@ -8,45 +8,43 @@ from workflows.representation import get_workflow_representation
 
 from .._http import json_response
 from ..models import WorkflowEventsList, WorkflowGraphResponse, WorkflowSchema, WorkflowsList
-from .deps import RouterBinding, ServiceDep
+from .deps import RouteContext, RouterBinding
 from .responses import NOT_FOUND
 from .wire import redacted_graph
 
 
-async def list_workflows(service: ServiceDep) -> Response:
+async def list_workflows(route: RouteContext) -> Response:
     """Names of the registered workflows."""
-    return json_response({"workflows": service.registry.names})
+    return json_response({"workflows": route.service.registry.names})
 
 
-async def workflow_schema(name: str, service: ServiceDep) -> Response:
+async def workflow_schema(route: RouteContext, name: str) -> Response:
     """JSON schemas of the workflow's start and stop events."""
-    workflow = service.registry.get(name).workflow
+    workflow = route.service.registry.get(name).workflow
     start: type[Event] = workflow.start_event_class
     stop: type[Event] = workflow.stop_event_class
     return json_response({"start": start.model_json_schema(), "stop": stop.model_json_schema()})
 
 
-async def workflow_events(name: str, service: ServiceDep) -> Response:
+async def workflow_events(route: RouteContext, name: str) -> Response:
     """JSON schemas of the events the workflow declares (and accepts)."""
-    events = service.registry.get(name).declared_events
+    events = route.service.registry.get(name).declared_events
     return json_response({"events": [event.model_json_schema() for event in events]})
 
 
-async def workflow_representation(name: str, service: ServiceDep) -> Response:
+async def workflow_representation(route: RouteContext, name: str) -> Response:
     """The workflow's graph of steps and events (minus server paths and config values)."""
-    graph = get_workflow_representation(service.registry.get(name).workflow)
+    graph = get_workflow_representation(route.service.registry.get(name).workflow)
     return json_response({"graph": redacted_graph(graph.model_dump(mode="json"))})
 
 
 def register(router: APIRouter, binding: RouterBinding) -> None:
     """Add the workflow routes (they list what is served, so they ask for no principal)."""
-    deps = binding.open
     router.add_api_route(
         "/workflows",
-        list_workflows,
+        binding.endpoint(list_workflows, scoped=False),
         methods=["GET"],
         response_model=WorkflowsList,
-        dependencies=deps,
     )
     for path, endpoint, model in (
         ("/workflows/{name}/schema", workflow_schema, WorkflowSchema),
@@ -55,9 +53,8 @@ def register(router: APIRouter, binding: RouterBinding) -> None:
     ):
         router.add_api_route(
             path,
-            endpoint,
+            binding.endpoint(endpoint, scoped=False),
             methods=["GET"],
             response_model=model,
             responses=NOT_FOUND,
-            dependencies=deps,
         )

@@ -58,3 +58,11 @@ async def test_the_routes_reach_the_bound_service() -> None:
         handler_id = done.json()["handler_id"]
         assert (await service.get(handler_id)).status == "completed"
         assert (await http.get("/health")).json() == {"status": "healthy"}
+
+
+def test_the_routes_starting_runs_are_tried_first() -> None:
+    router = APIRouter(route_class=WorkflowRoute)
+    add_api_routes(router, RouterBinding(WorkflowService(), EdgeLimits(64)))
+    paths = [getattr(route, "path", None) for route in router.routes]
+    assert paths[:2] == ["/workflows/{name}/run-nowait", "/workflows/{name}/run"]
+    assert paths[-1] == "/health"

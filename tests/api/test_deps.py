@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import httpx
-from fastapi import FastAPI, Header
+from fastapi import APIRouter, Depends, FastAPI, Header
+from fastapi.routing import APIRoute
 
 from llama_workflows_asgi import (
     HandlerQuery,
@@ -78,3 +79,50 @@ async def test_a_failed_principal_is_a_400_and_starts_nothing() -> None:
         # Health asks for no principal.
         assert (await http.get("/health")).json() == {"status": "healthy"}
     assert await rows(store) == []
+
+
+def solved(router: APIRouter) -> dict[str, list[object]]:
+    """The dependencies each route of ``router`` solves before calling its endpoint."""
+    return {
+        f"{sorted(route.methods)[0]} {route.path}": [d.call for d in route.dependant.dependencies]
+        for route in router.routes
+        if isinstance(route, APIRoute)
+    }
+
+
+def test_each_route_solves_the_principal_alone_and_nothing_without_one() -> None:
+    unscoped = solved(workflow_router(workflows={"greet": GreetWorkflow()}))
+    assert len(unscoped) == 14
+    assert all(calls == [] for calls in unscoped.values())
+    scoped = solved(workflow_router(workflows={"greet": GreetWorkflow()}, principal=user))
+    open_routes = {path for path, calls in scoped.items() if calls == []}
+    assert open_routes == {
+        "GET /health",
+        "GET /workflows",
+        "GET /workflows/{name}/schema",
+        "GET /workflows/{name}/events",
+        "GET /workflows/{name}/representation",
+    }
+    assert all(calls == [user] for path, calls in scoped.items() if path not in open_routes)
+
+
+async def test_a_principal_the_host_also_requires_runs_once_per_request() -> None:
+    seen: list[str] = []
+
+    async def counted_user(x_user: str = Header()) -> str:
+        seen.append(x_user)
+        return x_user
+
+    store = MemoryWorkflowStore()
+    app = FastAPI()
+    router = workflow_router(store, workflows={"greet": GreetWorkflow()}, principal=counted_user)
+    app.include_router(router, dependencies=[Depends(counted_user)])
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        router.service.running_context(),
+        httpx.AsyncClient(transport=transport, base_url="http://edge") as http,
+    ):
+        done = await http.post("/workflows/greet/run", json={}, headers={"x-user": "ada"})
+        assert done.status_code == 200
+        assert (await rows(store, done.json()["handler_id"]))[0].principal == "ada"
+    assert seen == ["ada"]
