@@ -54,7 +54,7 @@ class MemoryOwnership(MemoryRows):
             if not _claimable(handler, dead, waiting) or not _served(handler, versions):
                 continue
             attempts = handler.resume_attempts + (handler.owner_id is not None)
-            updated = handler.model_copy(
+            updated = self._read(handler).model_copy(
                 update={
                     "owner_id": owner_id,
                     "lease_expires_at": lease_until,

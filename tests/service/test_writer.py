@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
 import pytest
@@ -20,6 +20,7 @@ from workflows.events import StartEvent
 from llama_workflows_asgi import (
     BadEventError,
     HandlerQuery,
+    MemoryWorkflowStore,
     PersistentHandler,
     ServiceConfig,
     WorkflowService,
@@ -342,17 +343,28 @@ async def test_marks_between_rounds_become_one_write(make_store: StoreFactory) -
         assert await store.last_sequences([r.run_id for r in runs]) == {r.run_id: 0 for r in runs}
 
 
-@pytest.mark.parametrize("store_kind", ["memory"], indirect=True)
-async def test_progress_the_store_refuses_poisons_only_its_run(
-    started: AbstractWorkflowStore,
-) -> None:
+class RefusingStore(MemoryWorkflowStore):
+    """Refuses every batch holding ``refused``'s progress, as a database refuses a bad value."""
+
+    def __init__(self, refused: str) -> None:
+        super().__init__()
+        self.refused = refused
+
+    async def save_progress(self, batch: Sequence[RunProgress]) -> set[str]:
+        if any(item.handler_id == self.refused for item in batch):
+            raise ValueError(f"a value of {self.refused} is refused")
+        return await super().save_progress(batch)
+
+
+async def test_progress_the_store_refuses_poisons_only_its_run() -> None:
+    store = RefusingStore("bad")
     good, bad = handler("good", owner_id="me"), handler("bad", owner_id="me")
     for row in (good, bad):
-        await started.create_handler(row)
+        await store.create_handler(row)
     healthy = ScriptedRun(good, progress(good, events=[event(0)]))
-    refused = ScriptedRun(bad, progress(bad, ctx="[1]"))  # the memory store keeps objects only
+    refused = ScriptedRun(bad, progress(bad, events=[event(0)]))
 
-    told = await write_all(started, healthy, refused)
+    told = await write_all(store, healthy, refused)
 
     assert refused.poisoned_with is not None
     assert refused.poisoned_with.startswith("The run's progress cannot be saved: ")
