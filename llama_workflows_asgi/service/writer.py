@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 class LiveRunSet(Protocol):
     """Where the writer's runs live (``LiveRuns``): told when a run is lost or settled."""
 
+    def __len__(self) -> int:
+        """How many runs are live."""
+
     def lose(self, live: LiveRun) -> None:
         """This process no longer owns ``live`` (its write was fenced off, or failed for good)."""
 
@@ -58,7 +61,8 @@ class ProgressWriter:
         self._owner_id = owner_id
         self._delay = delay
         self._runs = runs
-        self._dirty: dict[LiveRun, None] = {}
+        self._dirty: dict[LiveRun, bool] = {}  # whether the run had ended when marked
+        self._ended = 0  # dirty runs that had ended
         self._writing: dict[str, LiveRun] = {}  # taken by the store, not yet decided
         self._feed: Poke | None = None
         self._idle = asyncio.Event()
@@ -73,13 +77,19 @@ class ProgressWriter:
         self._unwritten_runs = 0
 
     def mark(self, run: LiveRun) -> None:
-        """Schedule ``run``'s progress for the next batch."""
-        self._dirty[run] = None
+        """Schedule ``run``'s progress for the next batch.
+
+        Once every live run has ended and waits to be written, nothing more
+        can join the batch: the store is told not to wait to coalesce.
+        """
+        ended = run.outcome is not None
+        self._ended += ended - (self._dirty.get(run) is True)
+        self._dirty[run] = ended
         if self._marked_since is None:
             self._marked_since = time.monotonic()
         self._idle.clear()
         if self._feed is not None:
-            self._feed.poke(self._delay)
+            self._feed.poke(self._delay, complete=ended and self._ended >= len(self._runs))
 
     @property
     def unwritten_since(self) -> float | None:
@@ -130,7 +140,7 @@ class ProgressWriter:
 
     def take(self) -> Sequence[RunProgress]:
         """The dirty runs' progress, for the batch the store is forming."""
-        runs, self._dirty = list(self._dirty), {}
+        runs, self._dirty, self._ended = list(self._dirty), {}, 0
         self._writing_since = min(
             (t for t in (self._writing_since, self._marked_since) if t is not None), default=None
         )

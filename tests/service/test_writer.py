@@ -226,6 +226,7 @@ class ScriptedRun:
         self.requeued: list[RunProgress] = []
         self.poisoned_with: str | None = None
         self.finished = False
+        self.outcome: str | None = None  # a LiveRun's ``Outcome`` once it has ended
 
     @property
     def poisoned(self) -> bool:
@@ -253,9 +254,13 @@ class ScriptedRun:
 class Runs:
     """The writer's live-run set: what it lost and what it retired."""
 
-    def __init__(self) -> None:
+    def __init__(self, live: int = 0) -> None:
         self.lost: list[ScriptedRun] = []
         self.retired: list[ScriptedRun] = []
+        self.live = live
+
+    def __len__(self) -> int:
+        return self.live
 
     def lose(self, live: ScriptedRun) -> None:
         self.lost.append(live)
