@@ -89,7 +89,11 @@ class ProgressWriter:
             self._marked_since = time.monotonic()
         self._idle.clear()
         if self._feed is not None:
-            self._feed.poke(self._delay, complete=ended and self._ended >= len(self._runs))
+            self._feed.poke(self._delay, complete=self._complete())
+
+    def _complete(self) -> bool:
+        """Whether every live run has ended and waits to be written (see :meth:`mark`)."""
+        return 0 < self._ended >= len(self._runs)
 
     @property
     def unwritten_since(self) -> float | None:
@@ -102,7 +106,7 @@ class ProgressWriter:
         if self._feed is None:
             self._feed = self._store.progress_feed(self)
             if self._dirty:  # after a restart, pick up what was left
-                self._feed.poke()
+                self._feed.poke(complete=self._complete())
 
     def stalled_for(self) -> float:
         """Seconds the oldest unwritten progress has been waiting (0 when all is written)."""
@@ -124,7 +128,7 @@ class ProgressWriter:
             if not (self._dirty or self._writing):
                 return
             if self._feed is not None and self._dirty:
-                self._feed.poke()
+                self._feed.poke(complete=self._complete())
             self._idle.clear()
             await self._idle.wait()
 

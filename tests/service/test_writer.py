@@ -28,6 +28,7 @@ from llama_workflows_asgi import (
 from llama_workflows_asgi.service.guard import start_guarded
 from llama_workflows_asgi.service.writer import ProgressWriter
 from llama_workflows_asgi.store import AbstractWorkflowStore, RunProgress, SqlAlchemyWorkflowStore
+from llama_workflows_asgi.store._batch import Poke, Source
 from tests.support.factories import event, handler, progress
 from tests.support.stores import StoreFactory
 from tests.support.workflows import (
@@ -376,3 +377,49 @@ async def test_progress_the_store_refuses_poisons_only_its_run() -> None:
     assert refused.acknowledged == []
     assert [len(p.events) for p in healthy.acknowledged] == [1]
     assert told.lost == []
+
+
+class PokeRecorder:
+    """The store's feed as the writer sees it: records what each poke said of the work."""
+
+    def __init__(self, feed: Poke) -> None:
+        self.feed = feed
+        self.complete: list[bool] = []
+
+    def poke(self, delay: float = 0.0, *, complete: bool = False) -> None:
+        self.complete.append(complete)
+        self.feed.poke(delay, complete=complete)
+
+    def close(self) -> None:
+        self.feed.close()
+
+
+class RecordingStore(MemoryWorkflowStore):
+    """A memory store whose progress feed records the writer's pokes."""
+
+    recorder: PokeRecorder
+
+    def progress_feed(self, source: Source[RunProgress, bool]) -> Poke:
+        self.recorder = PokeRecorder(super().progress_feed(source))
+        return self.recorder
+
+
+async def test_the_writer_says_the_work_is_complete_once_every_live_run_has_ended() -> None:
+    store = RecordingStore()
+    rows = [handler(name, owner_id="me") for name in ("a", "b")]
+    for row in rows:
+        await store.create_handler(row)
+    a, b = (ScriptedRun(row, progress(row, status="completed")) for row in rows)
+    writer = ProgressWriter(store, "me", delay=0, runs=Runs(live=2))  # type: ignore[arg-type]
+    writer.start()
+
+    writer.mark(a)  # type: ignore[arg-type]  # running: b (or a) may still add to the batch
+    a.outcome = b.outcome = "completed"
+    writer.mark(a)  # type: ignore[arg-type]  # a has ended, b has not been marked
+    writer.mark(b)  # type: ignore[arg-type]  # both have ended: waiting would gather nothing
+    said = list(store.recorder.complete)
+    await asyncio.wait_for(writer.drain(), 10)
+    await writer.stop()
+
+    assert said == [False, False, True]
+    assert (a.acknowledged[0].status, b.acknowledged[0].status) == ("completed", "completed")
