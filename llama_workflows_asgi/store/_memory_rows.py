@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -116,7 +116,20 @@ class MemoryRows(AbstractWorkflowStore):
         """Write ``handler``'s row, keeping the count of finished rows."""
         previous = self._handlers.get(handler.handler_id)
         self._handlers[handler.handler_id] = handler
-        self._finished += handler.is_terminal - (previous is not None and previous.is_terminal)
+        self._counted(handler, previous is not None and previous.is_terminal)
+
+    def _change(self, row: PersistentHandler, changes: Mapping[str, object]) -> None:
+        """Set ``changes`` on the stored ``row`` itself (as ``model_copy(update=...)`` would).
+
+        No copy per write: the row objects are the store's own, every read
+        hands out a copy of one.
+        """
+        was_terminal = row.is_terminal
+        row.__dict__.update(changes)
+        self._counted(row, was_terminal)
+
+    def _counted(self, handler: PersistentHandler, was_terminal: bool) -> None:
+        self._finished += handler.is_terminal - was_terminal
         if handler.is_terminal and self.max_completed is not None:
             heapq.heappush(self._ages, (_age(handler), handler.handler_id))
 

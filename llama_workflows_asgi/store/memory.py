@@ -143,10 +143,9 @@ class MemoryWorkflowStore(MemoryOwnership):
         if "result" in sets:
             self._keep_encoded(key, "result", sets["result"])
             update["result"] = None
-        updated = handler.model_copy(update=update)
+        self._change(handler, update)
         if transition.ends_run:
             self._clear_inbox(handler.handler_id)
-        self._put(updated)
 
     async def finalize_handler(
         self,
