@@ -82,8 +82,10 @@ class ProgressWriter:
         Once every live run has ended and waits to be written, nothing more
         can join the batch: the store is told not to wait to coalesce.
         """
-        ended = run.outcome is not None
-        self._ended += ended - (self._dirty.get(run) is True)
+        ended, marked = run.outcome is not None, self._dirty.get(run)
+        if marked is ended:
+            return  # marked as it stands since the last batch: the store is due to pull it
+        self._ended += ended - (marked is True)
         self._dirty[run] = ended
         if self._marked_since is None:
             self._marked_since = time.monotonic()
