@@ -100,8 +100,7 @@ class ProgressWriter:
     @property
     def unwritten_since(self) -> float | None:
         """Monotonic time of the oldest progress not yet written, ``None`` if all is."""
-        times = [t for t in (self._writing_since, self._marked_since) if t is not None]
-        return min(times, default=None)
+        return _earliest(self._writing_since, self._marked_since)
 
     def start(self) -> None:
         """Attach to the (started) store's group commit."""
@@ -147,9 +146,7 @@ class ProgressWriter:
     def take(self) -> Sequence[RunProgress]:
         """The dirty runs' progress, for the batch the store is forming."""
         runs, self._dirty, self._ended = list(self._dirty), {}, 0
-        self._writing_since = min(
-            (t for t in (self._writing_since, self._marked_since) if t is not None), default=None
-        )
+        self._writing_since = _earliest(self._writing_since, self._marked_since)
         self._marked_since = None
         now, items = utcnow(), []
         for run in runs:
@@ -255,3 +252,10 @@ class ProgressWriter:
             self._writing_since = None
             if not self._dirty:
                 self._idle.set()
+
+
+def _earliest(first: float | None, second: float | None) -> float | None:
+    """The earlier of two monotonic times, either of which may be unknown (``None``)."""
+    if first is None or (second is not None and second < first):
+        return second
+    return first
