@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 class LiveRunSet(Protocol):
     """Where the writer's runs live (``LiveRuns``): told when a run is lost or settled."""
 
+    def __len__(self) -> int:
+        """How many runs are live."""
+
     def lose(self, live: LiveRun) -> None:
         """This process no longer owns ``live`` (its write was fenced off, or failed for good)."""
 
@@ -58,7 +61,8 @@ class ProgressWriter:
         self._owner_id = owner_id
         self._delay = delay
         self._runs = runs
-        self._dirty: dict[LiveRun, None] = {}
+        self._dirty: dict[LiveRun, bool] = {}  # whether the run had ended when marked
+        self._ended = 0  # dirty runs that had ended
         self._writing: dict[str, LiveRun] = {}  # taken by the store, not yet decided
         self._feed: Poke | None = None
         self._idle = asyncio.Event()
@@ -73,26 +77,37 @@ class ProgressWriter:
         self._unwritten_runs = 0
 
     def mark(self, run: LiveRun) -> None:
-        """Schedule ``run``'s progress for the next batch."""
-        self._dirty[run] = None
+        """Schedule ``run``'s progress for the next batch.
+
+        Once every live run has ended and waits to be written, nothing more
+        can join the batch: the store is told not to wait to coalesce.
+        """
+        ended, marked = run.outcome is not None, self._dirty.get(run)
+        if marked is ended:
+            return  # marked as it stands since the last batch: the store is due to pull it
+        self._ended += ended - (marked is True)
+        self._dirty[run] = ended
         if self._marked_since is None:
             self._marked_since = time.monotonic()
         self._idle.clear()
         if self._feed is not None:
-            self._feed.poke(self._delay)
+            self._feed.poke(self._delay, complete=self._complete())
+
+    def _complete(self) -> bool:
+        """Whether every live run has ended and waits to be written (see :meth:`mark`)."""
+        return 0 < self._ended >= len(self._runs)
 
     @property
     def unwritten_since(self) -> float | None:
         """Monotonic time of the oldest progress not yet written, ``None`` if all is."""
-        times = [t for t in (self._writing_since, self._marked_since) if t is not None]
-        return min(times, default=None)
+        return _earliest(self._writing_since, self._marked_since)
 
     def start(self) -> None:
         """Attach to the (started) store's group commit."""
         if self._feed is None:
             self._feed = self._store.progress_feed(self)
             if self._dirty:  # after a restart, pick up what was left
-                self._feed.poke()
+                self._feed.poke(complete=self._complete())
 
     def stalled_for(self) -> float:
         """Seconds the oldest unwritten progress has been waiting (0 when all is written)."""
@@ -114,7 +129,7 @@ class ProgressWriter:
             if not (self._dirty or self._writing):
                 return
             if self._feed is not None and self._dirty:
-                self._feed.poke()
+                self._feed.poke(complete=self._complete())
             self._idle.clear()
             await self._idle.wait()
 
@@ -130,10 +145,8 @@ class ProgressWriter:
 
     def take(self) -> Sequence[RunProgress]:
         """The dirty runs' progress, for the batch the store is forming."""
-        runs, self._dirty = list(self._dirty), {}
-        self._writing_since = min(
-            (t for t in (self._writing_since, self._marked_since) if t is not None), default=None
-        )
+        runs, self._dirty, self._ended = list(self._dirty), {}, 0
+        self._writing_since = _earliest(self._writing_since, self._marked_since)
         self._marked_since = None
         now, items = utcnow(), []
         for run in runs:
@@ -239,3 +252,10 @@ class ProgressWriter:
             self._writing_since = None
             if not self._dirty:
                 self._idle.set()
+
+
+def _earliest(first: float | None, second: float | None) -> float | None:
+    """The earlier of two monotonic times, either of which may be unknown (``None``)."""
+    if first is None or (second is not None and second < first):
+        return second
+    return first

@@ -2,9 +2,11 @@
 
 The service's dirty runs are such a source: whatever they produced while the
 previous batch was being written joins the next one, coalesced per run, and by
-time (the next pull waits as long as the last one's write took, 2 to 50 ms).
-After an outage the payloads go back to the source, pulled again after a
-backoff that doubles up to 5 s.
+time (the next pull waits as long as the last one's write took, 2 to 50 ms),
+unless the source says its work is complete (nothing it could still produce
+would join: every run has ended), which waiting cannot add to. After an outage
+the payloads go back to the source, pulled again after a backoff that doubles
+up to 5 s.
 """
 
 from __future__ import annotations
@@ -45,8 +47,12 @@ class Source(Protocol[P, R_contra]):
 class Poke(Protocol):
     """A feed as its source sees it (``AbstractWorkflowStore.progress_feed``)."""
 
-    def poke(self, delay: float = 0.0) -> None:
-        """The source has work: pull it in a batch soon (after ``delay`` seconds)."""
+    def poke(self, delay: float = 0.0, *, complete: bool = False) -> None:
+        """The source has work: pull it in a batch soon (after ``delay`` seconds).
+
+        ``complete``: nothing more will join this work (every run has ended),
+        so it is pulled without waiting to coalesce.
+        """
 
     def close(self) -> None:
         """Pull no more."""
@@ -67,11 +73,24 @@ class Feed(Generic[Tx, P, R]):
         # cheap a batch still gathers several steps of each busy run.
         self._taken_at = 0.0
         self._ready_at = 0.0
+        # What the latest poke said: the work is complete (no coalescing wait),
+        # and whether the pending timer only waits to coalesce (one such poke ends it).
+        self._complete = False
+        self._coalescing = False
         self.closed = False
 
-    def poke(self, delay: float = 0.0) -> None:
-        """Pull the source in the next batch (after ``delay`` seconds, to coalesce more)."""
-        if self.closed or self._queued or self._timer is not None:
+    def poke(self, delay: float = 0.0, *, complete: bool = False) -> None:
+        """Pull the source in the next batch (after ``delay`` seconds, to coalesce more).
+
+        ``complete`` (see ``Poke``) skips the wait to coalesce, never a backoff or ``delay``.
+        """
+        if self.closed:
+            return
+        self._complete = complete and delay <= 0
+        if self._timer is not None and self._complete and self._coalescing:
+            self._timer.cancel()  # waiting would gather nothing more
+            self._timer = None
+        if self._queued or self._timer is not None:
             return  # already due, or backing off after an outage
         if not self._wait(delay):
             self._queued = True
@@ -90,6 +109,7 @@ class Feed(Generic[Tx, P, R]):
         if self.closed or self._timer is not None or self._wait(0.0):
             return None
         self._taken_at = time.monotonic()
+        self._complete = False
         payloads = list(self._source.take())
         return Run(self._function, payloads, None, self) if payloads else None
 
@@ -101,21 +121,26 @@ class Feed(Generic[Tx, P, R]):
 
     def _wait(self, delay: float) -> bool:
         """Start a timer if the pull must wait (``delay``, or coalescing); whether it must."""
-        wait = max(delay, self._ready_at - time.monotonic())
+        coalesce = 0.0 if self._complete else self._ready_at - time.monotonic()
+        wait = max(delay, coalesce)
         if wait <= 0:
             return False
+        self._coalescing = coalesce >= delay
         self._timer = asyncio.get_running_loop().call_later(wait, self._due)
         return True
 
     def kept(self, payloads: Sequence[P], error: StoreUnavailableError) -> None:
         # The backoff first: the source re-marks its runs, and a poke must wait for it.
         self._backoff = min(max(self._backoff * 2, 0.05), _MAX_BACKOFF)
-        if not self.closed and self._timer is None:
+        if not self.closed:
+            if self._timer is not None:
+                self._timer.cancel()  # a wait to coalesce must not cut the backoff short
             self._queued = False
+            self._coalescing = False
             self._timer = asyncio.get_running_loop().call_later(self._backoff, self._due)
         self._source.kept(payloads, error)
 
     def _due(self) -> None:
         self._timer = None
         self._ready_at = 0.0  # its wait is over (the clock may read a hair early)
-        self.poke()
+        self.poke(complete=self._complete)

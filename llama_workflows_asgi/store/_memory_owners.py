@@ -48,13 +48,11 @@ class MemoryOwnership(MemoryRows):
         waiting = {e.handler_id for e in self._inbox.values()}
         pool = self._handlers.values() if handler_ids is None else self._pick(handler_ids)
         claimed: list[PersistentHandler] = []
-        for handler in sorted(pool, key=order_key):
-            if len(claimed) >= limit:
-                break
-            if not _claimable(handler, dead, waiting) or not _served(handler, versions):
-                continue
+        # Filtered before sorting: most rows (the finished ones kept) are never claimable.
+        candidates = [h for h in pool if _claimable(h, dead, waiting) and _served(h, versions)]
+        for handler in sorted(candidates, key=order_key)[: max(limit, 0)]:
             attempts = handler.resume_attempts + (handler.owner_id is not None)
-            updated = handler.model_copy(
+            updated = self._read(handler).model_copy(
                 update={
                     "owner_id": owner_id,
                     "lease_expires_at": lease_until,

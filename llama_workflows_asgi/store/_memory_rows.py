@@ -6,16 +6,23 @@ of finished ones, dropping it drops its log and inbox, an idempotency key
 belongs to one handler, and once more than ``max_completed`` handlers have
 finished the oldest go first (a heap of their ages, so eviction costs nothing
 per write below the limit).
+
+The JSON columns a write sets (``ctx``, ``result``) arrive as the text the
+service has just encoded; a row keeps that text and decodes it only when it is
+read (:meth:`MemoryRows._read`), as a SQL store does: most rows are written
+several times and read back once, or never (a live run's waiters get its final
+row from the run itself).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from ._rows import load_json
 from .base import (
     AbstractWorkflowStore,
     HandlerQuery,
@@ -45,6 +52,9 @@ class MemoryRows(AbstractWorkflowStore):
         # below the limit, and a heap pop per handler dropped above it.
         self._finished = 0
         self._ages: list[tuple[datetime, str]] = []
+        # JSON text written to a row and not decoded since, by handler id and
+        # column; the row's own value of such a column is stale until read.
+        self._encoded: dict[str, dict[str, str]] = {}
 
     def _check_key_free(self, handler: PersistentHandler) -> None:
         # The row being written (or replaced) does not conflict with itself.
@@ -66,16 +76,66 @@ class MemoryRows(AbstractWorkflowStore):
         # dict.fromkeys: a repeated id must not be claimed twice.
         return [self._handlers[h] for h in dict.fromkeys(handler_ids) if h in self._handlers]
 
+    def _replace(self, handler: PersistentHandler) -> None:
+        """Write ``handler`` as the whole row (no column of the previous one stays)."""
+        self._encoded.pop(handler.handler_id, None)
+        self._put(handler)
+
+    def _keep_encoded(self, handler_id: str, column: str, text: str | None) -> None:
+        """Keep ``text`` as ``column``'s value, decoded when the row is read."""
+        encoded = self._encoded.get(handler_id)
+        if text is not None:
+            if encoded is None:
+                encoded = self._encoded[handler_id] = {}
+            encoded[column] = text
+        elif encoded is not None:
+            encoded.pop(column, None)  # cleared: the row holds None already
+
+    def _read(self, handler: PersistentHandler, *, ctx: bool = True) -> PersistentHandler:
+        """``handler``'s stored row with its JSON columns decoded (its ``ctx`` only if asked).
+
+        What is decoded stays decoded: a row read again costs nothing more.
+        """
+        encoded = self._encoded.get(handler.handler_id)
+        if not encoded or not (ctx or "result" in encoded):
+            return handler
+        update: dict[str, object] = {}
+        if ctx and "ctx" in encoded:
+            update["ctx"] = load_json(encoded.pop("ctx"))
+        if "result" in encoded:
+            stored = load_json(encoded.pop("result"))
+            handler = handler.with_stored_result(stored, self.result_classes)
+        if not encoded:
+            del self._encoded[handler.handler_id]
+        if update:
+            handler = handler.model_copy(update=update)
+        self._handlers[handler.handler_id] = handler
+        return handler
+
     def _put(self, handler: PersistentHandler) -> None:
         """Write ``handler``'s row, keeping the count of finished rows."""
         previous = self._handlers.get(handler.handler_id)
         self._handlers[handler.handler_id] = handler
-        self._finished += handler.is_terminal - (previous is not None and previous.is_terminal)
+        self._counted(handler, previous is not None and previous.is_terminal)
+
+    def _change(self, row: PersistentHandler, changes: Mapping[str, object]) -> None:
+        """Set ``changes`` on the stored ``row`` itself (as ``model_copy(update=...)`` would).
+
+        No copy per write: the row objects are the store's own, every read
+        hands out a copy of one.
+        """
+        was_terminal = row.is_terminal
+        row.__dict__.update(changes)
+        self._counted(row, was_terminal)
+
+    def _counted(self, handler: PersistentHandler, was_terminal: bool) -> None:
+        self._finished += handler.is_terminal - was_terminal
         if handler.is_terminal and self.max_completed is not None:
             heapq.heappush(self._ages, (_age(handler), handler.handler_id))
 
     def _drop(self, handler: PersistentHandler) -> None:
         dropped = self._handlers.pop(handler.handler_id, None)
+        self._encoded.pop(handler.handler_id, None)
         self._finished -= dropped is not None and dropped.is_terminal
         if handler.run_id is not None:
             self._events.pop(handler.run_id, None)

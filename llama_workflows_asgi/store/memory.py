@@ -15,7 +15,7 @@ from typing import Any
 from . import state
 from ._memory_owners import MemoryOwnership
 from ._memory_rows import matching, order_key
-from ._rows import dump_json, load_json
+from ._rows import dump_json
 from .base import (
     DEFAULT_PRUNE_BATCH,
     FINISHED_STATUSES,
@@ -67,14 +67,16 @@ class MemoryWorkflowStore(MemoryOwnership):
             ]
         if query.limit is not None:
             rows = rows[: query.limit]
-        return [h.model_copy(update=None if query.load_ctx else {"ctx": None}) for h in rows]
+        if not query.load_ctx:
+            return [self._read(h, ctx=False).model_copy(update={"ctx": None}) for h in rows]
+        return [self._read(h).model_copy() for h in rows]
 
     async def update(self, handler: PersistentHandler) -> None:
         self._check_key_free(handler)
         existing = self._handlers.get(handler.handler_id)
         if existing is not None and existing.run_id not in (None, handler.run_id):
             self._drop_replaced_run(existing.run_id, handler)
-        self._put(handler.model_copy())
+        self._replace(handler.model_copy())
         self._evict_completed()
 
     async def delete(self, query: HandlerQuery) -> int:
@@ -97,7 +99,7 @@ class MemoryWorkflowStore(MemoryOwnership):
         self._check_key_free(handler)
         if existing is not None:
             self._drop(existing)
-        self._put(handler.model_copy())
+        self._replace(handler.model_copy())
         owner, until = handler.owner_id, handler.lease_expires_at
         if owner is not None and until is not None:  # its writer is alive: see _writes
             beat = self._owners.get(owner)
@@ -107,7 +109,7 @@ class MemoryWorkflowStore(MemoryOwnership):
     async def get_by_idempotency_key(self, key: str) -> PersistentHandler | None:
         found = (h for h in self._handlers.values() if h.idempotency_key == key)
         match = next(found, None)
-        return None if match is None else match.model_copy()
+        return None if match is None else self._read(match).model_copy()
 
     # -- progress ------------------------------------------------------------------
 
@@ -131,17 +133,19 @@ class MemoryWorkflowStore(MemoryOwnership):
         return lost
 
     def _transition(self, handler: PersistentHandler, transition: state.Transition) -> None:
-        """Write ``transition``'s columns to ``handler`` (admitted), decoding its JSON."""
-        sets = transition.sets
-        update: dict[str, object] = {k: v for k, v in sets.items() if k != "result"}
+        """Write ``transition``'s columns to ``handler`` (admitted); its JSON stays text."""
+        sets, key = transition.sets, handler.handler_id
+        update: dict[str, object] = dict(sets)
+        # The row's own values of these columns are stale until read (see _memory_rows).
         if "ctx" in sets:
-            update["ctx"] = load_json(sets["ctx"])
-        updated = handler.model_copy(update=update)
+            self._keep_encoded(key, "ctx", sets["ctx"])
+            update["ctx"] = None
         if "result" in sets:
-            updated = updated.with_stored_result(load_json(sets["result"]), self.result_classes)
+            self._keep_encoded(key, "result", sets["result"])
+            update["result"] = None
+        self._change(handler, update)
         if transition.ends_run:
             self._clear_inbox(handler.handler_id)
-        self._put(updated)
 
     async def finalize_handler(
         self,

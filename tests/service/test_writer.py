@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
 import pytest
@@ -20,6 +20,7 @@ from workflows.events import StartEvent
 from llama_workflows_asgi import (
     BadEventError,
     HandlerQuery,
+    MemoryWorkflowStore,
     PersistentHandler,
     ServiceConfig,
     WorkflowService,
@@ -27,6 +28,7 @@ from llama_workflows_asgi import (
 from llama_workflows_asgi.service.guard import start_guarded
 from llama_workflows_asgi.service.writer import ProgressWriter
 from llama_workflows_asgi.store import AbstractWorkflowStore, RunProgress, SqlAlchemyWorkflowStore
+from llama_workflows_asgi.store._batch import Poke, Source
 from tests.support.factories import event, handler, progress
 from tests.support.stores import StoreFactory
 from tests.support.workflows import (
@@ -225,6 +227,7 @@ class ScriptedRun:
         self.requeued: list[RunProgress] = []
         self.poisoned_with: str | None = None
         self.finished = False
+        self.outcome: str | None = None  # a LiveRun's ``Outcome`` once it has ended
 
     @property
     def poisoned(self) -> bool:
@@ -252,9 +255,13 @@ class ScriptedRun:
 class Runs:
     """The writer's live-run set: what it lost and what it retired."""
 
-    def __init__(self) -> None:
+    def __init__(self, live: int = 0) -> None:
         self.lost: list[ScriptedRun] = []
         self.retired: list[ScriptedRun] = []
+        self.live = live
+
+    def __len__(self) -> int:
+        return self.live
 
     def lose(self, live: ScriptedRun) -> None:
         self.lost.append(live)
@@ -342,20 +349,77 @@ async def test_marks_between_rounds_become_one_write(make_store: StoreFactory) -
         assert await store.last_sequences([r.run_id for r in runs]) == {r.run_id: 0 for r in runs}
 
 
-@pytest.mark.parametrize("store_kind", ["memory"], indirect=True)
-async def test_progress_the_store_refuses_poisons_only_its_run(
-    started: AbstractWorkflowStore,
-) -> None:
+class RefusingStore(MemoryWorkflowStore):
+    """Refuses every batch holding ``refused``'s progress, as a database refuses a bad value."""
+
+    def __init__(self, refused: str) -> None:
+        super().__init__()
+        self.refused = refused
+
+    async def save_progress(self, batch: Sequence[RunProgress]) -> set[str]:
+        if any(item.handler_id == self.refused for item in batch):
+            raise ValueError(f"a value of {self.refused} is refused")
+        return await super().save_progress(batch)
+
+
+async def test_progress_the_store_refuses_poisons_only_its_run() -> None:
+    store = RefusingStore("bad")
     good, bad = handler("good", owner_id="me"), handler("bad", owner_id="me")
     for row in (good, bad):
-        await started.create_handler(row)
+        await store.create_handler(row)
     healthy = ScriptedRun(good, progress(good, events=[event(0)]))
-    refused = ScriptedRun(bad, progress(bad, ctx="[1]"))  # the memory store keeps objects only
+    refused = ScriptedRun(bad, progress(bad, events=[event(0)]))
 
-    told = await write_all(started, healthy, refused)
+    told = await write_all(store, healthy, refused)
 
     assert refused.poisoned_with is not None
     assert refused.poisoned_with.startswith("The run's progress cannot be saved: ")
     assert refused.acknowledged == []
     assert [len(p.events) for p in healthy.acknowledged] == [1]
     assert told.lost == []
+
+
+class PokeRecorder:
+    """The store's feed as the writer sees it: records what each poke said of the work."""
+
+    def __init__(self, feed: Poke) -> None:
+        self.feed = feed
+        self.complete: list[bool] = []
+
+    def poke(self, delay: float = 0.0, *, complete: bool = False) -> None:
+        self.complete.append(complete)
+        self.feed.poke(delay, complete=complete)
+
+    def close(self) -> None:
+        self.feed.close()
+
+
+class RecordingStore(MemoryWorkflowStore):
+    """A memory store whose progress feed records the writer's pokes."""
+
+    recorder: PokeRecorder
+
+    def progress_feed(self, source: Source[RunProgress, bool]) -> Poke:
+        self.recorder = PokeRecorder(super().progress_feed(source))
+        return self.recorder
+
+
+async def test_the_writer_says_the_work_is_complete_once_every_live_run_has_ended() -> None:
+    store = RecordingStore()
+    rows = [handler(name, owner_id="me") for name in ("a", "b")]
+    for row in rows:
+        await store.create_handler(row)
+    a, b = (ScriptedRun(row, progress(row, status="completed")) for row in rows)
+    writer = ProgressWriter(store, "me", delay=0, runs=Runs(live=2))  # type: ignore[arg-type]
+    writer.start()
+
+    writer.mark(a)  # type: ignore[arg-type]  # running: b (or a) may still add to the batch
+    a.outcome = b.outcome = "completed"
+    writer.mark(a)  # type: ignore[arg-type]  # a has ended, b has not been marked
+    writer.mark(b)  # type: ignore[arg-type]  # both have ended: waiting would gather nothing
+    said = list(store.recorder.complete)
+    await asyncio.wait_for(writer.drain(), 10)
+    await writer.stop()
+
+    assert said == [False, False, True]
+    assert (a.acknowledged[0].status, b.acknowledged[0].status) == ("completed", "completed")

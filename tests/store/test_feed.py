@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from llama_workflows_asgi.errors import ConflictError, StoreUnavailableError
+from llama_workflows_asgi.store import _feed
 from tests.support.group_commit import Calls, Dirty, Writer, keys, putter, until
+
+Feed = _feed.Feed[AsyncConnection, str, int]
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -113,3 +116,51 @@ async def test_a_feed_in_its_backoff_is_not_pulled_before_it_is_due(
     await until(source, lambda: bool(source.results))  # pulled once the backoff is over
     assert source.results == [("x", 1)]
     assert await keys(engine) == {"x"}
+
+
+class StillClock:
+    """The feed's clock, stopped: a write takes no time, so the wait to coalesce never ends."""
+
+    @staticmethod
+    def monotonic() -> float:
+        return 100.0
+
+
+async def written_once(writer: Writer, calls: Calls, monkeypatch: pytest.MonkeyPatch) -> Feed:
+    """A feed on a stopped clock whose first pull (``a``) is written: it now waits to coalesce."""
+    monkeypatch.setattr(_feed, "time", StillClock)
+    source = Dirty()
+    feed = writer.feed(putter(calls), source)
+    source.pending.append("a")
+    feed.poke()
+    await until(source, lambda: len(source.results) == 1)
+    source.pending.append("b")
+    feed.poke()
+    assert feed.take(1) is None  # a batch formed now leaves it to its wait
+    return feed
+
+
+async def test_complete_work_is_pulled_without_waiting_to_coalesce(
+    writer: Writer, engine: AsyncEngine, calls: Calls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed = await written_once(writer, calls, monkeypatch)
+
+    feed.poke(complete=True)  # nothing more will join: no reason to wait
+    step = feed.take(1)
+
+    assert step is not None
+    async with engine.begin() as conn:
+        await step.run(conn)
+    step.settle()
+    assert await keys(engine) == {"a", "b"}
+
+
+async def test_complete_work_still_waits_for_the_backoff_after_an_outage(
+    writer: Writer, engine: AsyncEngine, calls: Calls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed = await written_once(writer, calls, monkeypatch)
+    feed.kept(["x"], StoreUnavailableError("the database is away"))  # replaces the wait
+
+    feed.poke(complete=True)
+
+    assert feed.take(1) is None

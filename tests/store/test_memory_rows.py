@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from workflows.events import StopEvent
+
+from llama_workflows_asgi import codec
 from llama_workflows_asgi.store import HandlerQuery, MemoryWorkflowStore
 from llama_workflows_asgi.store._memory_rows import matching, order_key
 from tests.support.factories import at, event, handler, progress
@@ -67,3 +70,45 @@ def test_a_query_s_filters_all_apply_and_rows_go_oldest_first() -> None:
     assert [h.handler_id for h in matching(rows, versioned)] == ["a"]
     assert [h.handler_id for h in matching(rows, HandlerQuery(handler_id_in=["c"]))] == ["c"]
     assert [h.handler_id for h in sorted(rows[:3], key=order_key)] == ["c", "a", "b"]
+
+
+class Done(StopEvent):
+    answer: int
+
+
+async def test_json_written_as_text_reads_back_decoded_wherever_the_row_is_read() -> None:
+    store = MemoryWorkflowStore()
+    store.result_classes[codec.qualified_name(Done)] = Done
+    row = handler("h", owner_id="me", idempotency_key="k")
+    await store.create_handler(row)
+    await store.save_progress([progress(row, ctx='{"step":1}')])
+    (listed,) = await store.query(HandlerQuery(load_ctx=False))
+    assert listed.ctx is None  # a listing leaves the checkpoint for a later read
+    (claimed,) = await store.claim_handlers(
+        "other", now=at(0), lease_until=at(9), dead_owners=["me"]
+    )
+    assert claimed.ctx == {"step": 1}
+    own = row.model_copy(update={"owner_id": "other"})
+    result = codec.encode(Done(answer=42)).payload
+    end = progress(own, ctx='{"step":2}', status="completed", result=result)
+    await store.save_progress([end])
+    found = await store.get_by_idempotency_key("k")
+    assert found is not None
+    assert (found.ctx, found.status) == ({"step": 2}, "completed")
+    assert isinstance(found.result, Done)
+    assert found.result.answer == 42
+    (again,) = await store.query(HandlerQuery())
+    assert (again.ctx, again.result) == (found.ctx, found.result)
+
+
+async def test_a_row_written_whole_keeps_nothing_of_the_text_written_before() -> None:
+    store = MemoryWorkflowStore()
+    row = handler("h", owner_id="me")
+    await store.create_handler(row)
+    await store.save_progress([progress(row, ctx='{"old":1}', status="failed", error="e")])
+    await store.update(handler("h", status="failed", ctx={"new": 2}))
+    (read,) = await store.query(HandlerQuery())
+    assert (read.ctx, read.result) == ({"new": 2}, None)
+    assert await store.reopen_handler("h", run_id="run-h", ctx=None, at=at(5))
+    (reopened,) = await store.query(HandlerQuery())
+    assert reopened.ctx is None  # the reopen cleared the checkpoint
