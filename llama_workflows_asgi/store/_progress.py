@@ -9,17 +9,28 @@ is reported lost and writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BindParameter, Text, bindparam, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Executable,
+    Text,
+    bindparam,
+    delete,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import state
 from ._batch import Outcome
 from ._notify_pg import notify
+from ._pg_bulk import any_of, by_column, unnest_insert
 from ._queries import chunks
 from ._rows import event_values
 from ._writes import STATE_COLUMNS, c, events, handlers, inbox
@@ -36,23 +47,34 @@ _PROGRESS_UPDATE = (
 )
 
 
-_EVENTS = {
-    # Idempotent: when a connection dies mid-commit the commit may have
-    # happened; the writer then sends the same events (same run, same
-    # sequences: only the owner writes them) again.
-    name: insert_(events).on_conflict_do_nothing(
-        index_elements=[events.c.run_id, events.c.sequence]
-    )
-    for name, insert_ in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
-}
+# Idempotent: when a connection dies mid-commit the commit may have happened;
+# the writer then sends the same events (same run, same sequences: only the
+# owner writes them) again. PostgreSQL takes the rows as arrays (``_pg_bulk``).
+_EVENT_KEY = [events.c.run_id, events.c.sequence]
+_EVENTS = sqlite.insert(events).on_conflict_do_nothing(index_elements=_EVENT_KEY)
+_PG_EVENTS = unnest_insert(events, _EVENT_KEY)
 _IDS: BindParameter[list[Any]] = bindparam("ids", expanding=True)
-_CONSUME = delete(inbox).where(inbox.c.id.in_(_IDS))
-_CLEAR_INBOXES = delete(inbox).where(inbox.c.handler_id.in_(_IDS))
-_LOCK = (
-    select(c.handler_id, *(c[name] for name in STATE_COLUMNS))
-    .where(c.handler_id.in_(_IDS))
-    .order_by(c.handler_id)  # a stable lock order keeps two processes from deadlocking
-    .with_for_update()
+
+
+def _by_dialect(
+    statement: Callable[[Callable[[ColumnElement[Any]], ColumnElement[bool]]], Executable],
+) -> dict[str, Executable]:
+    """``statement`` with its ids as an expanded list (SQLite), or one array (PostgreSQL)."""
+    return {
+        "sqlite": statement(lambda column: column.in_(_IDS)),
+        "postgresql": statement(lambda column: any_of(column, "ids")),
+    }
+
+
+_CONSUME = _by_dialect(lambda ids: delete(inbox).where(ids(inbox.c.id)))
+_CLEAR_INBOXES = _by_dialect(lambda ids: delete(inbox).where(ids(inbox.c.handler_id)))
+_LOCK = _by_dialect(
+    lambda ids: (
+        select(c.handler_id, *(c[name] for name in STATE_COLUMNS))
+        .where(ids(c.handler_id))
+        .order_by(c.handler_id)  # a stable lock order keeps two processes from deadlocking
+        .with_for_update()
+    )
 )
 
 
@@ -112,13 +134,17 @@ class _ProgressPlan:
         rows = [_update_params(hid, s) for hid, s in self.states.items() if s.changed]
         if rows:
             await conn.execute(_PROGRESS_UPDATE, rows)
+        dialect = conn.dialect.name
+        if self.events and dialect == "postgresql":
+            await conn.execute(_PG_EVENTS, by_column(events, self.events))
+        elif self.events:
+            await conn.execute(_EVENTS, self.events)
         if self.events:
-            await conn.execute(_EVENTS[conn.dialect.name], self.events)
             await notify(conn, {"events": {event["run_id"] for event in self.events}})
         for ids in chunks(self.consumed):
-            await conn.execute(_CONSUME, {"ids": list(ids)})
+            await conn.execute(_CONSUME[dialect], {"ids": list(ids)})
         for hids in chunks(self.finished):
-            await conn.execute(_CLEAR_INBOXES, {"ids": list(hids)})
+            await conn.execute(_CLEAR_INBOXES[dialect], {"ids": list(hids)})
 
 
 def _update_params(handler_id: str, row: _RunState) -> dict[str, Any]:
@@ -130,7 +156,7 @@ def _update_params(handler_id: str, row: _RunState) -> dict[str, Any]:
 async def _lock_states(conn: AsyncConnection, handler_ids: Sequence[str]) -> dict[str, _RunState]:
     states: dict[str, _RunState] = {}
     for ids in chunks(sorted(handler_ids)):
-        for row in (await conn.execute(_LOCK, {"ids": list(ids)})).mappings():
+        for row in (await conn.execute(_LOCK[conn.dialect.name], {"ids": list(ids)})).mappings():
             values = dict(row)
             states[values.pop("handler_id")] = _RunState(values)
     return states
