@@ -9,28 +9,17 @@ is reported lost and writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import (
-    BindParameter,
-    ColumnElement,
-    Executable,
-    Text,
-    bindparam,
-    delete,
-    func,
-    select,
-    update,
-)
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import Text, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import state
 from ._batch import Outcome
 from ._notify_pg import notify
-from ._pg_bulk import any_of, by_column, unnest_insert
+from ._pg_bulk import BulkInsert, by_dialect, by_key, unnested
 from ._queries import chunks
 from ._rows import event_values
 from ._writes import STATE_COLUMNS, c, events, handlers, inbox
@@ -45,30 +34,25 @@ _PROGRESS_UPDATE = (
         | {"ctx": func.coalesce(bindparam("b_ctx", type_=Text()), c.ctx)}
     )
 )
+# PostgreSQL: the same parameters as arrays, every row in one UPDATE ... FROM.
+_EACH = unnested({f"b_{name}": c[name] for name in ("handler_id", *STATE_COLUMNS, "ctx")})
+_PG_PROGRESS_UPDATE = (
+    update(handlers)
+    .where(c.handler_id == _EACH.c.b_handler_id)
+    .values(
+        {name: _EACH.c[f"b_{name}"] for name in STATE_COLUMNS}
+        | {"ctx": func.coalesce(_EACH.c.b_ctx, c.ctx)}
+    )
+)
 
 
 # Idempotent: when a connection dies mid-commit the commit may have happened;
 # the writer then sends the same events (same run, same sequences: only the
 # owner writes them) again. PostgreSQL takes the rows as arrays (``_pg_bulk``).
-_EVENT_KEY = [events.c.run_id, events.c.sequence]
-_EVENTS = sqlite.insert(events).on_conflict_do_nothing(index_elements=_EVENT_KEY)
-_PG_EVENTS = unnest_insert(events, _EVENT_KEY)
-_IDS: BindParameter[list[Any]] = bindparam("ids", expanding=True)
-
-
-def _by_dialect(
-    statement: Callable[[Callable[[ColumnElement[Any]], ColumnElement[bool]]], Executable],
-) -> dict[str, Executable]:
-    """``statement`` with its ids as an expanded list (SQLite), or one array (PostgreSQL)."""
-    return {
-        "sqlite": statement(lambda column: column.in_(_IDS)),
-        "postgresql": statement(lambda column: any_of(column, "ids")),
-    }
-
-
-_CONSUME = _by_dialect(lambda ids: delete(inbox).where(ids(inbox.c.id)))
-_CLEAR_INBOXES = _by_dialect(lambda ids: delete(inbox).where(ids(inbox.c.handler_id)))
-_LOCK = _by_dialect(
+_EVENTS = BulkInsert(events, conflict=[events.c.run_id, events.c.sequence])
+_CONSUME = by_dialect(lambda ids: delete(inbox).where(ids(inbox.c.id)))
+_CLEAR_INBOXES = by_dialect(lambda ids: delete(inbox).where(ids(inbox.c.handler_id)))
+_LOCK = by_dialect(
     lambda ids: (
         select(c.handler_id, *(c[name] for name in STATE_COLUMNS))
         .where(ids(c.handler_id))
@@ -132,14 +116,13 @@ class _ProgressPlan:
     async def write(self, conn: AsyncConnection) -> None:
         """One executemany per table, whatever the number of items."""
         rows = [_update_params(hid, s) for hid, s in self.states.items() if s.changed]
-        if rows:
-            await conn.execute(_PROGRESS_UPDATE, rows)
         dialect = conn.dialect.name
-        if self.events and dialect == "postgresql":
-            await conn.execute(_PG_EVENTS, by_column(events, self.events))
-        elif self.events:
-            await conn.execute(_EVENTS, self.events)
+        if rows and dialect == "postgresql":
+            await conn.execute(_PG_PROGRESS_UPDATE, by_key(rows, list(_EACH.c.keys())))
+        elif rows:
+            await conn.execute(_PROGRESS_UPDATE, rows)
         if self.events:
+            await _EVENTS.execute(conn, self.events)
             await notify(conn, {"events": {event["run_id"] for event in self.events}})
         for ids in chunks(self.consumed):
             await conn.execute(_CONSUME[dialect], {"ids": list(ids)})
