@@ -72,6 +72,8 @@ class Engines:
     write: AsyncEngine
     read: AsyncEngine
     owned: bool
+    hold_writes: bool = False
+    """Whether the group commit keeps one connection between batches (``_pg_writer``)."""
     # The writers handed out by writer() that keep a connection, closed by dispose().
     _held: list[HeldConnectionWriter] = field(default_factory=list, compare=False, repr=False)
 
@@ -95,7 +97,7 @@ class Engines:
         otherwise, and on a host's engine, in :meth:`transaction`."""
         if self.owned and self.dialect == "sqlite":
             return in_driver_thread(self.write, "BEGIN IMMEDIATE")
-        if self.owned and can_hold(self.write):
+        if self.owned and self.hold_writes:
             held = HeldConnectionWriter(self.write)
             self._held.append(held)
             return held
@@ -124,7 +126,7 @@ def create_engines(url: URL, *, busy_timeout: float, options: dict[str, Any]) ->
     """Engines for ``url``, configured for the store (see the module docstring)."""
     if url.get_backend_name() == "postgresql":
         engine = create_async_engine(url, pool_pre_ping=True, **options)
-        return Engines(engine, engine, owned=True)
+        return Engines(engine, engine, owned=True, hold_writes=can_hold(engine, options))
     if sqlite3.sqlite_version_info < _MIN_SQLITE:
         raise RuntimeError(
             f"SQLite {sqlite3.sqlite_version} is too old: the store needs 3.35 or newer "
