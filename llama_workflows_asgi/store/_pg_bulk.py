@@ -94,5 +94,5 @@ def by_key(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, 
 
 
 def _array(name: str, column: ColumnElement[Any]) -> BindParameter[list[Any]]:
-    array: ARRAY[Any] = ARRAY(column.type)
+    array: ARRAY[Any] = ARRAY(column.type, dimensions=1)
     return bindparam(name, type_=array)  # type: ignore[arg-type]  # typed by its item type
