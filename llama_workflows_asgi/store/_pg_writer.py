@@ -1,7 +1,8 @@
 """PostgreSQL's write transactions on one connection the writer keeps between batches.
 
-A checkout per batch cost three round trips before the batch's own: the pool's
-pre-ping is a ``BEGIN``, a ``;`` and a ``ROLLBACK`` on asyncpg. The writer
+A checkout per batch cost three round trips before the batch's own while the
+pool pinged every checkout (a ``BEGIN``, a ``;`` and a ``ROLLBACK`` on asyncpg), and
+still costs the pool's bookkeeping. The writer
 runs one batch at a time, so it keeps one connection checked out instead and
 pays for the ping only when the connection has been idle (while batches come
 back to back the previous one has just proven it). Each batch is still its own
