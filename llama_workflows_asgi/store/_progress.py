@@ -2,9 +2,9 @@
 
 Progress items are decided one by one against the handler rows, locked and
 read once per batch; then every changed row is written back with one
-executemany, the events with one insert, the consumed inbox entries with one
-delete. An item whose writer no longer owns its run (fencing, see ``state``)
-is reported lost and writes nothing.
+executemany (one UPDATE from arrays on PostgreSQL), the events with one
+insert, the consumed inbox entries with one delete. An item whose writer no
+longer owns its run (fencing, see ``state``) is reported lost and writes nothing.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class _ProgressPlan:
         return True
 
     async def write(self, conn: AsyncConnection) -> None:
-        """One executemany per table, whatever the number of items."""
+        """One statement per table, whatever the number of items (arrays on PostgreSQL)."""
         rows = [_update_params(hid, s) for hid, s in self.states.items() if s.changed]
         dialect = conn.dialect.name
         if rows and dialect == "postgresql":
