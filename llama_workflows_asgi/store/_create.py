@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..errors import ConflictError, WorkflowServerError
 from . import state
 from ._batch import Outcome
+from ._pg_bulk import BulkInsert
 from ._rows import handler_values
 from ._writes import admitting, c, drop_run_data, handlers, key_conflicts_as_errors, owners
 from .base import HandlerExistsError, IdempotencyKeyExistsError, PersistentHandler
@@ -27,10 +27,7 @@ from .schema import UtcDateTime
 
 # Prebuilt statements of the hot path: their compiled forms are cached once,
 # where a statement built per batch pays its construction and cache key again.
-_CREATE = {
-    name: insert_(handlers).on_conflict_do_nothing().returning(c.handler_id, c.run_id)
-    for name, insert_ in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
-}
+_CREATE = BulkInsert(handlers, returning=[c.handler_id, c.run_id])
 _UNTIL = bindparam("until", type_=UtcDateTime())
 _VOUCH = (
     update(owners)
@@ -94,9 +91,8 @@ async def _insert_new(
     with an earlier row of the batch): a row is either written or untouched,
     and the transaction goes on either way. Rows are told apart by run id.
     """
-    # One executemany of a prebuilt statement: compiled once, sent as
-    # multi-row VALUES by SQLAlchemy's insertmanyvalues, whatever the batch size.
-    rows = await conn.execute(_CREATE[conn.dialect.name], [handler_values(h) for h in new])
+    # One prebuilt statement whatever the batch size (see ``_pg_bulk``).
+    rows = await _CREATE.execute(conn, [handler_values(h) for h in new])
     return {(row.handler_id, row.run_id) for row in rows}
 
 

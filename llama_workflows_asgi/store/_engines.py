@@ -5,10 +5,10 @@ connection and whose transactions start with ``BEGIN IMMEDIATE`` (so a write
 transaction takes the file's write lock up front, and waits ``busy_timeout``
 for it, instead of failing halfway when it upgrades a read lock), and a read
 engine with several connections and plain ``BEGIN`` (WAL lets readers run
-beside the writer). PostgreSQL gets one asyncpg engine with ``pool_pre_ping``
-so connections broken by a server restart are replaced on checkout; its
-group-commit writer keeps one connection between batches while they come
-(``_pg_writer``).
+beside the writer). PostgreSQL gets one asyncpg engine whose connections are
+checked on checkout, so those broken by a server restart are replaced
+(``_pg_checkout``); its reads run in autocommit and its group-commit writer
+keeps one connection between batches while they come (``_pg_writer``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, NullPool
 
 from ._batch import Transact, in_transaction
+from ._pg_checkout import ping_when_idle
 from ._pg_writer import HeldConnectionWriter, can_hold
 from ._sqlite_writer import in_driver_thread
 
@@ -72,6 +73,8 @@ class Engines:
     write: AsyncEngine
     read: AsyncEngine
     owned: bool
+    hold_writes: bool = False
+    """Whether the group commit keeps one connection between batches (``_pg_writer``)."""
     # The writers handed out by writer() that keep a connection, closed by dispose().
     _held: list[HeldConnectionWriter] = field(default_factory=list, compare=False, repr=False)
 
@@ -88,6 +91,19 @@ class Engines:
                 await _begin_immediate(conn)
             yield conn
 
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        """A connection of the read engine for one read.
+
+        On PostgreSQL it runs in autocommit: each SELECT sees its own snapshot,
+        as it would inside a READ COMMITTED transaction, without the ``BEGIN``
+        and ``ROLLBACK`` round trips (reads never lock or write).
+        """
+        async with self.read.connect() as conn:
+            if self.dialect == "postgresql":
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+
     def writer(self) -> Transact[AsyncConnection]:
         """How the group commit runs a batch, on the engines the store created: in
         one hand-off to SQLite's driver thread (``_sqlite_writer``), on one kept
@@ -95,7 +111,7 @@ class Engines:
         otherwise, and on a host's engine, in :meth:`transaction`."""
         if self.owned and self.dialect == "sqlite":
             return in_driver_thread(self.write, "BEGIN IMMEDIATE")
-        if self.owned and can_hold(self.write):
+        if self.owned and self.hold_writes:
             held = HeldConnectionWriter(self.write)
             self._held.append(held)
             return held
@@ -123,8 +139,8 @@ async def _begin_immediate(conn: AsyncConnection) -> None:
 def create_engines(url: URL, *, busy_timeout: float, options: dict[str, Any]) -> Engines:
     """Engines for ``url``, configured for the store (see the module docstring)."""
     if url.get_backend_name() == "postgresql":
-        engine = create_async_engine(url, pool_pre_ping=True, **options)
-        return Engines(engine, engine, owned=True)
+        engine = _postgres_engine(url, options)
+        return Engines(engine, engine, owned=True, hold_writes=can_hold(engine, options))
     if sqlite3.sqlite_version_info < _MIN_SQLITE:
         raise RuntimeError(
             f"SQLite {sqlite3.sqlite_version} is too old: the store needs 3.35 or newer "
@@ -141,6 +157,16 @@ def create_engines(url: URL, *, busy_timeout: float, options: dict[str, Any]) ->
         return Engines(write, write, owned=True)
     read = _sqlite_engine(url, busy_timeout, "BEGIN", **options)
     return Engines(write, read, owned=True)
+
+
+def _postgres_engine(url: URL, options: dict[str, Any]) -> AsyncEngine:
+    # asyncpg says when the server closed a connection: a ping is needed only
+    # after an idle spell (``_pg_checkout``); other drivers ping every checkout.
+    if url.get_driver_name() != "asyncpg":
+        return create_async_engine(url, pool_pre_ping=True, **options)
+    engine = create_async_engine(url, **options)
+    ping_when_idle(engine)
+    return engine
 
 
 def _sqlite_engine(url: URL, busy_timeout: float, begin: str, **options: Any) -> AsyncEngine:

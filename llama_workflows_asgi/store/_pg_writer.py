@@ -1,7 +1,8 @@
 """PostgreSQL's write transactions on one connection the writer keeps between batches.
 
-A checkout per batch cost three round trips before the batch's own: the pool's
-pre-ping is a ``BEGIN``, a ``;`` and a ``ROLLBACK`` on asyncpg. The writer
+A checkout per batch cost three round trips before the batch's own while the
+pool pinged every checkout (a ``BEGIN``, a ``;`` and a ``ROLLBACK`` on asyncpg), and
+still costs the pool's bookkeeping. The writer
 runs one batch at a time, so it keeps one connection checked out instead and
 pays for the ping only when the connection has been idle (while batches come
 back to back the previous one has just proven it). Each batch is still its own
@@ -20,7 +21,8 @@ cancelled, so the pool never loses the checkout.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import NullPool, QueuePool
@@ -29,19 +31,23 @@ from ._errors import unavailable
 
 Body = Callable[[AsyncConnection], Awaitable[None]]
 
+_MAX_OVERFLOW = 10  # create_engine's default max_overflow
 _IDLE_PING = 1.0
 """Seconds without a batch after which the kept connection goes back to the pool."""
 
 
-def can_hold(engine: AsyncEngine) -> bool:
-    """Whether a :class:`HeldConnectionWriter` suits ``engine``: asyncpg (whose
-    connections say when the server closed them) on a pool with a connection
-    to spare for reads; other drivers and pools keep the checkout per batch."""
+def can_hold(engine: AsyncEngine, options: Mapping[str, Any]) -> bool:
+    """Whether a :class:`HeldConnectionWriter` suits ``engine``, created with
+    ``options``: asyncpg (whose connections say when the server closed them) on
+    a pool with a connection to spare for reads; other drivers and pools keep
+    the checkout per batch."""
     pool = engine.sync_engine.pool
     if engine.dialect.driver != "asyncpg":
         return False
     if isinstance(pool, QueuePool):
-        overflow = pool._max_overflow  # no public accessor; -1 means unbounded
+        # The pool does not tell its overflow: the options do (-1 is unbounded),
+        # else create_engine's documented default; a pool passed in is judged by its size.
+        overflow = 0 if "pool" in options else int(options.get("max_overflow", _MAX_OVERFLOW))
         return overflow < 0 or pool.size() + overflow >= 2
     return isinstance(pool, NullPool)  # a single-connection pool has none to spare
 

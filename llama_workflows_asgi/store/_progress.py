@@ -2,9 +2,9 @@
 
 Progress items are decided one by one against the handler rows, locked and
 read once per batch; then every changed row is written back with one
-executemany, the events with one insert, the consumed inbox entries with one
-delete. An item whose writer no longer owns its run (fencing, see ``state``)
-is reported lost and writes nothing.
+executemany (one UPDATE from arrays on PostgreSQL), the events with one
+insert, the consumed inbox entries with one delete. An item whose writer no
+longer owns its run (fencing, see ``state``) is reported lost and writes nothing.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BindParameter, Text, bindparam, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Text, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import state
 from ._batch import Outcome
 from ._notify_pg import notify
+from ._pg_bulk import BulkInsert, by_dialect, by_key, unnested
 from ._queries import chunks
 from ._rows import event_values
 from ._writes import STATE_COLUMNS, c, events, handlers, inbox
@@ -34,25 +34,31 @@ _PROGRESS_UPDATE = (
         | {"ctx": func.coalesce(bindparam("b_ctx", type_=Text()), c.ctx)}
     )
 )
-
-
-_EVENTS = {
-    # Idempotent: when a connection dies mid-commit the commit may have
-    # happened; the writer then sends the same events (same run, same
-    # sequences: only the owner writes them) again.
-    name: insert_(events).on_conflict_do_nothing(
-        index_elements=[events.c.run_id, events.c.sequence]
+# PostgreSQL: the same parameters as arrays, every row in one UPDATE ... FROM.
+_EACH = unnested({f"b_{name}": c[name] for name in ("handler_id", *STATE_COLUMNS, "ctx")})
+_PG_PROGRESS_UPDATE = (
+    update(handlers)
+    .where(c.handler_id == _EACH.c.b_handler_id)
+    .values(
+        {name: _EACH.c[f"b_{name}"] for name in STATE_COLUMNS}
+        | {"ctx": func.coalesce(_EACH.c.b_ctx, c.ctx)}
     )
-    for name, insert_ in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
-}
-_IDS: BindParameter[list[Any]] = bindparam("ids", expanding=True)
-_CONSUME = delete(inbox).where(inbox.c.id.in_(_IDS))
-_CLEAR_INBOXES = delete(inbox).where(inbox.c.handler_id.in_(_IDS))
-_LOCK = (
-    select(c.handler_id, *(c[name] for name in STATE_COLUMNS))
-    .where(c.handler_id.in_(_IDS))
-    .order_by(c.handler_id)  # a stable lock order keeps two processes from deadlocking
-    .with_for_update()
+)
+
+
+# Idempotent: when a connection dies mid-commit the commit may have happened;
+# the writer then sends the same events (same run, same sequences: only the
+# owner writes them) again. PostgreSQL takes the rows as arrays (``_pg_bulk``).
+_EVENTS = BulkInsert(events, conflict=[events.c.run_id, events.c.sequence])
+_CONSUME = by_dialect(lambda ids: delete(inbox).where(ids(inbox.c.id)))
+_CLEAR_INBOXES = by_dialect(lambda ids: delete(inbox).where(ids(inbox.c.handler_id)))
+_LOCK = by_dialect(
+    lambda ids: (
+        select(c.handler_id, *(c[name] for name in STATE_COLUMNS))
+        .where(ids(c.handler_id))
+        .order_by(c.handler_id)  # a stable lock order keeps two processes from deadlocking
+        .with_for_update()
+    )
 )
 
 
@@ -108,17 +114,20 @@ class _ProgressPlan:
         return True
 
     async def write(self, conn: AsyncConnection) -> None:
-        """One executemany per table, whatever the number of items."""
+        """One statement per table, whatever the number of items (arrays on PostgreSQL)."""
         rows = [_update_params(hid, s) for hid, s in self.states.items() if s.changed]
-        if rows:
+        dialect = conn.dialect.name
+        if rows and dialect == "postgresql":
+            await conn.execute(_PG_PROGRESS_UPDATE, by_key(rows, list(_EACH.c.keys())))
+        elif rows:
             await conn.execute(_PROGRESS_UPDATE, rows)
         if self.events:
-            await conn.execute(_EVENTS[conn.dialect.name], self.events)
+            await _EVENTS.execute(conn, self.events)
             await notify(conn, {"events": {event["run_id"] for event in self.events}})
         for ids in chunks(self.consumed):
-            await conn.execute(_CONSUME, {"ids": list(ids)})
+            await conn.execute(_CONSUME[dialect], {"ids": list(ids)})
         for hids in chunks(self.finished):
-            await conn.execute(_CLEAR_INBOXES, {"ids": list(hids)})
+            await conn.execute(_CLEAR_INBOXES[dialect], {"ids": list(hids)})
 
 
 def _update_params(handler_id: str, row: _RunState) -> dict[str, Any]:
@@ -130,7 +139,7 @@ def _update_params(handler_id: str, row: _RunState) -> dict[str, Any]:
 async def _lock_states(conn: AsyncConnection, handler_ids: Sequence[str]) -> dict[str, _RunState]:
     states: dict[str, _RunState] = {}
     for ids in chunks(sorted(handler_ids)):
-        for row in (await conn.execute(_LOCK, {"ids": list(ids)})).mappings():
+        for row in (await conn.execute(_LOCK[conn.dialect.name], {"ids": list(ids)})).mappings():
             values = dict(row)
             states[values.pop("handler_id")] = _RunState(values)
     return states

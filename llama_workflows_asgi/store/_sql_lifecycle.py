@@ -155,7 +155,7 @@ class SqlStoreLifecycle(AbstractWorkflowStore):
         engines = await self._ready()
 
         async def run() -> T:
-            async with engines.read.connect() as conn:
+            async with engines.reading() as conn:
                 return await read(conn)
 
         return await mapped(run())

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from llama_workflows_asgi.store import HandlerQuery, SqlAlchemyWorkflowStore
 from llama_workflows_asgi.store._engines import create_engines, normalize_url
@@ -217,6 +218,8 @@ async def test_a_connection_of_a_finished_event_loop_is_given_back(engine: Async
         ({"pool_size": 2, "max_overflow": 0}, True),
         ({"pool_size": 1, "max_overflow": 1}, True),
         ({"pool_size": 1, "max_overflow": 0}, False),
+        ({"pool_size": 1, "max_overflow": -1}, True),  # unbounded
+        ({"poolclass": NullPool}, True),
     ],
 )
 async def test_a_pool_without_a_connection_to_spare_gets_no_kept_one(
