@@ -1,0 +1,145 @@
+"""The statements of the progress write (``_progress``), on either dialect.
+
+Each function takes the batch's whole data and sends it in as few statements
+as it can: through SQLAlchemy on PostgreSQL (and any SQLite dialect that is
+not plain ``qmark``), through the driver on SQLite (see ``_driver_sql``). The
+statements are the same constructs either way; SQLite's are only compiled once
+and handed their rows as tuples.
+
+A row is read back only for what decides on it (:data:`DECIDING`) and written
+back only with the columns its items set, so a finished run's result never
+travels twice and a checkpoint is written only when there is a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import BindParameter, Update, bindparam, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from . import state
+from ._driver_sql import EVENT_COLUMNS, driver_text, event_rows, plain_sqlite, sqlite_value
+from ._queries import chunks
+from ._rows import event_values
+from ._writes import c, events, handlers, inbox
+from .base import StoredEvent
+
+DECIDING: tuple[str, ...] = ("status", "run_id", "owner_id")
+"""What a requirement reads of a row (``state.RowState``): all a progress write reads back."""
+
+WRITTEN: tuple[str, ...] = tuple(state.RowChanges.__annotations__)
+"""Every column a transition may set, in the order an UPDATE names them."""
+
+Decided = tuple[str, dict[str, Any]]
+"""A handler id and its :data:`DECIDING` values."""
+
+_EVENTS = {
+    # Idempotent: when a connection dies mid-commit the commit may have
+    # happened; the writer then sends the same events (same run, same
+    # sequences: only the owner writes them) again.
+    name: insert_(events).on_conflict_do_nothing(
+        index_elements=[events.c.run_id, events.c.sequence]
+    )
+    for name, insert_ in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
+}
+_SQLITE_EVENTS, _order = driver_text(_EVENTS["sqlite"])
+assert _order == EVENT_COLUMNS, _order
+
+_IDS: BindParameter[list[Any]] = bindparam("ids", expanding=True)
+_LOCK = (
+    select(c.handler_id, *(c[name] for name in DECIDING))
+    .where(c.handler_id.in_(_IDS))
+    .order_by(c.handler_id)  # a stable lock order keeps two processes from deadlocking
+    .with_for_update()
+)
+_CONSUME = delete(inbox).where(inbox.c.id.in_(_IDS))
+_CLEAR_INBOXES = delete(inbox).where(inbox.c.handler_id.in_(_IDS))
+# SQLite: one executemany of a one-row statement, whatever the number of ids.
+_SQLITE_CONSUME, _ = driver_text(delete(inbox).where(inbox.c.id == bindparam("id")))
+_SQLITE_CLEAR, _ = driver_text(delete(inbox).where(inbox.c.handler_id == bindparam("id")))
+
+
+async def lock(conn: AsyncConnection, handler_ids: Sequence[str]) -> list[Decided]:
+    """The rows of ``handler_ids`` that exist, locked (``FOR UPDATE``; on SQLite, already)."""
+    rows: list[Decided] = []
+    for ids in chunks(sorted(handler_ids)):
+        if plain_sqlite(conn.dialect):
+            result = await conn.exec_driver_sql(_sqlite_lock(len(ids)), [tuple(ids)])
+        else:
+            result = await conn.execute(_LOCK, {"ids": list(ids)})
+        rows.extend((row[0], dict(zip(DECIDING, row[1:], strict=True))) for row in result)
+    return rows
+
+
+@lru_cache(maxsize=64)
+def _sqlite_lock(count: int) -> str:
+    ids: list[BindParameter[str]] = [bindparam(f"id{n}") for n in range(count)]
+    stmt = select(c.handler_id, *(c[name] for name in DECIDING)).where(c.handler_id.in_(ids))
+    return driver_text(stmt)[0]
+
+
+async def update_rows(conn: AsyncConnection, rows: Mapping[str, Mapping[str, Any]]) -> None:
+    """Write each handler's changed columns: one executemany per set of columns changed."""
+    shapes: dict[tuple[str, ...], list[tuple[str, Mapping[str, Any]]]] = {}
+    for handler_id, sets in rows.items():
+        shape = tuple(name for name in WRITTEN if name in sets)
+        shapes.setdefault(shape, []).append((handler_id, sets))
+    for shape, changed in shapes.items():
+        if plain_sqlite(conn.dialect):
+            text, make = _sqlite_update(shape)
+            await conn.exec_driver_sql(text, [make(hid, sets) for hid, sets in changed])
+        else:
+            params = [{f"b_{k}": v for k, v in sets.items()} | {"b_id": h} for h, sets in changed]
+            await conn.execute(_update(shape), params)
+
+
+@lru_cache(maxsize=128)
+def _update(shape: tuple[str, ...]) -> Update:
+    values = {name: bindparam(f"b_{name}", type_=c[name].type) for name in shape}
+    return update(handlers).where(c.handler_id == bindparam("b_id")).values(values)
+
+
+RowMaker = Callable[[str, Mapping[str, Any]], tuple[Any, ...]]
+
+
+@lru_cache(maxsize=128)
+def _sqlite_update(shape: tuple[str, ...]) -> tuple[str, RowMaker]:
+    text, order = driver_text(_update(shape))
+    # The statement's parameters: the columns set, in table order, then "b_id".
+    columns = [c[name.removeprefix("b_")] for name in order[:-1]]
+    assert order[-1] == "b_id", order
+    assert len(columns) == len(shape), order
+
+    def make(handler_id: str, sets: Mapping[str, Any]) -> tuple[Any, ...]:
+        return (*(sqlite_value(col, sets[col.name]) for col in columns), handler_id)
+
+    return text, make
+
+
+async def insert_events(conn: AsyncConnection, pairs: Sequence[tuple[str, StoredEvent]]) -> None:
+    """Append ``(run_id, event)`` pairs to the log; an event already there is left as it is."""
+    if plain_sqlite(conn.dialect):  # the bulk of a long write: see ``_driver_sql``
+        await conn.exec_driver_sql(_SQLITE_EVENTS, event_rows(pairs))
+    else:
+        rows = [event_values(run_id, event) for run_id, event in pairs]
+        await conn.execute(_EVENTS[conn.dialect.name], rows)
+
+
+async def delete_inbox(
+    conn: AsyncConnection, consumed: Sequence[int], cleared: Sequence[str]
+) -> None:
+    """Delete the entries ``consumed`` and every entry of the handlers ``cleared``."""
+    if plain_sqlite(conn.dialect):
+        if consumed:
+            await conn.exec_driver_sql(_SQLITE_CONSUME, [(entry,) for entry in consumed])
+        if cleared:
+            await conn.exec_driver_sql(_SQLITE_CLEAR, [(hid,) for hid in cleared])
+        return
+    for ids in chunks(consumed):
+        await conn.execute(_CONSUME, {"ids": list(ids)})
+    for hids in chunks(cleared):
+        await conn.execute(_CLEAR_INBOXES, {"ids": list(hids)})

@@ -1,0 +1,124 @@
+"""``store._driver_sql``: progress rows sent to SQLite as tuples, stored as SQLAlchemy stores them.
+
+The reference is SQLAlchemy itself: the same transitions and events written
+through its constructs (bind processors and all) to a twin row must leave the
+very same text, numbers and NULLs in the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, update
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from llama_workflows_asgi.store import RunProgress, SqlAlchemyWorkflowStore, state
+from llama_workflows_asgi.store._driver_sql import sqlite_timestamp
+from llama_workflows_asgi.store._progress_sql import _EVENTS
+from llama_workflows_asgi.store._rows import event_values
+from llama_workflows_asgi.store.schema import UtcDateTime, events_table, handlers_table
+from tests.support.factories import T0, at, handler, progress
+from tests.support.factories import event as stored_event
+
+TWINS = ("a", "b", "c", "d")
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqlAlchemyWorkflowStore]:
+    store = SqlAlchemyWorkflowStore(f"sqlite:///{tmp_path / 'rows.db'}")
+    await store.start()
+    yield store
+    await store.close()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        T0,
+        T0.replace(microsecond=0),
+        T0.astimezone(timezone(timedelta(hours=-7, minutes=-30))),
+        T0.replace(tzinfo=None),
+        datetime(7, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+    ],
+)
+def test_timestamps_are_the_text_sqlalchemy_binds(value: datetime) -> None:
+    bind = UtcDateTime()._cached_bind_processor(sqlite.dialect())
+    assert bind is not None
+    assert sqlite_timestamp(value) == bind(value)
+
+
+def items(prefix: str) -> list[RunProgress]:
+    """Progress of four runs, one of each kind of row change."""
+    a, b, c, d = (handler(f"{prefix}{name}", owner_id="me") for name in TWINS)
+    return [
+        progress(a, ctx='{"step":1}', events=[stored_event(0), stored_event(1, internal=True)]),
+        progress(b, idle_since=at(5), release=True, reset_attempts=True),
+        progress(c, status="completed", result='{"value":1}', events=[stored_event(0)]),
+        progress(d, status="failed", error="boom", events=[stored_event(0, terminal=True)]),
+    ]
+
+
+async def write_with_sqlalchemy(conn: AsyncConnection, batch: list[RunProgress]) -> None:
+    """The reference: each item's transition and events through SQLAlchemy's constructs."""
+    for item in batch:
+        sets = dict(state.progress(item).sets)
+        where = handlers_table.c.handler_id == item.handler_id
+        await conn.execute(update(handlers_table).where(where).values(sets))
+        rows = [event_values(item.run_id, e) for e in item.events]
+        if rows:
+            await conn.execute(_EVENTS["sqlite"], rows)
+
+
+async def raw(store: SqlAlchemyWorkflowStore, sql: str) -> list[tuple[Any, ...]]:
+    async with store.read_engine.connect() as conn:
+        return [tuple(row) for row in await conn.exec_driver_sql(sql)]
+
+
+async def test_progress_rows_are_stored_as_sqlalchemy_stores_them(
+    store: SqlAlchemyWorkflowStore,
+) -> None:
+    for prefix in ("fast-", "ref-"):
+        for name in TWINS:
+            await store.create_handler(handler(f"{prefix}{name}", owner_id="me"))
+    statements: list[str] = []
+    event.listen(
+        store.write_engine.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2])
+    )
+    assert await store.save_progress(items("fast-")) == set()
+    async with store.write_engine.begin() as conn:
+        await write_with_sqlalchemy(conn, items("ref-"))
+    # The driver's statements were announced to the engine like any other.
+    assert any(s.startswith("INSERT INTO workflow_events") for s in statements)
+    columns = ", ".join(col.name for col in handlers_table.c if col.name != "handler_id")
+    handler_rows = await raw(store, f"SELECT handler_id, {columns} FROM workflow_handlers")
+    event_rows = await raw(store, f"SELECT * FROM {events_table.name}")
+    assert len(event_rows) == 8
+    assert by_twin(handler_rows, "fast-") == by_twin(handler_rows, "ref-")
+    assert by_twin(event_rows, "run-fast-") == by_twin(event_rows, "run-ref-")
+
+
+def by_twin(rows: list[tuple[Any, ...]], prefix: str) -> list[tuple[Any, ...]]:
+    """``rows`` whose first column starts with ``prefix``, with the prefix (and run ids) cut."""
+    mine = [row for row in rows if str(row[0]).startswith(prefix)]
+    cut = prefix.removeprefix("run-")
+    return sorted(
+        tuple(str(v).replace(cut, "") if isinstance(v, str) else v for v in row) for row in mine
+    )
+
+
+async def test_a_host_engine_with_named_parameters_goes_through_sqlalchemy(tmp_path: Path) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'named.db'}", paramstyle="named")
+    store = SqlAlchemyWorkflowStore(engine)
+    await store.start()
+    mine = handler("h", owner_id="me")
+    await store.create_handler(mine)
+    batch = [progress(mine, ctx='{"n":1}', events=[stored_event(0), stored_event(1)])]
+    assert await store.save_progress(batch) == set()
+    assert [e.sequence for e in await store.read_events("run-h")] == [0, 1]
+    await store.close()
+    await engine.dispose()
