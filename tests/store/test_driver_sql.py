@@ -1,8 +1,8 @@
-"""``store._driver_sql``: progress rows sent to SQLite as tuples, stored as SQLAlchemy stores them.
+"""``store._driver_sql``: rows sent to SQLite as tuples are stored as SQLAlchemy stores them.
 
-The reference is SQLAlchemy itself: the same transitions and events written
-through its constructs (bind processors and all) to a twin row must leave the
-very same text, numbers and NULLs in the file.
+The reference is SQLAlchemy itself: the same new rows, transitions and events
+written through its constructs (bind processors and all) to twin rows must
+leave the very same text, numbers and NULLs in the file.
 """
 
 from __future__ import annotations
@@ -17,10 +17,16 @@ from sqlalchemy import event, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from llama_workflows_asgi.store import RunProgress, SqlAlchemyWorkflowStore, state
+from llama_workflows_asgi.store import (
+    PersistentHandler,
+    RunProgress,
+    SqlAlchemyWorkflowStore,
+    state,
+)
+from llama_workflows_asgi.store._create import _CREATE
 from llama_workflows_asgi.store._driver_sql import sqlite_timestamp
 from llama_workflows_asgi.store._progress_sql import _EVENTS
-from llama_workflows_asgi.store._rows import event_values
+from llama_workflows_asgi.store._rows import event_values, handler_values
 from llama_workflows_asgi.store.schema import UtcDateTime, events_table, handlers_table
 from tests.support.factories import T0, at, handler, progress
 from tests.support.factories import event as stored_event
@@ -52,6 +58,20 @@ def test_timestamps_are_the_text_sqlalchemy_binds(value: datetime) -> None:
     assert sqlite_timestamp(value) == bind(value)
 
 
+def twin(prefix: str, name: str) -> PersistentHandler:
+    """A new run's row with every column filled in."""
+    return handler(
+        f"{prefix}{name}",
+        owner_id="me",
+        lease_expires_at=at(300),
+        principal="p",
+        version="1",
+        start_event={"text": "hi"},
+        idempotency_key=f"{prefix}{name}",
+        request_hash="abc",
+    )
+
+
 def items(prefix: str) -> list[RunProgress]:
     """Progress of four runs, one of each kind of row change."""
     a, b, c, d = (handler(f"{prefix}{name}", owner_id="me") for name in TWINS)
@@ -79,12 +99,13 @@ async def raw(store: SqlAlchemyWorkflowStore, sql: str) -> list[tuple[Any, ...]]
         return [tuple(row) for row in await conn.exec_driver_sql(sql)]
 
 
-async def test_progress_rows_are_stored_as_sqlalchemy_stores_them(
+async def test_created_and_progressed_rows_are_stored_as_sqlalchemy_stores_them(
     store: SqlAlchemyWorkflowStore,
 ) -> None:
-    for prefix in ("fast-", "ref-"):
-        for name in TWINS:
-            await store.create_handler(handler(f"{prefix}{name}", owner_id="me"))
+    for name in TWINS:
+        await store.create_handler(twin("fast-", name))
+    async with store.write_engine.begin() as conn:
+        await conn.execute(_CREATE["sqlite"], [handler_values(twin("ref-", n)) for n in TWINS])
     statements: list[str] = []
     event.listen(
         store.write_engine.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2])
