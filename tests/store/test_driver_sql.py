@@ -23,6 +23,7 @@ from llama_workflows_asgi.store import (
     SqlAlchemyWorkflowStore,
     state,
 )
+from llama_workflows_asgi.store import _progress as progress_
 from llama_workflows_asgi.store._create import _CREATE
 from llama_workflows_asgi.store._driver_sql import sqlite_timestamp
 from llama_workflows_asgi.store._progress_sql import _EVENTS
@@ -32,6 +33,7 @@ from tests.support.factories import T0, at, handler, progress
 from tests.support.factories import event as stored_event
 
 TWINS = ("a", "b", "c", "d")
+LONG = 300  # events: blocks of many rows per statement, and the rest
 
 
 @pytest.fixture
@@ -73,10 +75,11 @@ def twin(prefix: str, name: str) -> PersistentHandler:
 
 
 def items(prefix: str) -> list[RunProgress]:
-    """Progress of four runs, one of each kind of row change."""
+    """Progress of four runs, one of each kind of row change; the first a long write."""
     a, b, c, d = (handler(f"{prefix}{name}", owner_id="me") for name in TWINS)
+    long = [stored_event(n, internal=n % 3 == 0) for n in range(LONG)]
     return [
-        progress(a, ctx='{"step":1}', events=[stored_event(0), stored_event(1, internal=True)]),
+        progress(a, ctx='{"step":1}', events=long),
         progress(b, idle_since=at(5), release=True, reset_attempts=True),
         progress(c, status="completed", result='{"value":1}', events=[stored_event(0)]),
         progress(d, status="failed", error="boom", events=[stored_event(0, terminal=True)]),
@@ -118,7 +121,7 @@ async def test_created_and_progressed_rows_are_stored_as_sqlalchemy_stores_them(
     columns = ", ".join(col.name for col in handlers_table.c if col.name != "handler_id")
     handler_rows = await raw(store, f"SELECT handler_id, {columns} FROM workflow_handlers")
     event_rows = await raw(store, f"SELECT * FROM {events_table.name}")
-    assert len(event_rows) == 8
+    assert len(event_rows) == 2 * (LONG + 2)
     assert by_twin(handler_rows, "fast-") == by_twin(handler_rows, "ref-")
     assert by_twin(event_rows, "run-fast-") == by_twin(event_rows, "run-ref-")
 
@@ -130,6 +133,16 @@ def by_twin(rows: list[tuple[Any, ...]], prefix: str) -> list[tuple[Any, ...]]:
     return sorted(
         tuple(str(v).replace(cut, "") if isinstance(v, str) else v for v in row) for row in mine
     )
+
+
+async def test_a_long_write_sent_again_adds_nothing(store: SqlAlchemyWorkflowStore) -> None:
+    mine = handler("h", owner_id="me")
+    await store.create_handler(mine)
+    item = progress(mine, events=[stored_event(n) for n in range(LONG)])
+    async with store.write_engine.begin() as conn:
+        assert await progress_.save_progress(conn, [[item], [item]]) == [set(), set()]
+    stored = await store.read_events("run-h", limit=2 * LONG)
+    assert [e.sequence for e in stored] == list(range(LONG))
 
 
 async def test_a_host_engine_with_named_parameters_goes_through_sqlalchemy(tmp_path: Path) -> None:
