@@ -9,17 +9,22 @@ are vouched for in the same transaction (see :func:`_vouch_for_owners`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import BindParameter, bindparam, select, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..errors import ConflictError, WorkflowServerError
 from . import state
 from ._batch import Outcome
+from ._driver_sql import driver_text, plain_sqlite, sqlite_value
 from ._pg_bulk import BulkInsert
+from ._queries import chunks
 from ._rows import handler_values
 from ._writes import admitting, c, drop_run_data, handlers, key_conflicts_as_errors, owners
 from .base import HandlerExistsError, IdempotencyKeyExistsError, PersistentHandler
@@ -91,9 +96,40 @@ async def _insert_new(
     with an earlier row of the batch): a row is either written or untouched,
     and the transaction goes on either way. Rows are told apart by run id.
     """
+    if plain_sqlite(conn.dialect):  # the rows as tuples, in one statement (see _driver_sql)
+        written: set[tuple[str, str | None]] = set()
+        for part in chunks(new, _SQLITE_ROWS):
+            text, flatten = _sqlite_create(len(part))
+            written.update(tuple(row) for row in await conn.exec_driver_sql(text, [flatten(part)]))
+        return written
     # One prebuilt statement whatever the batch size (see ``_pg_bulk``).
     rows = await _CREATE.execute(conn, [handler_values(h) for h in new])
     return {(row.handler_id, row.run_id) for row in rows}
+
+
+# Rows per SQLite statement: 19 columns each, far below its 32,766 parameters.
+_SQLITE_ROWS = 256
+
+
+@lru_cache(maxsize=64)
+def _sqlite_create(
+    count: int,
+) -> tuple[str, Callable[[Sequence[PersistentHandler]], tuple[Any, ...]]]:
+    """The multi-row ``_CREATE`` for ``count`` rows on SQLite, and its flattened parameters."""
+    columns = list(handlers.c)
+    names = [[f"{col.name}_{n}" for col in columns] for n in range(count)]
+    rows: list[dict[str, BindParameter[Any]]] = [
+        {col.name: bindparam(name) for col, name in zip(columns, row, strict=True)} for row in names
+    ]
+    stmt = sqlite.insert(handlers).values(rows).on_conflict_do_nothing()
+    text, order = driver_text(stmt.returning(c.handler_id, c.run_id))
+    assert order == tuple(name for row in names for name in row), order
+
+    def flatten(handlers_: Sequence[PersistentHandler]) -> tuple[Any, ...]:
+        values = [handler_values(h) for h in handlers_]
+        return tuple(sqlite_value(col, row[col.name]) for row in values for col in columns)
+
+    return text, flatten
 
 
 async def _creation_conflict(conn: AsyncConnection, handler: PersistentHandler) -> ConflictError:

@@ -105,6 +105,11 @@ class _InThread:
     ) -> CursorResult[Any]:
         return self._conn.execute(statement, parameters)
 
+    async def exec_driver_sql(
+        self, statement: str, parameters: Sequence[tuple[Any, ...]]
+    ) -> CursorResult[Any]:
+        return self._conn.exec_driver_sql(statement, parameters)
+
     async def scalar(
         self, statement: Executable, parameters: Mapping[str, Any] | None = None
     ) -> Any:

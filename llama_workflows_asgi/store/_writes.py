@@ -160,15 +160,7 @@ async def _delete_handlers(conn: AsyncConnection, query: HandlerQuery) -> int:
 delete_handlers = one_by_one(_delete_handlers)
 
 
-# -- progress ----------------------------------------------------------------------
-
-# Columns a progress write reads, decides on and rewrites: the row's run, and
-# every column a transition sets (state.RowChanges) but the checkpoint, which is
-# written apart and never read back.
-STATE_COLUMNS: tuple[str, ...] = (
-    "run_id",
-    *(name for name in state.RowChanges.__annotations__ if name != "ctx"),
-)
+# -- finals ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, insert, select
 
 from llama_workflows_asgi.store import PersistentHandler, RunProgress, state
+from llama_workflows_asgi.store._progress_sql import DECIDING, WRITTEN
 from llama_workflows_asgi.store._rows import handler_values
-from llama_workflows_asgi.store._writes import STATE_COLUMNS, admitting
+from llama_workflows_asgi.store._writes import admitting
 from llama_workflows_asgi.store.schema import handlers_table, metadata
 from tests.support.factories import T0, at, handler
 
@@ -93,9 +94,9 @@ def test_events_are_accepted_only_by_the_running_run() -> None:
         assert state.accepts_events("r1").admits(row) == expected, row
 
 
-def test_the_sql_progress_plan_reads_and_writes_every_column_a_transition_sets() -> None:
-    assert set(STATE_COLUMNS) <= set(handlers_table.c.keys())
-    assert {"status", "run_id", "owner_id"} <= set(STATE_COLUMNS)  # what requirements read
+def test_the_sql_progress_plan_reads_what_requirements_read_writes_what_transitions_set() -> None:
+    assert set(WRITTEN) <= set(handlers_table.c.keys())
+    assert set(DECIDING) == {"status", "run_id", "owner_id"} <= set(handlers_table.c.keys())
 
 
 def test_no_row_admits_nothing() -> None:

@@ -1,0 +1,174 @@
+"""The statements of the progress write (``_progress``), on either dialect.
+
+Each function takes the batch's whole data and sends it in as few statements
+as it can: through SQLAlchemy on PostgreSQL, with ids and rows bound as arrays (see
+``_pg_bulk``), and on any SQLite dialect that is not plain ``qmark``; through
+the driver on SQLite (see ``_driver_sql``). The statements are the same
+constructs either way; SQLite's are only compiled once and handed their rows
+as tuples.
+
+A row is read back only for what decides on it (:data:`DECIDING`) and written
+back only with the columns its items set, so a finished run's result never
+travels twice and a checkpoint is written only when there is a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
+from itertools import chain
+from typing import Any
+
+from sqlalchemy import BindParameter, Update, bindparam, delete, select, update
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from . import state
+from ._driver_sql import EVENT_COLUMNS, driver_text, event_rows, plain_sqlite, sqlite_value
+from ._pg_bulk import BulkInsert, by_dialect, by_key, unnested
+from ._queries import chunks
+from ._rows import event_values
+from ._writes import c, events, handlers, inbox
+from .base import StoredEvent
+
+DECIDING: tuple[str, ...] = ("status", "run_id", "owner_id")
+"""What a requirement reads of a row (``state.RowState``): all a progress write reads back."""
+
+WRITTEN: tuple[str, ...] = tuple(state.RowChanges.__annotations__)
+"""Every column a transition may set, in the order an UPDATE names them."""
+
+Decided = tuple[str, dict[str, Any]]
+"""A handler id and its :data:`DECIDING` values."""
+
+# Idempotent: when a connection dies mid-commit the commit may have happened;
+# the writer then sends the same events (same run, same sequences: only the
+# owner writes them) again. PostgreSQL takes the rows as arrays (``_pg_bulk``).
+_EVENT_KEY = [events.c.run_id, events.c.sequence]
+_EVENTS = BulkInsert(events, conflict=_EVENT_KEY)
+_SQLITE_EVENTS, _order = driver_text(
+    sqlite.insert(events).on_conflict_do_nothing(index_elements=_EVENT_KEY)
+)
+assert _order == EVENT_COLUMNS, _order
+# A long write goes in blocks of this many rows, each one statement of that
+# many VALUES (a quarter less of SQLite's own CPU than as many executions, and
+# always the same text, so prepared once); the rest in one executemany.
+_BLOCK = 128
+_SQLITE_EVENT_BLOCK = _SQLITE_EVENTS.replace(
+    "VALUES (?, ?, ?, ?, ?, ?, ?)", "VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * _BLOCK)
+)
+assert _SQLITE_EVENT_BLOCK.count("?") == _BLOCK * len(EVENT_COLUMNS)
+
+# Ids bound as an expanded IN list, or as one array on PostgreSQL (``_pg_bulk``).
+_LOCK = by_dialect(
+    lambda ids: (
+        select(c.handler_id, *(c[name] for name in DECIDING))
+        .where(ids(c.handler_id))
+        .order_by(c.handler_id)  # a stable lock order keeps two processes from deadlocking
+        .with_for_update()
+    )
+)
+_CONSUME = by_dialect(lambda ids: delete(inbox).where(ids(inbox.c.id)))
+_CLEAR_INBOXES = by_dialect(lambda ids: delete(inbox).where(ids(inbox.c.handler_id)))
+# SQLite: one executemany of a one-row statement, whatever the number of ids.
+_SQLITE_CONSUME, _ = driver_text(delete(inbox).where(inbox.c.id == bindparam("id")))
+_SQLITE_CLEAR, _ = driver_text(delete(inbox).where(inbox.c.handler_id == bindparam("id")))
+
+
+async def lock(conn: AsyncConnection, handler_ids: Sequence[str]) -> list[Decided]:
+    """The rows of ``handler_ids`` that exist, locked (``FOR UPDATE``; on SQLite, already)."""
+    rows: list[Decided] = []
+    for ids in chunks(sorted(handler_ids)):
+        if plain_sqlite(conn.dialect):
+            result = await conn.exec_driver_sql(_sqlite_lock(len(ids)), [tuple(ids)])
+        else:
+            result = await conn.execute(_LOCK[conn.dialect.name], {"ids": list(ids)})
+        rows.extend((row[0], dict(zip(DECIDING, row[1:], strict=True))) for row in result)
+    return rows
+
+
+@lru_cache(maxsize=64)
+def _sqlite_lock(count: int) -> str:
+    ids: list[BindParameter[str]] = [bindparam(f"id{n}") for n in range(count)]
+    stmt = select(c.handler_id, *(c[name] for name in DECIDING)).where(c.handler_id.in_(ids))
+    return driver_text(stmt)[0]
+
+
+async def update_rows(conn: AsyncConnection, rows: Mapping[str, Mapping[str, Any]]) -> None:
+    """Write each handler's changed columns: one executemany per set of columns changed."""
+    shapes: dict[tuple[str, ...], list[tuple[str, Mapping[str, Any]]]] = {}
+    for handler_id, sets in rows.items():
+        shape = tuple(name for name in WRITTEN if name in sets)
+        shapes.setdefault(shape, []).append((handler_id, sets))
+    for shape, changed in shapes.items():
+        if plain_sqlite(conn.dialect):
+            text, make = _sqlite_update(shape)
+            await conn.exec_driver_sql(text, [make(hid, sets) for hid, sets in changed])
+            continue
+        params = [{f"b_{k}": v for k, v in sets.items()} | {"b_id": h} for h, sets in changed]
+        if conn.dialect.name == "postgresql":  # every row in one UPDATE ... FROM unnest(...)
+            statement, keys = _pg_update(shape)
+            await conn.execute(statement, by_key(params, keys))
+        else:
+            await conn.execute(_update(shape), params)
+
+
+@lru_cache(maxsize=128)
+def _update(shape: tuple[str, ...]) -> Update:
+    values = {name: bindparam(f"b_{name}", type_=c[name].type) for name in shape}
+    return update(handlers).where(c.handler_id == bindparam("b_id")).values(values)
+
+
+@lru_cache(maxsize=128)
+def _pg_update(shape: tuple[str, ...]) -> tuple[Update, list[str]]:
+    """``_update(shape)`` for PostgreSQL: the rows' values as one array per column."""
+    each = unnested({"b_id": c.handler_id} | {f"b_{name}": c[name] for name in shape})
+    values = {name: each.c[f"b_{name}"] for name in shape}
+    return update(handlers).where(c.handler_id == each.c.b_id).values(values), list(each.c.keys())
+
+
+RowMaker = Callable[[str, Mapping[str, Any]], tuple[Any, ...]]
+
+
+@lru_cache(maxsize=128)
+def _sqlite_update(shape: tuple[str, ...]) -> tuple[str, RowMaker]:
+    text, order = driver_text(_update(shape))
+    # The statement's parameters: the columns set, in table order, then "b_id".
+    columns = [c[name.removeprefix("b_")] for name in order[:-1]]
+    assert order[-1] == "b_id", order
+    assert len(columns) == len(shape), order
+
+    def make(handler_id: str, sets: Mapping[str, Any]) -> tuple[Any, ...]:
+        return (*(sqlite_value(col, sets[col.name]) for col in columns), handler_id)
+
+    return text, make
+
+
+async def insert_events(conn: AsyncConnection, pairs: Sequence[tuple[str, StoredEvent]]) -> None:
+    """Append ``(run_id, event)`` pairs to the log; an event already there is left as it is."""
+    if plain_sqlite(conn.dialect):  # the bulk of a long write: see ``_driver_sql``
+        rows = event_rows(pairs)
+        whole = len(rows) - len(rows) % _BLOCK
+        for start in range(0, whole, _BLOCK):
+            block = rows[start : start + _BLOCK]
+            await conn.exec_driver_sql(_SQLITE_EVENT_BLOCK, [tuple(chain.from_iterable(block))])
+        if whole < len(rows):
+            await conn.exec_driver_sql(_SQLITE_EVENTS, rows[whole:])
+    else:
+        await _EVENTS.execute(conn, [event_values(run_id, event) for run_id, event in pairs])
+
+
+async def delete_inbox(
+    conn: AsyncConnection, consumed: Sequence[int], cleared: Sequence[str]
+) -> None:
+    """Delete the entries ``consumed`` and every entry of the handlers ``cleared``."""
+    if plain_sqlite(conn.dialect):
+        if consumed:
+            await conn.exec_driver_sql(_SQLITE_CONSUME, [(entry,) for entry in consumed])
+        if cleared:
+            await conn.exec_driver_sql(_SQLITE_CLEAR, [(hid,) for hid in cleared])
+        return
+    dialect = conn.dialect.name
+    for ids in chunks(consumed):
+        await conn.execute(_CONSUME[dialect], {"ids": list(ids)})
+    for hids in chunks(cleared):
+        await conn.execute(_CLEAR_INBOXES[dialect], {"ids": list(hids)})

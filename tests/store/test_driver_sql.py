@@ -1,0 +1,158 @@
+"""``store._driver_sql``: rows sent to SQLite as tuples are stored as SQLAlchemy stores them.
+
+The reference is SQLAlchemy itself: the same new rows, transitions and events
+written through its constructs (bind processors and all) to twin rows must
+leave the very same text, numbers and NULLs in the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, update
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from llama_workflows_asgi.store import (
+    PersistentHandler,
+    RunProgress,
+    SqlAlchemyWorkflowStore,
+    state,
+)
+from llama_workflows_asgi.store import _progress as progress_
+from llama_workflows_asgi.store._create import _CREATE
+from llama_workflows_asgi.store._driver_sql import sqlite_timestamp
+from llama_workflows_asgi.store._progress_sql import _EVENTS
+from llama_workflows_asgi.store._rows import event_values, handler_values
+from llama_workflows_asgi.store.schema import UtcDateTime, events_table, handlers_table
+from tests.support.factories import T0, at, handler, progress
+from tests.support.factories import event as stored_event
+
+TWINS = ("a", "b", "c", "d")
+LONG = 300  # events: blocks of many rows per statement, and the rest
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqlAlchemyWorkflowStore]:
+    store = SqlAlchemyWorkflowStore(f"sqlite:///{tmp_path / 'rows.db'}")
+    await store.start()
+    yield store
+    await store.close()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        T0,
+        T0.replace(microsecond=0),
+        T0.astimezone(timezone(timedelta(hours=-7, minutes=-30))),
+        T0.replace(tzinfo=None),
+        datetime(7, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+    ],
+)
+def test_timestamps_are_the_text_sqlalchemy_binds(value: datetime) -> None:
+    bind = UtcDateTime()._cached_bind_processor(sqlite.dialect())
+    assert bind is not None
+    assert sqlite_timestamp(value) == bind(value)
+
+
+def twin(prefix: str, name: str) -> PersistentHandler:
+    """A new run's row with every column filled in."""
+    return handler(
+        f"{prefix}{name}",
+        owner_id="me",
+        lease_expires_at=at(300),
+        principal="p",
+        version="1",
+        start_event={"text": "hi"},
+        idempotency_key=f"{prefix}{name}",
+        request_hash="abc",
+    )
+
+
+def items(prefix: str) -> list[RunProgress]:
+    """Progress of four runs, one of each kind of row change; the first a long write."""
+    a, b, c, d = (handler(f"{prefix}{name}", owner_id="me") for name in TWINS)
+    long = [stored_event(n, internal=n % 3 == 0) for n in range(LONG)]
+    return [
+        progress(a, ctx='{"step":1}', events=long),
+        progress(b, idle_since=at(5), release=True, reset_attempts=True),
+        progress(c, status="completed", result='{"value":1}', events=[stored_event(0)]),
+        progress(d, status="failed", error="boom", events=[stored_event(0, terminal=True)]),
+    ]
+
+
+async def write_with_sqlalchemy(conn: AsyncConnection, batch: list[RunProgress]) -> None:
+    """The reference: each item's transition and events through SQLAlchemy's constructs."""
+    for item in batch:
+        sets = dict(state.progress(item).sets)
+        where = handlers_table.c.handler_id == item.handler_id
+        await conn.execute(update(handlers_table).where(where).values(sets))
+        rows = [event_values(item.run_id, e) for e in item.events]
+        if rows:
+            await _EVENTS.execute(conn, rows)
+
+
+async def raw(store: SqlAlchemyWorkflowStore, sql: str) -> list[tuple[Any, ...]]:
+    async with store.read_engine.connect() as conn:
+        return [tuple(row) for row in await conn.exec_driver_sql(sql)]
+
+
+async def test_created_and_progressed_rows_are_stored_as_sqlalchemy_stores_them(
+    store: SqlAlchemyWorkflowStore,
+) -> None:
+    for name in TWINS:
+        await store.create_handler(twin("fast-", name))
+    async with store.write_engine.begin() as conn:
+        await _CREATE.execute(conn, [handler_values(twin("ref-", n)) for n in TWINS])
+    statements: list[str] = []
+    event.listen(
+        store.write_engine.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2])
+    )
+    assert await store.save_progress(items("fast-")) == set()
+    async with store.write_engine.begin() as conn:
+        await write_with_sqlalchemy(conn, items("ref-"))
+    # The driver's statements were announced to the engine like any other.
+    assert any(s.startswith("INSERT INTO workflow_events") for s in statements)
+    columns = ", ".join(col.name for col in handlers_table.c if col.name != "handler_id")
+    handler_rows = await raw(store, f"SELECT handler_id, {columns} FROM workflow_handlers")
+    event_rows = await raw(store, f"SELECT * FROM {events_table.name}")
+    assert len(event_rows) == 2 * (LONG + 2)
+    assert by_twin(handler_rows, "fast-") == by_twin(handler_rows, "ref-")
+    assert by_twin(event_rows, "run-fast-") == by_twin(event_rows, "run-ref-")
+
+
+def by_twin(rows: list[tuple[Any, ...]], prefix: str) -> list[tuple[Any, ...]]:
+    """``rows`` whose first column starts with ``prefix``, with the prefix (and run ids) cut."""
+    mine = [row for row in rows if str(row[0]).startswith(prefix)]
+    cut = prefix.removeprefix("run-")
+    return sorted(
+        tuple(str(v).replace(cut, "") if isinstance(v, str) else v for v in row) for row in mine
+    )
+
+
+async def test_a_long_write_sent_again_adds_nothing(store: SqlAlchemyWorkflowStore) -> None:
+    mine = handler("h", owner_id="me")
+    await store.create_handler(mine)
+    item = progress(mine, events=[stored_event(n) for n in range(LONG)])
+    async with store.write_engine.begin() as conn:
+        assert await progress_.save_progress(conn, [[item], [item]]) == [set(), set()]
+    stored = await store.read_events("run-h", limit=2 * LONG)
+    assert [e.sequence for e in stored] == list(range(LONG))
+
+
+async def test_a_host_engine_with_named_parameters_goes_through_sqlalchemy(tmp_path: Path) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'named.db'}", paramstyle="named")
+    store = SqlAlchemyWorkflowStore(engine)
+    await store.start()
+    mine = handler("h", owner_id="me")
+    await store.create_handler(mine)
+    batch = [progress(mine, ctx='{"n":1}', events=[stored_event(0), stored_event(1)])]
+    assert await store.save_progress(batch) == set()
+    assert [e.sequence for e in await store.read_events("run-h")] == [0, 1]
+    await store.close()
+    await engine.dispose()
