@@ -22,6 +22,7 @@ from sqlalchemy import (
     CursorResult,
     Executable,
     Select,
+    String,
     Table,
     any_,
     bindparam,
@@ -94,5 +95,12 @@ def by_key(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, 
 
 
 def _array(name: str, column: ColumnElement[Any]) -> BindParameter[list[Any]]:
-    array: ARRAY[Any] = ARRAY(column.type, dimensions=1)
+    item = column.type
+    if isinstance(item, String) and item.length is not None:
+        # The array is cast explicitly, and an explicit cast to varchar(n)
+        # truncates silently: cast to varchar, so the column's own assignment
+        # refuses a value too long, as a plain INSERT or UPDATE would.
+        item = item.copy()
+        item.length = None
+    array: ARRAY[Any] = ARRAY(item, dimensions=1)
     return bindparam(name, type_=array)  # type: ignore[arg-type]  # typed by its item type

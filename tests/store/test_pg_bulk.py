@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from llama_workflows_asgi.store import SqlAlchemyWorkflowStore
 from llama_workflows_asgi.store._pg_bulk import BulkInsert, by_dialect
@@ -59,3 +61,17 @@ async def test_ids_match_as_one_list_whatever_their_number(
         for wanted in (runs[:1], runs[1:4], ["nobody"], []):
             found = (await conn.scalars(statement, {"ids": wanted})).all()
             assert found == [run for run in runs if run in wanted]
+
+
+@pytest.mark.parametrize("sql_store", ["postgres"], indirect=True)  # SQLite has no lengths
+async def test_a_value_too_long_for_its_column_is_refused_not_cut(
+    sql_store: SqlAlchemyWorkflowStore,
+) -> None:
+    # The arrays are cast explicitly, and PostgreSQL cuts a value cast to
+    # varchar(n) without a word: the rows must be refused as a plain INSERT is.
+    at = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    long = {**event_row("r", 0, at), "event_type": "L" * 300}
+    with pytest.raises(DBAPIError, match="value too long"):
+        async with sql_store.write_engine.begin() as conn:
+            await BulkInsert(events).execute(conn, [event_row("r", 1, at), long])
+    assert await sql_store.read_events("r") == []
