@@ -175,7 +175,8 @@ class LiveRun(RunJournal):
 
     def _mark(self) -> None:
         self._pending.state_changed = self._pending.state_changed or self._state.ticked
-        if not self._marked:
+        told = self._told_ended
+        if told is None or (not told and self.outcome is not None):
             self._dirty()
 
     # -- events sent in ---------------------------------------------------------------
@@ -209,7 +210,7 @@ class LiveRun(RunJournal):
         return self.handler is not None
 
     def _dirty(self) -> None:
-        self._marked = True
+        self._told_ended = self.outcome is not None
         self._on_dirty(self)
 
     def checkpoint(self) -> str:

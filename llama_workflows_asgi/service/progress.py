@@ -53,9 +53,11 @@ class RunJournal:
         self._next_sequence = next_sequence
         self._checkpoints = checkpoints
         self._pending = Pending()
-        # Whether the writer has been told since it last collected the run: it
-        # collects a run once however often it was told, so once is enough.
-        self._marked = False
+        # What the writer was told since it last collected the run: nothing
+        # (None), or that the run has (True) or has not (False) ended. It
+        # collects a run once however often it is told, so it is told again
+        # only when the run ended meanwhile (see ``ProgressWriter.mark``).
+        self._told_ended: bool | None = None
         self._inflight: RunProgress | None = None
         self.idle_since: datetime | None = None
         self.outcome: Outcome | None = None
@@ -111,7 +113,7 @@ class RunJournal:
 
     def collect(self, owner_id: str | None, now: datetime) -> RunProgress | None:
         """Everything to write since the last write, or ``None`` if nothing changed."""
-        self._marked = False  # the writer took the run: what it produces next is news
+        self._told_ended = None  # the writer took the run: what it produces next is news
         if self._inflight is not None or not self._started:
             return None
         pending, terminal = self._pending, self.outcome is not None

@@ -423,3 +423,17 @@ async def test_the_writer_says_the_work_is_complete_once_every_live_run_has_ende
 
     assert said == [False, False, True]
     assert (a.acknowledged[0].status, b.acknowledged[0].status) == ("completed", "completed")
+
+
+async def test_a_run_that_ends_tells_the_writer_so_through_the_service() -> None:
+    # A run marked while running (its ticks) is marked again when it ends: the
+    # writer learns the work is complete only from that second mark.
+    store = RecordingStore()
+    service = new_service(store)
+    async with service.running_context():
+        done = await service.run("greet", StartEvent(name="solo"))  # type: ignore[call-arg]
+        said = list(store.recorder.complete)
+
+    assert done.status == "completed"
+    assert said[-1] is True, said
+    assert said.count(True) == 1, said
