@@ -15,7 +15,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import BindParameter, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -111,23 +111,25 @@ async def _insert_new(
 _SQLITE_ROWS = 256
 
 
-@lru_cache(maxsize=64)
+_COLUMNS = list(handlers.c)
+_ONE_ROW, _order = driver_text(
+    sqlite.insert(handlers).on_conflict_do_nothing().returning(c.handler_id, c.run_id)
+)
+assert _order == tuple(col.name for col in _COLUMNS), _order
+_ROW = "(" + ", ".join(["?"] * len(_COLUMNS)) + ")"
+
+
+@lru_cache(maxsize=_SQLITE_ROWS)
 def _sqlite_create(
     count: int,
 ) -> tuple[str, Callable[[Sequence[PersistentHandler]], tuple[Any, ...]]]:
-    """The multi-row ``_CREATE`` for ``count`` rows on SQLite, and its flattened parameters."""
-    columns = list(handlers.c)
-    names = [[f"{col.name}_{n}" for col in columns] for n in range(count)]
-    rows: list[dict[str, BindParameter[Any]]] = [
-        {col.name: bindparam(name) for col, name in zip(columns, row, strict=True)} for row in names
-    ]
-    stmt = sqlite.insert(handlers).values(rows).on_conflict_do_nothing()
-    text, order = driver_text(stmt.returning(c.handler_id, c.run_id))
-    assert order == tuple(name for row in names for name in row), order
+    """``_CREATE`` for ``count`` rows on SQLite (one-row text, its VALUES group repeated)."""
+    text = _ONE_ROW.replace(f"VALUES {_ROW}", "VALUES " + ", ".join([_ROW] * count), 1)
+    assert text.count("?") == count * len(_COLUMNS), text
 
     def flatten(handlers_: Sequence[PersistentHandler]) -> tuple[Any, ...]:
         values = [handler_values(h) for h in handlers_]
-        return tuple(sqlite_value(col, row[col.name]) for row in values for col in columns)
+        return tuple(sqlite_value(col, row[col.name]) for row in values for col in _COLUMNS)
 
     return text, flatten
 

@@ -19,7 +19,7 @@ from functools import lru_cache
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import BindParameter, Update, bindparam, delete, select, update
+from sqlalchemy import Update, bindparam, delete, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -86,11 +86,17 @@ async def lock(conn: AsyncConnection, handler_ids: Sequence[str]) -> list[Decide
     return rows
 
 
+_SQLITE_LOCK_ONE, _ = driver_text(
+    select(c.handler_id, *(c[name] for name in DECIDING)).where(c.handler_id.in_([bindparam("id")]))
+)
+
+
 @lru_cache(maxsize=64)
 def _sqlite_lock(count: int) -> str:
-    ids: list[BindParameter[str]] = [bindparam(f"id{n}") for n in range(count)]
-    stmt = select(c.handler_id, *(c[name] for name in DECIDING)).where(c.handler_id.in_(ids))
-    return driver_text(stmt)[0]
+    """The lock's text for ``count`` ids on SQLite: the one-id text, its list repeated."""
+    text = _SQLITE_LOCK_ONE.replace("IN (?)", "IN (" + ", ".join(["?"] * count) + ")", 1)
+    assert text.count("?") == count, text
+    return text
 
 
 async def update_rows(conn: AsyncConnection, rows: Mapping[str, Mapping[str, Any]]) -> None:
