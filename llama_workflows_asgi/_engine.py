@@ -56,6 +56,8 @@ from workflows.runtime.types.step_id import StepId
 from workflows.runtime.types.ticks import (
     TickAddEvent,
     TickIdleRelease,
+    TickPublishEvent,
+    TickSessionStart,
     TickStepResult,
     TickTimeout,
     WorkflowTick,
@@ -76,6 +78,8 @@ __all__ = [
     "StepWorkerFailed",
     "TickAddEvent",
     "TickIdleRelease",
+    "TickPublishEvent",
+    "TickSessionStart",
     "TickStepResult",
     "TickTimeout",
     "WaitForNextTaskResult",

@@ -17,6 +17,7 @@ from workflows.context.serializers import BaseSerializer
 from workflows.events import (
     Event,
     IdleReleasedEvent,
+    StartEvent,
     StopEvent,
     WorkflowFailedEvent,
     WorkflowIdleEvent,
@@ -29,6 +30,8 @@ from .._engine import (
     StepId,
     TickAddEvent,
     TickIdleRelease,
+    TickPublishEvent,
+    TickSessionStart,
     TickStepResult,
     WorkflowTick,
 )
@@ -94,6 +97,8 @@ class LiveRun(RunJournal):
 
     def observe_tick(self, tick: WorkflowTick) -> None:
         self._state.observe_tick(tick)
+        if self.redone_by_resume and not _redone_by_resume(tick):
+            self.redone_by_resume = False
         if isinstance(tick, TickAddEvent):
             inbox_id = self._inbox_by_event.pop(id(tick.event), None)
             if inbox_id is not None:
@@ -164,6 +169,7 @@ class LiveRun(RunJournal):
         self.fail(reason)
 
     def observe_state_change(self) -> None:
+        self.redone_by_resume = False
         self._pending.state_changed = True
         self._mark()
 
@@ -251,3 +257,15 @@ class LiveRun(RunJournal):
         for task in list(self._tasks):
             task.cancel()
         self._notify()
+
+
+def _redone_by_resume(tick: WorkflowTick) -> bool:
+    """Whether resuming a run that reduced nothing but such ticks redoes them the same way.
+
+    A session starting, the start event arriving and an event published are
+    what a run does before any step returns, and again when it is resumed
+    from the row as it was written at its launch.
+    """
+    if isinstance(tick, TickAddEvent):
+        return isinstance(tick.event, StartEvent)
+    return isinstance(tick, (TickSessionStart, TickPublishEvent))

@@ -58,6 +58,12 @@ class RunJournal:
         # collects a run once however often it is told, so it is told again
         # only when the run ended meanwhile (see ``ProgressWriter.mark``).
         self._told_ended: bool | None = None
+        # Whether the run has done nothing yet that resuming it from its row as
+        # written would not redo the same way: it has only started its steps
+        # (no step has returned, no event came in, its state is untouched). A
+        # checkpoint of it would resume exactly as the row does, so none is
+        # taken until then (``LiveRun`` clears it on the first such change).
+        self.redone_by_resume = True
         self._inflight: RunProgress | None = None
         self.idle_since: datetime | None = None
         self.outcome: Outcome | None = None
@@ -119,9 +125,12 @@ class RunJournal:
         pending, terminal = self._pending, self.outcome is not None
         release = self.releasing and self._engine_stopped and not terminal
         wants_ctx = pending.state_changed and (self._checkpoints or terminal or release)
+        # A checkpoint the row as written would resume the same as: left for later.
+        deferred = wants_ctx and self.redone_by_resume and not (terminal or release)
+        wants_ctx = wants_ctx and not deferred
         if not (wants_ctx or pending.events or pending.consumed_inbox or terminal or release):
             return None
-        self._pending = Pending(state_changed=False)
+        self._pending = Pending(state_changed=deferred)
         ctx = self._checkpoint_or_fail(pending) if wants_ctx and not self._ctx_broken else None
         # A failed checkpoint fails the run, adding the failure to this write.
         pending.events.extend(self._pending.events)

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 
-from workflows.events import StopEvent
+from workflows import Context, Workflow, step
+from workflows.events import Event, StartEvent, StopEvent
 
+from llama_workflows_asgi import WorkflowService
 from llama_workflows_asgi.service.live import LiveRun
-from llama_workflows_asgi.store import RunProgress
+from llama_workflows_asgi.store import (
+    HandlerQuery,
+    PersistentHandler,
+    RunProgress,
+    SqlAlchemyWorkflowStore,
+)
 from tests.support.factories import at
 from tests.support.runs import new_run
+from tests.support.waiting import eventually
 from tests.support.workflows import ProgressEvent
 
 
@@ -72,3 +82,62 @@ def test_a_write_longer_than_the_tail_stays_whole_for_its_streams() -> None:
     assert [e.sequence for e in live.events_after(7) or []] == [8]
     assert live.events_after(8) == []  # nothing written after the cursor yet
     assert live.events_after(4) is None  # 5 left the tail: the store has it
+
+
+class Middle(Event):
+    """What the first step of ``GatedWorkflow`` hands to the second."""
+
+
+class GatedWorkflow(Workflow):
+    """Two steps, each streaming one event and then waiting for the test to open its gate."""
+
+    def __init__(self) -> None:
+        super().__init__(timeout=None)
+        self.gates = [asyncio.Event(), asyncio.Event()]
+
+    @step
+    async def first(self, ctx: Context, ev: StartEvent) -> Middle:
+        ctx.write_event_to_stream(ProgressEvent(msg="first", i=0))
+        await self.gates[0].wait()
+        return Middle()
+
+    @step
+    async def second(self, ctx: Context, ev: Middle) -> StopEvent:
+        ctx.write_event_to_stream(ProgressEvent(msg="second", i=1))
+        await self.gates[1].wait()
+        return StopEvent(result="done")
+
+
+async def test_a_run_is_checkpointed_once_a_resume_would_not_redo_it_the_same(
+    tmp_path: Path,
+) -> None:
+    store = SqlAlchemyWorkflowStore(f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}")
+    workflow = GatedWorkflow()
+    service = WorkflowService(store)
+    service.add_workflow("gated", workflow)
+
+    async def row_when_streamed(msg: str) -> PersistentHandler:
+        async def streamed() -> bool:
+            logged = await store.read_events(started.run_id or "")
+            return any(msg in e.payload for e in logged)
+
+        await eventually(streamed, f"the {msg!r} event written")
+        return await stored_row()
+
+    async def stored_row() -> PersistentHandler:
+        (row,) = await store.query(HandlerQuery(handler_id_in=[started.handler_id]))
+        return row
+
+    async with service.running_context():
+        started = await service.start_run("gated", StartEvent())
+        # Only the first step has started: resuming from the row as created redoes
+        # exactly that, so its written progress carries no checkpoint.
+        assert (await row_when_streamed("first")).ctx is None
+        workflow.gates[0].set()
+        # A step has returned: a resume must now start from what it returned.
+        running = await row_when_streamed("second")
+        assert running.ctx is not None and running.ctx["is_running"]
+        workflow.gates[1].set()
+        done = await service.wait_for(started.handler_id)
+        assert done.status == "completed"
+        assert (await stored_row()).ctx is not None
