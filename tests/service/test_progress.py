@@ -136,7 +136,8 @@ async def test_a_run_is_checkpointed_once_a_resume_would_not_redo_it_the_same(
         workflow.gates[0].set()
         # A step has returned: a resume must now start from what it returned.
         running = await row_when_streamed("second")
-        assert running.ctx is not None and running.ctx["is_running"]
+        assert running.ctx is not None
+        assert running.ctx["is_running"]
         workflow.gates[1].set()
         done = await service.wait_for(started.handler_id)
         assert done.status == "completed"
