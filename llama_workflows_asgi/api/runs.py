@@ -79,7 +79,8 @@ def _idempotency_key(value: str | None) -> str | None:
     """The Idempotency-Key header as given (``None``: absent); 400 when it is too long."""
     if value is not None and len(value) > MAX_IDEMPOTENCY_KEY:
         raise BadRequestError(
-            f"Invalid request: idempotency-key: at most {MAX_IDEMPOTENCY_KEY} characters"
+            "Invalid request: idempotency-key: "
+            f"String should have at most {MAX_IDEMPOTENCY_KEY} characters"
         )
     return value
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from workflows.context.serializers import BaseSerializer
-from workflows.context.state_store import StateStore
+from workflows.context.state_store import DictState, StateStore
 
 from .. import _engine
 from .._engine import (
@@ -66,6 +66,11 @@ class StateMirror:
         self._before_failure = self._seen if may_fail_run(tick) else None
         if self._loop is not None:
             self._seen = self._loop.state or self._seen
+
+    @property
+    def starts_empty(self) -> bool:
+        """Whether the run's state store is the engine's untyped one, which starts empty."""
+        return self._state_store is not None and self._state_store.state_type is DictState
 
     @property
     def ticked(self) -> bool:

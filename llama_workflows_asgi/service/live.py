@@ -92,6 +92,10 @@ class LiveRun(RunJournal):
         self.handler = handler
         self._adapter = adapter
         self._state.attach(adapter, loop)
+        if not (self.row_has_ctx or self._state.starts_empty):
+            # A fresh state of a typed model may hold generated defaults (an id,
+            # a time): rebuilt from a row without it, they would differ.
+            self.redone_by_resume = False
 
     # -- engine reports (runtime.RunObserver) ----------------------------------------
 
@@ -262,9 +266,10 @@ class LiveRun(RunJournal):
 def _redone_by_resume(tick: WorkflowTick) -> bool:
     """Whether resuming a run that reduced nothing but such ticks redoes them the same way.
 
-    A session starting, the start event arriving and an event published are
-    what a run does before any step returns, and again when it is resumed
-    from the row as it was written at its launch.
+    A session starting and the start event arriving are what a run does
+    before any step returns, and again when it is resumed from the row as it
+    was written at its launch; so is a published event (the engine reduces
+    it without changing what the run waits for).
     """
     if isinstance(tick, TickAddEvent):
         return isinstance(tick.event, StartEvent)

@@ -60,10 +60,12 @@ class RunJournal:
         self._told_ended: bool | None = None
         # Whether the run has done nothing yet that resuming it from its row as
         # written would not redo the same way: it has only started its steps
-        # (no step has returned, no event came in, its state is untouched). A
-        # checkpoint of it would resume exactly as the row does, so none is
-        # taken until then (``LiveRun`` clears it on the first such change).
+        # (no step has returned, no event came in, its state is untouched), and
+        # its row rebuilds the state it started with. A checkpoint of it would
+        # resume exactly as the row does, so none is taken until then
+        # (``LiveRun`` clears it on the first such change).
         self.redone_by_resume = True
+        self.row_has_ctx = row.ctx is not None
         self._inflight: RunProgress | None = None
         self.idle_since: datetime | None = None
         self.outcome: Outcome | None = None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from pathlib import Path
 
+from pydantic import BaseModel, Field
 from workflows import Context, Workflow, step
 from workflows.events import Event, StartEvent, StopEvent
 
@@ -16,6 +18,7 @@ from llama_workflows_asgi.store import (
     PersistentHandler,
     RunProgress,
     SqlAlchemyWorkflowStore,
+    StoredEvent,
 )
 from tests.support.factories import at
 from tests.support.runs import new_run
@@ -119,7 +122,7 @@ async def test_a_run_is_checkpointed_once_a_resume_would_not_redo_it_the_same(
     async def row_when_streamed(msg: str) -> PersistentHandler:
         async def streamed() -> bool:
             logged = await store.read_events(started.run_id or "")
-            return any(msg in e.payload for e in logged)
+            return any(_progress_msg(e) == msg for e in logged)
 
         await eventually(streamed, f"the {msg!r} event written")
         return await stored_row()
@@ -142,3 +145,55 @@ async def test_a_run_is_checkpointed_once_a_resume_would_not_redo_it_the_same(
         done = await service.wait_for(started.handler_id)
         assert done.status == "completed"
         assert (await stored_row()).ctx is not None
+
+
+def _progress_msg(event: StoredEvent) -> str | None:
+    """The ``msg`` of a written ``ProgressEvent``, ``None`` for any other event."""
+    if event.event_type != "ProgressEvent":
+        return None
+    return str(json.loads(event.payload)["value"]["msg"])
+
+
+class Minted(BaseModel):
+    """A typed state whose fresh instance is never the same twice."""
+
+    request_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+
+
+class MintingWorkflow(Workflow):
+    """Streams its state's generated id, then waits: as a step sending it elsewhere would."""
+
+    def __init__(self) -> None:
+        super().__init__(timeout=None)
+        self.gate = asyncio.Event()
+
+    @step
+    async def first(self, ctx: Context[Minted], ev: StartEvent) -> StopEvent:
+        state = await ctx.store.get_state()
+        ctx.write_event_to_stream(ProgressEvent(msg=state.request_id, i=0))
+        await self.gate.wait()
+        return StopEvent(result=state.request_id)
+
+
+async def test_a_typed_state_is_checkpointed_before_any_step_returns(tmp_path: Path) -> None:
+    store = SqlAlchemyWorkflowStore(f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}")
+    workflow = MintingWorkflow()
+    service = WorkflowService(store)
+    service.add_workflow("minting", workflow)
+    async with service.running_context():
+        started = await service.start_run("minting", StartEvent())
+        minted: list[str] = []
+
+        async def streamed() -> bool:
+            logged = await store.read_events(started.run_id or "")
+            minted.extend(m for m in map(_progress_msg, logged) if m is not None)
+            return bool(minted)
+
+        await eventually(streamed, "the minted id written")
+        (row,) = await store.query(HandlerQuery(handler_id_in=[started.handler_id]))
+        # A resume from a row without it would mint another id: the first write keeps it.
+        assert row.ctx is not None
+        kept = json.loads(row.ctx["state"]["state_data"])
+        assert kept["value"]["request_id"] == minted[0]
+        workflow.gate.set()
+        assert (await service.wait_for(started.handler_id)).status == "completed"
