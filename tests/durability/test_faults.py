@@ -181,7 +181,8 @@ async def test_locked_sqlite_file_gives_a_clear_503(tmp_path: Path) -> None:
         server.add_workflow(name, workflow)
     async with serving(server.app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
         before = await http.post("/workflows/greet/run", json={})
-        blocker = sqlite3.connect(path, isolation_level=None, timeout=0)
+        # The server may be mid-write (a heartbeat): the blocker waits its turn for the lock.
+        blocker = sqlite3.connect(path, isolation_level=None, timeout=10)
         blocker.execute("BEGIN EXCLUSIVE")
         try:
             refused = await http.post("/workflows/greet/run-nowait", json={})
