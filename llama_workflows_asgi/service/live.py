@@ -92,7 +92,7 @@ class LiveRun(RunJournal):
         self.handler = handler
         self._adapter = adapter
         self._state.attach(adapter, loop)
-        if not (self.row_has_ctx or self._state.starts_empty):
+        if not (self._row_has_ctx or self._state.starts_empty):
             # A fresh state of a typed model may hold generated defaults (an id,
             # a time): rebuilt from a row without it, they would differ.
             self.redone_by_resume = False

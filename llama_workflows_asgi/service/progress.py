@@ -65,7 +65,7 @@ class RunJournal:
         # resume exactly as the row does, so none is taken until then
         # (``LiveRun`` clears it on the first such change).
         self.redone_by_resume = True
-        self.row_has_ctx = row.ctx is not None
+        self._row_has_ctx = row.ctx is not None
         self._inflight: RunProgress | None = None
         self.idle_since: datetime | None = None
         self.outcome: Outcome | None = None

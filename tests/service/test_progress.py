@@ -18,7 +18,6 @@ from llama_workflows_asgi.store import (
     PersistentHandler,
     RunProgress,
     SqlAlchemyWorkflowStore,
-    StoredEvent,
 )
 from tests.support.factories import at
 from tests.support.runs import new_run
@@ -121,15 +120,10 @@ async def test_a_run_is_checkpointed_once_a_resume_would_not_redo_it_the_same(
 
     async def row_when_streamed(msg: str) -> PersistentHandler:
         async def streamed() -> bool:
-            logged = await store.read_events(started.run_id or "")
-            return any(_progress_msg(e) == msg for e in logged)
+            return msg in await _progress_written(store, started)
 
         await eventually(streamed, f"the {msg!r} event written")
-        return await stored_row()
-
-    async def stored_row() -> PersistentHandler:
-        (row,) = await store.query(HandlerQuery(handler_id_in=[started.handler_id]))
-        return row
+        return await _stored_row(store, started)
 
     async with service.running_context():
         started = await service.start_run("gated", StartEvent())
@@ -144,14 +138,23 @@ async def test_a_run_is_checkpointed_once_a_resume_would_not_redo_it_the_same(
         workflow.gates[1].set()
         done = await service.wait_for(started.handler_id)
         assert done.status == "completed"
-        assert (await stored_row()).ctx is not None
+        assert (await _stored_row(store, started)).ctx is not None
 
 
-def _progress_msg(event: StoredEvent) -> str | None:
-    """The ``msg`` of a written ``ProgressEvent``, ``None`` for any other event."""
-    if event.event_type != "ProgressEvent":
-        return None
-    return str(json.loads(event.payload)["value"]["msg"])
+async def _progress_written(store: SqlAlchemyWorkflowStore, run: PersistentHandler) -> list[str]:
+    """The ``msg`` of each ``ProgressEvent`` of ``run`` written so far."""
+    logged = await store.read_events(run.run_id or "")
+    return [
+        str(json.loads(e.payload)["value"]["msg"])
+        for e in logged
+        if e.event_type == "ProgressEvent"
+    ]
+
+
+async def _stored_row(store: SqlAlchemyWorkflowStore, run: PersistentHandler) -> PersistentHandler:
+    """``run``'s row as stored, its ``ctx`` included."""
+    (row,) = await store.query(HandlerQuery(handler_id_in=[run.handler_id]))
+    return row
 
 
 class Minted(BaseModel):
@@ -182,18 +185,16 @@ async def test_a_typed_state_is_checkpointed_before_any_step_returns(tmp_path: P
     service.add_workflow("minting", workflow)
     async with service.running_context():
         started = await service.start_run("minting", StartEvent())
-        minted: list[str] = []
 
         async def streamed() -> bool:
-            logged = await store.read_events(started.run_id or "")
-            minted.extend(m for m in map(_progress_msg, logged) if m is not None)
-            return bool(minted)
+            return bool(await _progress_written(store, started))
 
         await eventually(streamed, "the minted id written")
-        (row,) = await store.query(HandlerQuery(handler_id_in=[started.handler_id]))
+        (minted,) = await _progress_written(store, started)
+        row = await _stored_row(store, started)
         # A resume from a row without it would mint another id: the first write keeps it.
         assert row.ctx is not None
         kept = json.loads(row.ctx["state"]["state_data"])
-        assert kept["value"]["request_id"] == minted[0]
+        assert kept["value"]["request_id"] == minted
         workflow.gate.set()
         assert (await service.wait_for(started.handler_id)).status == "completed"
