@@ -25,7 +25,7 @@ from llama_workflows_asgi.store import (
 )
 from llama_workflows_asgi.store import _progress as progress_
 from llama_workflows_asgi.store._create import _CREATE
-from llama_workflows_asgi.store._driver_sql import sqlite_timestamp
+from llama_workflows_asgi.store._driver_sql import EVENT_COLUMNS, sqlite_timestamp
 from llama_workflows_asgi.store._progress_sql import _EVENTS
 from llama_workflows_asgi.store._rows import event_values, handler_values
 from llama_workflows_asgi.store.schema import UtcDateTime, events_table, handlers_table
@@ -143,6 +143,31 @@ async def test_a_long_write_sent_again_adds_nothing(store: SqlAlchemyWorkflowSto
         assert await progress_.save_progress(conn, [[item], [item]]) == [set(), set()]
     stored = await store.read_events("run-h", limit=2 * LONG)
     assert [e.sequence for e in stored] == list(range(LONG))
+
+
+@pytest.mark.parametrize("count", [1, 127, 128, 1001])
+async def test_events_go_in_one_statement_per_block_never_one_per_row(
+    store: SqlAlchemyWorkflowStore, count: int
+) -> None:
+    mine = handler("h", owner_id="me")
+    await store.create_handler(mine)
+    inserts: list[tuple[int, bool]] = []  # (parameters bound, executemany)
+
+    def seen(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
+        if sql.startswith("INSERT INTO workflow_events"):
+            inserts.append((len(params), many))
+
+    event.listen(store.write_engine.sync_engine, "before_cursor_execute", seen)
+    item = progress(mine, events=[stored_event(n) for n in range(count)])
+    assert await store.save_progress([item]) == set()
+    # 1,001 rows: 7 blocks of 128, then 64, 32, 8 and 1; each block a power of two.
+    blocks = [bound // len(EVENT_COLUMNS) for bound, _ in inserts]
+    assert sum(blocks) == count
+    assert not any(many for _, many in inserts)
+    assert all(size & (size - 1) == 0 and size <= 128 for size in blocks)
+    assert len(blocks) == count // 128 + (count % 128).bit_count()
+    stored = await store.read_events("run-h", limit=2 * count)
+    assert [e.sequence for e in stored] == list(range(count))
 
 
 async def test_a_host_engine_with_named_parameters_goes_through_sqlalchemy(tmp_path: Path) -> None:
