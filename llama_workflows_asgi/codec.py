@@ -17,7 +17,7 @@ from workflows.events import Event, InternalDispatchEvent, StopEvent
 from ._decoding import FRAMEWORK_EVENTS, EventRegistry, qualified_name
 from ._error_text import describe_validation_error, readable_error
 from ._event_values import FAST_TEXTS, FAST_VALUES
-from ._json import dumps, load_object
+from ._json import dumps, load_object, one_line
 from .errors import BadEventError
 
 __all__ = [  # decoding and error text are defined in ._decoding and ._error_text
@@ -117,8 +117,8 @@ def _encoded_class(cls: type[Event]) -> tuple[str, bool, bool]:
 def encode(event: Event) -> EncodedEvent:
     """The stored and streamed form of ``event``; raises :class:`SerializationError`.
 
-    The payload is ``dumps(envelope(event))``, with the part that depends only
-    on the class encoded once per class: an event is encoded once per step
+    The payload is the JSON of ``envelope(event)``, with the part that depends
+    only on the class encoded once per class: an event is encoded once per step
     transition, so this runs many times per run.
     """
     cls = type(event)
@@ -126,8 +126,24 @@ def encode(event: Event) -> EncodedEvent:
     fast = FAST_TEXTS.get(cls)
     text = None if fast is None else fast(event)
     if text is None:
-        text = dumps(_value(event))
+        text = _value_text(event)
     return EncodedEvent('{"value":' + text + tail, cls.__name__, internal, terminal)
+
+
+def _value_text(event: Event) -> str:
+    """The JSON text of ``_value(event)``, written by pydantic in one pass.
+
+    The same value as ``dumps(_value(event))`` (pydantic's JSON mode either
+    way), in a third to half of the time: no Python dict and no encoder in
+    between. Only the spelling of a few numbers differs (``1e-7``, where
+    Python writes ``1e-07``). What pydantic's writer refuses (a lone
+    surrogate, a value it cannot serialize) goes the long way, which keeps
+    whatever that way did with it, errors included.
+    """
+    try:
+        return one_line(event.model_dump_json())
+    except Exception:
+        return dumps(_value(event))
 
 
 def without_qualified_name(payload: str) -> str:

@@ -1,10 +1,12 @@
-"""``codec.EventRegistry``, property-based: every accepted shape decodes to an equal event.
+"""``codec``, property-based: every accepted shape decodes to an equal event, and every
+event is stored as the JSON of its envelope.
 
 Events of declared types, with fields of several kinds, are generated, encoded in
 every shape the framework and the reference server accept (the wire envelope,
 ``type`` or ``qualified_name`` alone, the legacy ``data``, the engine's
 ``JsonSerializer`` format, bare fields for start events; each as an object and as a
-JSON string) and decoded back.
+JSON string) and decoded back. Events of any value are encoded and compared with
+their envelope.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from pydantic import BaseModel
 from workflows.context.serializers import JsonSerializer
 from workflows.events import Event, HumanResponseEvent, StartEvent, StopEvent
 
-from llama_workflows_asgi.codec import EventRegistry, envelope, qualified_name
+from llama_workflows_asgi.codec import (
+    EventRegistry,
+    SerializationError,
+    dumps,
+    encode,
+    envelope,
+    qualified_name,
+)
 from llama_workflows_asgi.errors import BadEventError
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True, database=None)
@@ -205,3 +214,48 @@ def test_the_serializer_format_of_an_undeclared_class_is_refused_without_import(
     payload = {"__is_pydantic": True, "value": {}, "qualified_name": "os.system"}
     with pytest.raises(BadEventError, match="not declared"):
         REGISTRY.decode(payload)
+
+
+class Anything(Event):
+    value: Any = None
+
+
+# Any JSON-like value, floats and text unrestricted (NaN, infinities, lone surrogates).
+any_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@SETTINGS
+@given(event=st.one_of(sent_events, orders, plain_starts, st.builds(Anything, value=any_values)))
+def test_the_stored_payload_is_the_envelope_as_json(event: Event) -> None:
+    try:
+        expected = dumps(envelope(event))
+    except SerializationError:
+        with pytest.raises(SerializationError):
+            encode(event)
+        return
+    payload = encode(event).payload
+    assert json.loads(payload) == json.loads(expected)
+    assert not {"\n", "\u2028", "\u2029"} & set(payload)  # one line, as every stored payload
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("\ud800", '"\ud800"'),  # pydantic's writer refuses it; the long way keeps it as is
+        ("a\u2028b", '"a\\u2028b"'),  # one line, as every stored payload
+        ("é", '"é"'),
+        (1e-7, "1e-7"),  # the same number; Python would write 1e-07
+        (float("nan"), "null"),
+    ],
+)
+def test_values_pydantic_writes_and_those_it_refuses(value: Any, text: str) -> None:
+    assert encode(Anything(value=value)).payload.startswith('{"value":{"value":' + text + "}")
+
+
+def test_an_event_no_writer_can_serialize_raises_the_codecs_error() -> None:
+    with pytest.raises(SerializationError, match="cannot be serialized"):
+        encode(Anything(value=object()))
