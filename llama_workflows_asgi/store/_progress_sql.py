@@ -54,7 +54,7 @@ assert _order == EVENT_COLUMNS, _order
 # are 7 x 128 + 64 + 32 + 8 + 1). One statement per block, where an executemany
 # would be one step per row: a quarter less of SQLite's own CPU, and the driver
 # lets go of the GIL once per statement, not once per row (each time the event
-# loop's thread holds it, taking it back waits up to the switch interval). Nine
+# loop's thread holds it, taking it back waits up to the switch interval). Eight
 # texts in all, so each is prepared once (the driver's statement cache).
 _LONGEST = 128
 _SQLITE_EVENT_BLOCKS = {

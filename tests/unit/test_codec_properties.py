@@ -29,6 +29,7 @@ from llama_workflows_asgi.codec import (
     encode,
     envelope,
     qualified_name,
+    readable_error,
 )
 from llama_workflows_asgi.errors import BadEventError
 
@@ -220,6 +221,21 @@ class Anything(Event):
     value: Any = None
 
 
+def nested(depth: int) -> list[Any]:
+    """A list ``depth`` lists deep."""
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def cycle() -> list[Any]:
+    """A list that holds itself."""
+    value: list[Any] = []
+    value.append(value)
+    return value
+
+
 # Any JSON-like value, floats and text unrestricted (NaN, infinities, lone surrogates).
 any_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
@@ -256,6 +272,13 @@ def test_values_pydantic_writes_and_those_it_refuses(value: Any, text: str) -> N
     assert encode(Anything(value=value)).payload.startswith('{"value":{"value":' + text + "}")
 
 
-def test_an_event_no_writer_can_serialize_raises_the_codecs_error() -> None:
-    with pytest.raises(SerializationError, match="cannot be serialized"):
-        encode(Anything(value=object()))
+@pytest.mark.parametrize("value", [object(), nested(300), cycle()])
+def test_an_event_no_writer_can_serialize_fails_in_the_long_ways_words(value: Any) -> None:
+    with pytest.raises(SerializationError) as refused:
+        encode(Anything(value=value))
+    with pytest.raises(SerializationError) as long_way:
+        envelope(Anything(value=value))
+    assert str(refused.value) == str(long_way.value)
+    # Not chained to pydantic's writer's own error, whose text would join the run's.
+    assert readable_error(refused.value.__cause__) == readable_error(long_way.value.__cause__)
+    assert "Error serializing to JSON" not in readable_error(refused.value.__cause__)
