@@ -1,6 +1,7 @@
 """Throughput of this package (memory, SQLite, PostgreSQL) against a hand-written endpoint.
 
     python -m benchmarks.run [--duration 10] [--clients 16] [--targets ...] [--workloads ...]
+                             [--rounds 1]
 
 Each (server, workload) pair gets a fresh uvicorn process on loopback and a
 fresh database; a closed loop of ``--clients`` concurrent HTTP clients calls
@@ -11,6 +12,13 @@ endpoint awaiting ``workflow.run()`` with no durability (it has no stream
 route). Prints a table, every target's ratio to the anchor and the targets,
 and writes ``benchmarks/results/latest.json``. A pair that completed no request
 inside its window is reported as such, never as a figure.
+
+With ``--rounds N`` every pair is measured N times, round after round, the
+targets in reverse order every other round (so a machine's drift weighs on
+all alike). A ratio is taken within its round, against that round's anchor,
+and reported as the median of the rounds with every round's value beside it:
+on a shared machine throughput moves between minutes far more than the
+ratios do.
 """
 
 from __future__ import annotations
@@ -61,6 +69,7 @@ class Result:
     # throughput, it barely moves when other work shares the machine.
     cpu_ms_per_run: float = 0.0
     completed: int = 0
+    round: int = 0
 
 
 class Server:
@@ -278,6 +287,23 @@ def verdict(measured: float | None, floor: float | None) -> str:
     return f"(target >= {floor}x)  " + ("ok" if measured >= floor else "BELOW TARGET")
 
 
+def across_rounds(rounds: list[list[Result]]) -> list[tuple[str, list[float | None], float | None]]:
+    """Each comparison of :func:`ratios`: its value in every round, and its floor."""
+    values: dict[str, list[float | None]] = {}
+    floors: dict[str, float | None] = {}
+    for results in rounds:
+        for name, measured, floor in ratios(results):
+            values.setdefault(name, []).append(measured)
+            floors[name] = floor
+    return [(name, values[name], floors[name]) for name in values]
+
+
+def median_of(values: list[float | None]) -> float | None:
+    """The median of the measured values, ``None`` if no round measured one."""
+    measured = [v for v in values if v is not None]
+    return statistics.median(measured) if measured else None
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -286,6 +312,13 @@ async def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--stream-runs", type=int, default=20)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every pair this many times, alternating the targets' order; "
+        "ratios are taken per round and reported as their median",
+    )
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument(
@@ -294,31 +327,45 @@ async def main() -> None:
     args = parser.parse_args()
     targets, workloads = args.targets.split(","), args.workloads.split(",")
 
-    results: list[Result] = []
+    rounds: list[list[Result]] = []
     with (
         tempfile.TemporaryDirectory() as scratch,
         durable_postgres(enabled="postgres" in targets) as pg,
     ):
-        for target in targets:
-            for workload in workloads:
-                database = (
-                    pg.create_database()
-                    if target == "postgres"
-                    else f"{scratch}/{target}-{workload}.db"
-                )
-                if target == ANCHOR and workload == "stream":
-                    continue  # the hand-written endpoint has no event stream
-                results.append(await measure(target, workload, args, database))
-                print_table(results[-1:])
+        for number in range(args.rounds):
+            results: list[Result] = []
+            for target in targets if number % 2 == 0 else targets[::-1]:
+                for workload in workloads:
+                    if target == ANCHOR and workload == "stream":
+                        continue  # the hand-written endpoint has no event stream
+                    database = (
+                        pg.create_database()
+                        if target == "postgres"
+                        else f"{scratch}/{target}-{workload}-{number}.db"
+                    )
+                    result = await measure(target, workload, args, database)
+                    result.round = number
+                    results.append(result)
+                    print_table(results[-1:])
+            rounds.append(results)
+    results = [result for results in rounds for result in results]
     print()
     print_table(results)
     print()
-    for name, value, floor in ratios(results):
+    for name, values, floor in across_rounds(rounds):
+        value = median_of(values)
         shown = "     -" if value is None else f"{value:6.2f}x"
-        print(f"{name:<32} {shown}  {verdict(value, floor)}")
-    for stream in (r for r in results if r.target != "reference" and r.workload == "stream"):
-        rate = f"{stream.events_per_s:,.0f} events/s" if stream.events_per_s else "not measured"
-        print(f"{'one SSE client, ' + stream.target:<32} {rate}  (target >= 20,000)")
+        each = ""
+        if len(values) > 1:  # the median's rounds, in order
+            each = "  rounds: " + ", ".join("-" if v is None else f"{v:.2f}" for v in values)
+        print(f"{name:<32} {shown}  {verdict(value, floor)}{each}")
+    for target in dict.fromkeys(r.target for r in results if r.workload == "stream"):
+        if target == "reference":
+            continue
+        rates = [r.events_per_s for r in results if r.target == target and r.workload == "stream"]
+        rate = median_of([r or None for r in rates])
+        shown = f"{rate:,.0f} events/s" if rate else "not measured"
+        print(f"{'one SSE client, ' + target:<32} {shown}  (target >= 20,000)")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
     machine = {
