@@ -362,8 +362,8 @@ async def main() -> None:
     for target in dict.fromkeys(r.target for r in results if r.workload == "stream"):
         if target == "reference":
             continue
-        rates = [r.events_per_s for r in results if r.target == target and r.workload == "stream"]
-        rate = median_of([r or None for r in rates])
+        streams = (r for r in results if r.target == target and r.workload == "stream")
+        rate = median_of([r.events_per_s or None for r in streams])  # 0: none completed
         shown = f"{rate:,.0f} events/s" if rate else "not measured"
         print(f"{'one SSE client, ' + target:<32} {shown}  (target >= 20,000)")
     out = ROOT / "benchmarks" / "results"

@@ -32,6 +32,7 @@ from llama_workflows_asgi.codec import (
     readable_error,
 )
 from llama_workflows_asgi.errors import BadEventError
+from tests.support.workflows import nested_list
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True, database=None)
 
@@ -221,14 +222,6 @@ class Anything(Event):
     value: Any = None
 
 
-def nested(depth: int) -> list[Any]:
-    """A list ``depth`` lists deep."""
-    value: list[Any] = []
-    for _ in range(depth):
-        value = [value]
-    return value
-
-
 def cycle() -> list[Any]:
     """A list that holds itself."""
     value: list[Any] = []
@@ -272,7 +265,7 @@ def test_values_pydantic_writes_and_those_it_refuses(value: Any, text: str) -> N
     assert encode(Anything(value=value)).payload.startswith('{"value":{"value":' + text + "}")
 
 
-@pytest.mark.parametrize("value", [object(), nested(300), cycle()])
+@pytest.mark.parametrize("value", [object(), nested_list(300), cycle()])
 def test_an_event_no_writer_can_serialize_fails_in_the_long_ways_words(value: Any) -> None:
     with pytest.raises(SerializationError) as refused:
         encode(Anything(value=value))
