@@ -38,6 +38,8 @@ class Canceller:
             return "cancelled"
         if not await self._store.delete(HandlerQuery(handler_id_in=[row.handler_id])):
             raise HandlerNotFoundError(row.handler_id)
+        if row.run_id is not None:
+            self._live.ended.forget(row.run_id)  # no stream is fed a deleted log from memory
         return "deleted"
 
     async def _cancel_running(self, row: PersistentHandler) -> None:

@@ -26,6 +26,7 @@ from ..errors import ConflictError
 from ..registry import RegisteredWorkflow
 from ..store.base import AbstractWorkflowStore, PersistentHandler
 from .config import ServiceConfig
+from .ended_logs import EndedLogs
 from .live import LiveRun
 from .ownership import Owner
 from .runtime import DurableRuntime
@@ -55,6 +56,8 @@ class LiveRuns:
         """Set when a run leaves while ``max_live_runs`` bounds this process."""
         self.releases_idle = False  # idle runs are released only while the service runs
         self.writer = ProgressWriter(store, owner.id, delay=config.checkpoint_delay, runs=self)
+        self.ended = EndedLogs()
+        """The written events of the runs that ended here last (for streams opened late)."""
 
     def __contains__(self, handler_id: object) -> bool:
         return handler_id in self.by_handler
@@ -166,9 +169,11 @@ class LiveRuns:
         self.unregister(live)
 
     def retire(self, live: LiveRun) -> None:
-        """Forget a run whose end (or release) is written."""
+        """Forget a run whose end (or release) is written; an ended run's tail is kept."""
         live.abort()
         self.unregister(live)
+        if live.final is not None:
+            self.ended.keep(live.run_id, live.final.status, live.tail)
 
     def clear(self) -> None:
         """Cancel the background tasks and forget every run (the service has stopped)."""

@@ -21,6 +21,7 @@ from datetime import datetime
 from .. import codec
 from ..store import state
 from ..store.base import PersistentHandler, RunProgress, StoredEvent, utcnow
+from .ended_logs import written_after
 from .outcome import Outcome
 
 
@@ -76,10 +77,11 @@ class RunJournal:
         self._failed_here = False
         self._ctx_broken = False
         self.durable_sequence = next_sequence - 1
-        # The written events streams read from memory: the latest write whole
-        # and at most ``tail_size`` before it (see ``_publish``).
+        # The written events streams read from memory: the latest two writes
+        # whole and at most ``tail_size`` before them (see ``_publish``).
         self.tail: deque[StoredEvent] = deque()
         self._tail_size = tail_size
+        self._previous_write = 0
         self._changed = asyncio.Event()
         self.finished = asyncio.Event()
 
@@ -189,25 +191,23 @@ class RunJournal:
         self._notify()
 
     def _publish(self, events: list[StoredEvent]) -> None:
-        """Keep the written ``events`` in the tail, after at most ``tail_size`` earlier ones.
+        """Keep the written ``events`` in the tail, after the previous write and ``tail_size`` more.
 
-        However long, the latest write stays whole until the next one: its
-        streams read it from here instead of reading back from the store the
-        rows just written (they were held in memory until now anyway).
+        However long, the latest two writes stay whole: their streams read
+        them from here instead of reading back from the store the rows just
+        written (they were held in memory until now anyway), including a
+        stream woken by the previous write that reads only after this one, and
+        a stream that opens once a run's last event came in a write of its own.
         """
         tail = self.tail
         tail.extend(events)
-        for _ in range(len(tail) - self._tail_size - len(events)):
+        for _ in range(len(tail) - self._tail_size - len(events) - self._previous_write):
             tail.popleft()
+        self._previous_write = len(events)
 
     def events_after(self, cursor: int) -> list[StoredEvent] | None:
         """The written events after ``cursor`` if the tail still holds them all, else ``None``."""
-        tail = self.tail
-        if cursor >= self.durable_sequence:
-            return []
-        if not tail or tail[0].sequence > cursor + 1:
-            return None
-        return [event for event in tail if event.sequence > cursor]
+        return written_after(self.tail, self.durable_sequence, cursor)
 
     def _finished_row(self, progress: RunProgress) -> PersistentHandler:
         """The handler row as the terminal write left it."""

@@ -1,13 +1,14 @@
 """Reading a run's event log: where a stream starts, and what it is fed next.
 
 Events of a run live here come from its in-memory tail (only what is already
-written is shown); events of any other run (executing elsewhere, or released
-while it waits) come from the process's shared tail (``tail``), which reads
-the store once per ``stream_poll_interval`` for all such streams, and at once
-when a wakeup names the run. A stream follows its run as it moves: from the
-shared tail to the live run when it starts executing here, and back. A
-graceful stop ends every stream; its client reconnects from its last event
-elsewhere.
+written is shown), and so do those of a run that ended here a moment ago while
+its tail is kept (``ended_logs``); events of any other run (executing
+elsewhere, or released while it waits) come from the process's shared tail
+(``tail``), which reads the store once per ``stream_poll_interval`` for all
+such streams, and at once when a wakeup names the run. A stream follows its
+run as it moves: from the shared tail to the live run when it starts executing
+here, and back. A graceful stop ends every stream; its client reconnects from
+its last event elsewhere.
 """
 
 from __future__ import annotations
@@ -41,6 +42,26 @@ class EventReader:
         self._stop = stop
         self._tail = tail
 
+    def row_of_live(
+        self, handler_id: str, principal_in: list[str | None] | None
+    ) -> PersistentHandler | None:
+        """The row of ``handler_id`` if its run executes here and one of ``principal_in`` owns it.
+
+        What a stream opens from (its run id, its caller) without a store read:
+        while this process executes a run, neither changes here. A change made
+        elsewhere (a cancel or a purge by another process) reaches this process
+        through the store's wakeups or its next ownership round, which stop the
+        run; until then its streams follow the run executing here, as the
+        streams opened a moment earlier do. ``None`` otherwise (the store
+        answers, a missing handler and another caller's alike).
+        """
+        live = self._live.get(handler_id)
+        if live is None or self._live.attached(handler_id, live.run_id) is None:
+            return None
+        if principal_in is not None and live.row.principal not in principal_in:
+            return None
+        return live.row
+
     async def open(
         self,
         row: PersistentHandler,
@@ -70,8 +91,10 @@ class EventReader:
         live = self._live.of_run(handler_id, run_id)
         if live is not None:
             events = live.events_after(cursor)  # [] when nothing was written after it yet
-            if events is not None:
-                return events
+        else:
+            events = self._live.ended.events_after(run_id, cursor)
+        if events is not None:
+            return events
         return await self._store.read_events(run_id, after_sequence=cursor)
 
     async def _next_live(
@@ -91,8 +114,8 @@ class EventReader:
 
 class _Feed:
     """What one stream reads next: its run's in-memory tail while it is live here,
-    else a watch on the shared tail (taken when first needed, dropped when the
-    run becomes live here or the stream ends).
+    then its kept tail once it ended here, else a watch on the shared tail (taken
+    when first needed, dropped when the run becomes live here or the stream ends).
     """
 
     def __init__(self, reader: EventReader, handler_id: str) -> None:
@@ -108,6 +131,10 @@ class _Feed:
         if live is not None:
             self.close()
             return await reader._next_live(live, self._handler_id, run_id, cursor, timeout)
+        ended = reader._live.ended.events_after(run_id, cursor)
+        if ended is not None:  # it ended here a moment ago: the rest of its log is in hand
+            self.close()
+            return ended
         if self._watch is None or self._watch.position != cursor:
             self.close()
             self._watch = reader._tail.watch(self._handler_id, run_id, cursor)

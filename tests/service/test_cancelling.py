@@ -54,3 +54,12 @@ async def test_purging_a_running_handler_cancels_then_deletes_it(
     assert run.handler_id not in memory_service._live
     with pytest.raises(HandlerNotFoundError):
         await memory_service.get(run.handler_id)
+
+
+async def test_a_purged_handler_leaves_no_log_in_memory(memory_service: WorkflowService) -> None:
+    done = await memory_service.run("greet")
+    assert done.run_id is not None
+    ended = memory_service._live.ended
+    assert ended.events_after(done.run_id, -1) is not None  # kept for a stream opening late
+    assert await memory_service._canceller.cancel(done, purge=True) == "deleted"
+    assert ended.events_after(done.run_id, -1) is None

@@ -72,18 +72,23 @@ def _write(live: LiveRun, count: int) -> RunProgress:
     return written
 
 
-def test_a_write_longer_than_the_tail_stays_whole_for_its_streams() -> None:
+def test_the_latest_two_writes_stay_whole_for_their_streams() -> None:
     live = new_run([])
     live._tail_size = 2
     _write(live, 3)  # sequences 5..7
     assert [e.sequence for e in live.tail] == [5, 6, 7]
     assert [e.sequence for e in live.events_after(4) or []] == [5, 6, 7]
-    _write(live, 1)  # 8: the tail keeps it and at most two before it
-    assert [e.sequence for e in live.tail] == [6, 7, 8]
-    assert [e.sequence for e in live.events_after(5) or []] == [6, 7, 8]
-    assert [e.sequence for e in live.events_after(7) or []] == [8]
-    assert live.events_after(8) == []  # nothing written after the cursor yet
+    _write(live, 4)  # 8..11: this write and the previous one, whole
+    assert [e.sequence for e in live.tail] == [5, 6, 7, 8, 9, 10, 11]
+    _write(live, 1)  # 12: it, the previous write (8..11), and at most two before them
+    assert [e.sequence for e in live.tail] == [6, 7, 8, 9, 10, 11, 12]
+    assert [e.sequence for e in live.events_after(5) or []] == [6, 7, 8, 9, 10, 11, 12]
     assert live.events_after(4) is None  # 5 left the tail: the store has it
+    _write(live, 1)  # 13: it, 12, and two before them
+    assert [e.sequence for e in live.tail] == [10, 11, 12, 13]
+    assert [e.sequence for e in live.events_after(11) or []] == [12, 13]
+    assert live.events_after(13) == []  # nothing written after the cursor yet
+    assert live.events_after(8) is None
 
 
 class Middle(Event):

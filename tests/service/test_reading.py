@@ -8,11 +8,14 @@ import pytest
 from workflows import Context, Workflow, step
 from workflows.events import StartEvent, StopEvent
 
-from llama_workflows_asgi import WorkflowService
+from llama_workflows_asgi import MemoryWorkflowStore, WorkflowService
 from llama_workflows_asgi.errors import HandlerNotFoundError
 from llama_workflows_asgi.service.reading import read_handler
+from llama_workflows_asgi.store import HandlerQuery, PersistentHandler
+from tests.service.conftest import FAST
 from tests.support.factories import handler
-from tests.support.workflows import ProgressEvent
+from tests.support.log_reads import count_log_reads
+from tests.support.workflows import ProgressEvent, SlowWorkflow
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -71,14 +74,7 @@ async def test_a_write_longer_than_the_tail_streams_from_memory_exactly_once(
     workflow = _GatedBurst(timeout=None)
     workflow.gate = asyncio.Event()
     memory_service.add_workflow("burst", workflow)
-    reads: list[int] = []
-    read_events = memory_service.store.read_events
-
-    async def counted(run_id: str, **options: int) -> list[object]:
-        reads.append(options.get("after_sequence", -1))
-        return await read_events(run_id, **options)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(memory_service.store, "read_events", counted)
+    reads = count_log_reads(memory_service.store, monkeypatch)
     started = await memory_service.start_run("burst")
     stream = await memory_service.open_stream(started.handler_id, after=-1)
     assert stream is not None
@@ -86,6 +82,33 @@ async def test_a_write_longer_than_the_tail_streams_from_memory_exactly_once(
     sequences = [e.sequence for batch in [b async for b in stream] for e in batch]
     assert reads == []  # the written events came from the run's tail, none read back
     assert started.run_id is not None
-    logged = await read_events(started.run_id, after_sequence=-1)
+    logged = await memory_service.store.read_events(started.run_id, after_sequence=-1)
     assert sequences == [e.sequence for e in logged if e.terminal or not e.internal]
     assert len(sequences) == 601  # the 600 and the stop event, each once
+
+
+async def test_a_stream_of_a_run_live_here_opens_without_a_store_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    service = WorkflowService(MemoryWorkflowStore(), config=FAST, scoped=True)
+    service.add_workflow("slow", SlowWorkflow(timeout=None))
+    async with service.running_context():
+        started = await service.start_run("slow", principal="alice")
+        queries: list[HandlerQuery] = []
+        query = service.store.query
+
+        async def counted(asked: HandlerQuery) -> list[PersistentHandler]:
+            queries.append(asked)
+            return await query(asked)
+
+        monkeypatch.setattr(service.store, "query", counted)
+        stream = await service.open_stream(started.handler_id, principal="alice", after=-1)
+        assert stream is not None
+        assert stream.run_id == started.run_id
+        assert queries == []  # the run executing here answered for its row
+        stream.close()
+        # Another caller is not answered from the live run: the store says "not found".
+        with pytest.raises(HandlerNotFoundError):
+            await service.open_stream(started.handler_id, principal="bob", after=-1)
+        assert [q.handler_id_in for q in queries] == [[started.handler_id]]
+        await service.cancel(started.handler_id, principal="alice")
