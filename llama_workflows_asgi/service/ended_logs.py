@@ -61,10 +61,10 @@ class EndedLogs:
 
         Nothing is kept unless its log is final (``FINAL_LOGS``) and fits the bounds alone.
         """
-        chars = sum(len(event.payload) for event in tail)
-        if status not in FINAL_LOGS or not tail:
+        if status not in FINAL_LOGS or not tail or len(tail) > self.keep_events:
             return
-        if len(tail) > self.keep_events or chars > self.keep_chars:
+        chars = sum(len(event.payload) for event in tail)
+        if chars > self.keep_chars:
             return
         self.forget(run_id)
         self._tails[run_id] = (tuple(tail), chars)

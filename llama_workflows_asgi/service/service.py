@@ -214,10 +214,9 @@ class WorkflowService(ServiceControl):
         the HTTP edge's (``sse_heartbeat_interval``), not the stream's.
         """
         self._stop.refuse_if_stopping()
-        scope = self._scope(principal)
-        row = self._reader.row_of_live(handler_id, scope) or await self.get(
-            handler_id, principal=principal
-        )
+        row = self._reader.row_of_live(handler_id, self._scope(principal))
+        if row is None:  # not executing here: the store answers
+            row = await self.get(handler_id, principal=principal)
         return await self._reader.open(row, after=after, include_internal=include_internal)
 
     # -- sending events, cancelling, retrying ------------------------------------------------
