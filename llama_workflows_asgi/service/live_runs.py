@@ -169,7 +169,10 @@ class LiveRuns:
         self.unregister(live)
 
     def retire(self, live: LiveRun) -> None:
-        """Forget a run whose end (or release) is written; an ended run's tail is kept."""
+        """Forget a run whose end (or release) is written.
+
+        A completed or cancelled run's tail stays for the streams that open late.
+        """
         live.abort()
         self.unregister(live)
         if live.final is not None:
