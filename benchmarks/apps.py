@@ -23,6 +23,7 @@ import os
 import tracemalloc
 from typing import Any
 
+from benchmarks.checkout import check_package
 from benchmarks.workloads import workflows
 
 
@@ -34,6 +35,7 @@ def create_app() -> Any:
         return _reference_app(os.environ["BENCH_DATABASE"])
     if target == "handwritten":
         return _handwritten_app()
+    check_package()  # here: the other targets must not import this package
     from llama_workflows_asgi import (
         MemoryWorkflowStore,
         ServiceConfig,

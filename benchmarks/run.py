@@ -38,11 +38,11 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.checkout import ROOT, Checkout
 from benchmarks.loadgen import Connection, Response
 from benchmarks.postgres import durable_postgres
 from tests.support.processes import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ["handwritten", "memory", "sqlite", "postgres", "reference"]
 ANCHOR = "handwritten"
 WORKLOADS = ["echo", "chain", "fanout", "stream"]
@@ -85,17 +85,14 @@ class Server:
         env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
-        env = {
-            **os.environ,
-            **(env or {}),
-            "BENCH_TARGET": target,
-            "BENCH_DATABASE": database,
-            # ``code``: another checkout's package shadows the installed one.
-            "PYTHONPATH": os.pathsep.join(filter(None, [code, str(ROOT)])),
-        }
+        # ``code``: another checkout's package shadows this one (see ``checkout``).
+        self._checkout = Checkout(code)
+        given = {**(env or {}), "BENCH_TARGET": target, "BENCH_DATABASE": database}
         command = [sys.executable, "-m", "uvicorn", "--factory", app]
         command += ["--port", str(self.port), "--log-level", "warning", "--no-access-log"]
-        self.process = subprocess.Popen(command, env=env, cwd=ROOT)
+        self.process = subprocess.Popen(
+            command, env=self._checkout.env(given), cwd=self._checkout.cwd
+        )
         self.url = f"http://127.0.0.1:{self.port}"
 
     async def ready(self) -> None:
@@ -123,6 +120,7 @@ class Server:
             self.process.wait(15)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        self._checkout.close()
 
 
 async def closed_loop(
@@ -171,26 +169,26 @@ async def stream_events(url: str, runs: int, count: int = 1000) -> Result:
     rates: list[float] = []
     async with httpx.AsyncClient(base_url=url, timeout=120) as http:
         for i in range(runs + 2):
-            started = time.perf_counter()
-            handler = (
-                await http.post(
-                    "/workflows/stream/run-nowait", json={"start_event": {"count": count}}
-                )
-            ).json()
-            frames = 0
-            params = {"after_sequence": "-1"}
-            async with http.stream(
-                "GET", f"/events/{handler['handler_id']}", params=params
-            ) as response:
-                async for chunk in response.aiter_bytes():
-                    frames += chunk.count(b"\ndata: ")
-            elapsed = time.perf_counter() - started
+            rate, complete = await stream_once(http, count)
             if i >= 2:  # the first two warm up
-                rates.append((count + 1) / elapsed)
-                result.errors += frames != count + 1
+                rates.append(rate)
+                result.errors += not complete
             result.runs += 1
     result.events_per_s = statistics.median(rates) if rates else 0.0
     return result
+
+
+async def stream_once(http: httpx.AsyncClient, count: int = 1000) -> tuple[float, bool]:
+    """One run of ``count`` events read live by one SSE client: events/s, and whether all came."""
+    started = time.perf_counter()
+    body = {"start_event": {"count": count}}
+    handler = (await http.post("/workflows/stream/run-nowait", json=body)).json()
+    frames = 0
+    params = {"after_sequence": "-1"}
+    async with http.stream("GET", f"/events/{handler['handler_id']}", params=params) as response:
+        async for chunk in response.aiter_bytes():
+            frames += chunk.count(b"\ndata: ")
+    return (count + 1) / (time.perf_counter() - started), frames == count + 1
 
 
 async def measure(target: str, workload: str, args: argparse.Namespace, database: str) -> Result:
@@ -212,7 +210,8 @@ async def measure(target: str, workload: str, args: argparse.Namespace, database
     return result
 
 
-_COLUMNS = (("server", 12), ("workload", 8), ("runs/s", 9), ("p50 ms", 8), ("p99 ms", 8))
+_COLUMNS: tuple[tuple[str, int], ...] = (("server", 12), ("workload", 8), ("runs/s", 9))
+_COLUMNS += (("p50 ms", 8), ("p99 ms", 8))
 _COLUMNS += (("events/s", 10), ("peak MB", 8), ("errors", 6), ("cpu ms/run", 10))
 
 

@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.checkout import Checkout, check_package
+
 CONFIGS = ["baseline", "api", "sampled", "all"]
 
 
@@ -78,6 +77,7 @@ async def _hooks(runs: int) -> float:
 
 
 def _child(config: str, runs: int, hooks: bool) -> None:
+    check_package()
     if config in ("sampled", "all"):
         from benchmarks.apps import _configure_otel
 
@@ -87,11 +87,14 @@ def _child(config: str, runs: int, hooks: bool) -> None:
 
 
 def _run(config: str, runs: int, code: str | None, hooks: bool) -> float:
-    paths = [code if config == "baseline" else None, str(ROOT)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    checkout = Checkout(code if config == "baseline" else None)
     command = [sys.executable, "-m", "benchmarks.telemetry", "--child", config, "--runs", str(runs)]
     command += ["--hooks"] if hooks else []
-    out = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    try:
+        env, cwd = checkout.env(), checkout.cwd
+        out = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, check=True)
+    finally:
+        checkout.close()
     return float(json.loads(out.stdout.strip().splitlines()[-1])["cpu_ms_per_run"])
 
 
