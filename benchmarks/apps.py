@@ -35,7 +35,9 @@ def create_app() -> Any:
         return _reference_app(os.environ["BENCH_DATABASE"])
     if target == "handwritten":
         return _handwritten_app()
-    check_package()  # here: the other targets must not import this package
+    # Checked here only: the hand-written and reference servers must not import
+    # this package (it would change their heap).
+    check_package()
     from llama_workflows_asgi import (
         MemoryWorkflowStore,
         ServiceConfig,

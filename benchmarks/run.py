@@ -90,14 +90,18 @@ class Server:
         given = {**(env or {}), "BENCH_TARGET": target, "BENCH_DATABASE": database}
         command = [sys.executable, "-m", "uvicorn", "--factory", app]
         command += ["--port", str(self.port), "--log-level", "warning", "--no-access-log"]
-        self.process = subprocess.Popen(
-            command, env=self._checkout.env(given), cwd=self._checkout.cwd
-        )
+        try:
+            self.process = subprocess.Popen(**self._checkout.popen(command, given))
+        except BaseException:
+            self._checkout.close()
+            raise
         self.url = f"http://127.0.0.1:{self.port}"
 
     async def ready(self) -> None:
         async with httpx.AsyncClient() as client:
             for _ in range(600):
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.process.returncode}")
                 try:
                     if (await client.get(self.url + "/health")).status_code == 200:
                         return

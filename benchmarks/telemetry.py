@@ -23,11 +23,10 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import time
 
-from benchmarks.checkout import Checkout, check_package
+from benchmarks.checkout import Checkout, check_package, run
 
 CONFIGS = ["baseline", "api", "sampled", "all"]
 
@@ -91,8 +90,7 @@ def _run(config: str, runs: int, code: str | None, hooks: bool) -> float:
     command = [sys.executable, "-m", "benchmarks.telemetry", "--child", config, "--runs", str(runs)]
     command += ["--hooks"] if hooks else []
     try:
-        env, cwd = checkout.env(), checkout.cwd
-        out = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, check=True)
+        out = run(command, checkout)
     finally:
         checkout.close()
     return float(json.loads(out.stdout.strip().splitlines()[-1])["cpu_ms_per_run"])
