@@ -92,6 +92,7 @@ async def compare(args: argparse.Namespace) -> tuple[_Side, _Side]:
 
 
 def report(args: argparse.Namespace, a: _Side, b: _Side) -> None:
+    """Print each side's medians and CPU, and B against A."""
     unit = "events/s" if args.workload == "stream" else "runs/s"
     per = "stream" if args.workload == "stream" else "run"
     print(f"{args.target} {args.workload}, {args.rounds} rounds")
