@@ -42,13 +42,14 @@ class Checkout:
             self._scratch = self.cwd = tempfile.mkdtemp(prefix="bench-checkout-")
             _link_package(package, self.root / "migrations", Path(self._scratch) / PACKAGE)
 
-    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        """The child's environment: ``benchmarks`` found here, the checkout checked on import."""
-        return {**os.environ, **(extra or {}), "PYTHONPATH": str(ROOT), _EXPECTED: str(self.root)}
-
     def popen(self, command: list[str], extra: dict[str, str] | None = None) -> dict[str, Any]:
-        """``subprocess`` keyword arguments running ``command`` as a child of this checkout."""
-        return {"args": command, "env": self.env(extra), "cwd": self.cwd}
+        """``subprocess`` keyword arguments running ``command`` as a child of this checkout.
+
+        Its environment has ``extra``, finds ``benchmarks`` in the benchmark's own checkout
+        and names the checkout :func:`check_package` expects.
+        """
+        env = {**os.environ, **(extra or {}), "PYTHONPATH": str(ROOT), _EXPECTED: str(self.root)}
+        return {"args": command, "env": env, "cwd": self.cwd}
 
     def close(self) -> None:
         """Remove the scratch directory (the other checkout is left as it is)."""
