@@ -28,7 +28,9 @@ class WorkflowServer:
 
     Keyword arguments besides ``middleware`` and ``title`` go to ``workflow_router``.
     No CORS middleware is installed: pass ``middleware=[...]`` to add your own.
-    The runs dashboard is served at ``/ui`` unless ``dashboard=False``.
+    The runs dashboard is served at ``/ui`` unless ``dashboard=False``. The
+    process's startup heap is frozen once the server has started, unless
+    ``freeze_heap=False`` (see ``workflow_router``): the server is the process.
     """
 
     def __init__(
@@ -38,10 +40,11 @@ class WorkflowServer:
         middleware: Sequence[Middleware] | None = None,
         title: str = "Workflow server",
         dashboard: bool = True,
+        freeze_heap: bool = True,
         **router_options: Any,
     ) -> None:
         self.router: WorkflowRouter = workflow_router(
-            workflow_store, dashboard=dashboard, **router_options
+            workflow_store, dashboard=dashboard, freeze_heap=freeze_heap, **router_options
         )
         self.app = FastAPI(title=title, middleware=middleware)
         self.app.include_router(self.router)
