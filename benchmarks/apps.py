@@ -57,7 +57,10 @@ def create_app() -> Any:
     if os.environ.get("BENCH_HEAP") == "1":
         tracemalloc.start()
         server.app.add_api_route("/__bench/heap", _heap)
-    return server.app
+    # As ``serve()`` and the ``serve`` command serve it (the startup heap
+    # frozen); an older checkout under ``--code`` may predate ``served_app``.
+    served = getattr(server, "served_app", None)
+    return server.app if served is None else served()
 
 
 async def _heap() -> dict[str, float]:

@@ -13,12 +13,12 @@ route). Prints a table, every target's ratio to the anchor and the targets,
 and writes ``benchmarks/results/latest.json``. A pair that completed no request
 inside its window is reported as such, never as a figure.
 
-With ``--rounds N`` every pair is measured N times, round after round, the
-targets in reverse order every other round (so a machine's drift weighs on
-all alike). A ratio is taken within its round, against that round's anchor,
-and reported as the median of the rounds with every round's value beside it:
-on a shared machine throughput moves between minutes far more than the
-ratios do.
+With ``--rounds N`` every pair is measured N times, round after round,
+workload by workload, the targets in reverse order every other round (so a
+machine's drift weighs on all alike). A ratio is taken within its round,
+against that round's anchor, and reported as the median of the rounds with
+every round's value beside it: on a shared machine throughput moves between
+minutes far more than the ratios do.
 """
 
 from __future__ import annotations
@@ -337,8 +337,10 @@ async def main() -> None:
     ):
         for number in range(args.rounds):
             results: list[Result] = []
-            for target in targets if number % 2 == 0 else targets[::-1]:
-                for workload in workloads:
+            # Workload by workload, so that a target and its anchor are measured
+            # seconds apart, not a whole round apart.
+            for workload in workloads:
+                for target in targets if number % 2 == 0 else targets[::-1]:
                     if target == ANCHOR and workload == "stream":
                         continue  # the hand-written endpoint has no event stream
                     database = (

@@ -7,9 +7,10 @@ while runs come and go; with this package's imports the walk is a sizeable share
 of a short run's CPU (``docs/benchmarks.md``, eighth round). ``gc.freeze()``
 moves every object alive at that moment to a permanent generation the collector
 no longer visits. Reference counting still frees them; a cycle among them that
-becomes garbage later is never collected (Python's documentation of
-``gc.freeze``), which is why it is done once, after startup, and only where the
-caller opts in (``WorkflowServer``, whose process it is, does by default).
+becomes garbage later is never collected, nor what it references (Python's
+documentation of ``gc.freeze``). So it is done once, after startup, and only
+where the process's owner asks: ``workflow_router(freeze_heap=True)``, or a
+``WorkflowServer`` this package serves (``serve()``, the ``serve`` command).
 """
 
 from __future__ import annotations

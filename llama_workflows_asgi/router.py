@@ -96,6 +96,8 @@ class WorkflowRouter(APIRouter):
             state.workflow_service = self.service
         service = self.service
         async with service.running_context():
+            # Before the first ownership round: the runs it adopts (and every
+            # later one) stay collectable.
             if self.freeze_heap:
                 freeze_startup_heap()
             # SIGINT/SIGTERM begin the graceful stop before the server waits
@@ -130,14 +132,16 @@ def workflow_router(
         sse_heartbeat_interval: Seconds of silence before an SSE stream sends a
             ``: heartbeat`` comment (``None`` disables heartbeats).
         dashboard: Also serve the runs dashboard page at ``/ui``.
-        freeze_heap: Once the lifespan has started (store open, runs resumed),
-            collect and then ``gc.freeze()`` every object alive, the first time
-            in the process: the garbage collector's full collections stop
-            walking the startup heap (modules, classes, caches), 13-15% of a
-            short run's CPU in ``docs/benchmarks.md``. Process-wide: a cycle
-            among those objects that becomes garbage later is never collected.
-            Off here, since the process is the host's; ``WorkflowServer`` turns
-            it on.
+        freeze_heap: Once the lifespan has started the service (store open,
+            background rounds started; interrupted runs are adopted just after,
+            so they are not frozen), collect and then ``gc.freeze()`` every
+            object alive, the first time in the process: the garbage
+            collector's full collections stop walking the startup heap
+            (modules, classes, caches; see ``docs/benchmarks.md``, eighth
+            round). Process-wide: a cycle among those objects that becomes
+            garbage later is never collected, nor what it references. Off
+            here, since the process is the host's; ``WorkflowServer`` turns it
+            on when this package serves it.
         router_kwargs: Passed to ``APIRouter`` (``prefix``, ``tags``, ``dependencies``...).
     """
     service = WorkflowService(store, config=config, scoped=principal is not None)

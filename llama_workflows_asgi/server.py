@@ -28,9 +28,13 @@ class WorkflowServer:
 
     Keyword arguments besides ``middleware`` and ``title`` go to ``workflow_router``.
     No CORS middleware is installed: pass ``middleware=[...]`` to add your own.
-    The runs dashboard is served at ``/ui`` unless ``dashboard=False``. The
-    process's startup heap is frozen once the server has started, unless
-    ``freeze_heap=False`` (see ``workflow_router``): the server is the process.
+    The runs dashboard is served at ``/ui`` unless ``dashboard=False``.
+
+    ``freeze_heap`` (see ``workflow_router``): ``None`` (the default) freezes the
+    process's startup heap when this package serves the app, from ``serve()``
+    or the ``serve`` command, where the server is the process; ``app`` on its
+    own (your uvicorn command, a test client, a mount) freezes only with
+    ``True``, and ``False`` never does.
     """
 
     def __init__(
@@ -40,14 +44,24 @@ class WorkflowServer:
         middleware: Sequence[Middleware] | None = None,
         title: str = "Workflow server",
         dashboard: bool = True,
-        freeze_heap: bool = True,
+        freeze_heap: bool | None = None,
         **router_options: Any,
     ) -> None:
+        self.freeze_heap = freeze_heap
+        """Whether the startup heap is frozen: always, never, or (``None``) when served."""
         self.router: WorkflowRouter = workflow_router(
-            workflow_store, dashboard=dashboard, freeze_heap=freeze_heap, **router_options
+            workflow_store, dashboard=dashboard, freeze_heap=freeze_heap is True, **router_options
         )
         self.app = FastAPI(title=title, middleware=middleware)
         self.app.include_router(self.router)
+
+    def served_app(self) -> FastAPI:
+        """``app`` as this package serves it: its heap frozen unless ``freeze_heap=False``.
+
+        ``serve()`` and the ``serve`` command serve this.
+        """
+        self.router.freeze_heap = self.freeze_heap is not False
+        return self.app
 
     @property
     def service(self) -> WorkflowService:
@@ -98,6 +112,6 @@ class WorkflowServer:
             **(uvicorn_config or {}),
             **uvicorn_options,
         }
-        config = uvicorn.Config(self.app, host=host, port=port, **settings)
+        config = uvicorn.Config(self.served_app(), host=host, port=port, **settings)
         with absorbed_stop_signals():
             await uvicorn.Server(config).serve()

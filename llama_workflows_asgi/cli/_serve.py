@@ -44,7 +44,7 @@ def load_target(target: str) -> Any:
 def build_app(target: Any, db: str | None) -> FastAPI:
     """The ASGI app for a loaded target; a dict of workflows gets a server on ``db``."""
     if isinstance(target, WorkflowServer):
-        return target.app
+        return target.served_app()
     if isinstance(target, FastAPI):
         return target
     if (
@@ -55,7 +55,7 @@ def build_app(target: Any, db: str | None) -> FastAPI:
         server = WorkflowServer(SqlAlchemyWorkflowStore(database_url(db)))
         for name, workflow in target.items():
             server.add_workflow(name, workflow)
-        return server.app
+        return server.served_app()
     raise UsageError(
         f"cannot serve a {type(target).__name__}: expected a WorkflowServer, "
         "a FastAPI app or a dict of workflows by name"

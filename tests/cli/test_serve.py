@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from llama_workflows_asgi import WorkflowRouter, WorkflowServer, workflow_router
 from llama_workflows_asgi.cli._common import UsageError
 from llama_workflows_asgi.cli._serve import TARGET_ENV_VAR, build_app, create_app, load_target
 from llama_workflows_asgi.store.migrate import URL_ENV_VAR
@@ -63,3 +64,27 @@ def test_a_bad_database_url_is_refused_before_anything_is_imported() -> None:
     assert (refused.returncode, "bad database URL" in refused.stderr) == (2, True)
     no_module = invoke("serve", "no_such_module:app")
     assert (no_module.returncode, "cannot import 'no_such_module'" in no_module.stderr) == (2, True)
+
+
+def test_serves_a_workflow_server_or_workflows_with_the_startup_heap_frozen(
+    tmp_path: Path,
+) -> None:
+    server = WorkflowServer()
+    assert server.router.freeze_heap is False  # its app alone does not freeze
+    assert build_app(server, None) is server.app
+    assert server.router.freeze_heap is True
+    refused = WorkflowServer(freeze_heap=False)
+    build_app(refused, None)
+    assert refused.router.freeze_heap is False
+    app = build_app(load_target("tests.support.cli_app:workflows"), f"sqlite:///{tmp_path}/f.db")
+    assert [router.freeze_heap for router in workflow_routers(app)] == [True]
+    host = FastAPI()
+    host.include_router(workflow_router())
+    assert build_app(host, None) is host  # a host's app is served as it is
+    assert [router.freeze_heap for router in workflow_routers(host)] == [False]
+
+
+def workflow_routers(app: FastAPI) -> list[WorkflowRouter]:
+    """The workflow routers ``app`` includes."""
+    included = (getattr(route, "original_router", None) for route in app.router.routes)
+    return [router for router in included if isinstance(router, WorkflowRouter)]
