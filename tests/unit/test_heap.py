@@ -150,3 +150,27 @@ def test_a_workflow_server_told_to_freezes_its_app_wherever_it_runs() -> None:
     seen = lifespans("[lambda: WorkflowServer(freeze_heap=True).app]")
     assert seen[0] == 0
     assert seen[1] > 1000
+
+
+def test_serve_freezes_the_process_it_serves_in() -> None:
+    seen = in_fresh_process(
+        """
+        import asyncio, gc, json, os, signal, time
+        from llama_workflows_asgi import WorkflowServer
+
+        async def main():
+            server = WorkflowServer()
+            serving = asyncio.create_task(server.serve("127.0.0.1", 0, log_level="warning"))
+            deadline = time.monotonic() + 60
+            while gc.get_freeze_count() == 0 and not serving.done():
+                assert time.monotonic() < deadline, "never frozen"
+                await asyncio.sleep(0.02)
+            frozen = gc.get_freeze_count()
+            os.kill(os.getpid(), signal.SIGINT)  # serve() stops gracefully and returns
+            await serving
+            return frozen
+
+        print(json.dumps(asyncio.run(main())))
+        """
+    )
+    assert seen > 1000

@@ -61,7 +61,7 @@ def test_add_workflow_passes_additional_events_and_version() -> None:
 
 
 async def test_get_workflows_and_serve_with_a_uvicorn_config() -> None:
-    server = WorkflowServer()
+    server = WorkflowServer(freeze_heap=False)  # this test process stays unfrozen (test_heap)
     workflows = make_workflows()
     server.add_workflow("greet", workflows["greet"])
     server.add_workflow("custom", workflows["custom"])
