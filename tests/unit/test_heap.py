@@ -52,7 +52,7 @@ def test_collects_then_freezes_what_is_alive_once_and_the_collector_still_works(
         print(json.dumps({
             "before": before, "first": first, "frozen": frozen, "kept_visible": kept_visible,
             "old_freed": old_ref() is None, "second": second,
-            "unchanged": gc.get_freeze_count() == frozen, "new_freed": new_ref() is None,
+            "unchanged": gc.get_freeze_count() <= frozen, "new_freed": new_ref() is None,
         }))
         """
     )
@@ -62,7 +62,7 @@ def test_collects_then_freezes_what_is_alive_once_and_the_collector_still_works(
     assert seen["old_freed"] is True  # collected first, not frozen as garbage
     assert seen["kept_visible"] is False  # the collector no longer visits what was alive
     assert seen["second"] is False  # once per process
-    assert seen["unchanged"] is True
+    assert seen["unchanged"] is True  # nothing more frozen (reference counting may free some)
     assert seen["new_freed"] is True  # garbage made after the freeze is still collected
 
 
