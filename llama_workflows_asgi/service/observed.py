@@ -101,10 +101,16 @@ class ObservedAdapter(BaseInternalRunAdapterDecorator):
         # for a replay nothing here does (checkpoints read the loop's state).
         self._observer.observe_tick(tick)
 
-    async def write_to_event_stream(self, event: Event) -> None:
+    def write_to_event_stream(self, event: Event) -> Coroutine[Any, Any, None]:
         # Streamed events go to the run's event log, not to the engine's
         # in-memory publish queue, which nobody reads and would only grow.
+        # Observed when the step writes the event, not when the engine's task
+        # for it runs: a checkpoint taken in between would hold the step's state
+        # edits from before the event without the event, and a crash right
+        # after its write would lose the event for good (the step, resumed
+        # from those edits, does not write it again).
         self._observer.observe_event(event)
+        return _written()
 
     def get_state_store(self, namespace: tuple[str, ...] = ()) -> StateStore[Any] | None:
         store = super().get_state_store(namespace)
@@ -209,6 +215,10 @@ class _Detached:
 
 
 _DETACHED = _Detached()
+
+
+async def _written() -> None:
+    """What the engine awaits (or runs as a task) for an event already observed."""
 
 
 def _unreported() -> None:

@@ -11,7 +11,7 @@ import pytest
 from workflows import Context, Workflow, step
 from workflows.context.serializers import JsonSerializer
 from workflows.context.state_store import DictState, InMemoryStateStore
-from workflows.events import StartEvent, StopEvent
+from workflows.events import Event, StartEvent, StopEvent
 
 from llama_workflows_asgi import _engine
 from llama_workflows_asgi.service.observed import ObservedStateStore, start_contained
@@ -174,3 +174,40 @@ async def test_an_interrupt_in_a_step_is_reported_not_raised_out_of_the_loop() -
             await asyncio.wait_for(handler, 5)
     finally:
         await runtime.destroy()
+
+
+class Mark(Event):
+    n: int
+
+
+async def test_an_event_is_observed_when_its_step_writes_it_not_when_the_engine_gets_to_it() -> (
+    None
+):
+    # A checkpoint may be taken whenever the step awaits: one taken right after the
+    # write holds the state edit before it, so it must find the event observed too.
+    recorder = Recorder()
+    seen_at_write: list[tuple[int, int]] = []
+
+    class EditsThenWrites(Workflow):
+        @step
+        async def go(self, ctx: Context, ev: StartEvent) -> StopEvent:
+            for n in range(3):
+                async with ctx.store.edit_state() as state:
+                    state["n"] = n
+                ctx.write_event_to_stream(Mark(n=n))
+                marks = [e.n for e in recorder.events if isinstance(e, Mark)]
+                seen_at_write.append((recorder.state_changes, len(marks)))
+                await asyncio.sleep(0)
+            return StopEvent(result="done")
+
+    workflow = EditsThenWrites(timeout=10)
+    runtime = DurableRuntime()
+    _engine.move_to_runtime(workflow, runtime)
+    await runtime.launch()
+    try:
+        runtime.observe("r-marks", recorder)
+        assert await workflow.run(run_id="r-marks", start_event=StartEvent()) == "done"
+    finally:
+        await runtime.destroy()
+    assert seen_at_write == [(1, 1), (2, 2), (3, 3)]
+    assert [e.n for e in recorder.events if isinstance(e, Mark)] == [0, 1, 2]
