@@ -8,7 +8,8 @@ roads, both typed end to end:
 - a :class:`Feed` pulls its payloads from a :class:`Source` at the moment a
   batch is formed: the service's dirty runs, so whatever they produced while
   the previous batch was being written joins the next one, coalesced per run
-  (and by time: the next pull waits as long as the last one's write took).
+  (and by time: the next pull waits as long as the last one's write took, or a
+  multiple of that, ``coalesce``).
 
 The task takes everything queued, runs it in queue order inside one
 transaction and commits once, so N concurrent writes cost one commit (one
@@ -84,12 +85,15 @@ class GroupCommit(Generic[Tx]):
         *,
         transact: Transact[Tx] | None = None,
         max_batch: int = _MAX_BATCH,
+        coalesce: float = 1.0,
     ) -> None:
         if transact is None:
             assert begin is not None, "a GroupCommit needs begin or transact"
             transact = in_transaction(begin)
         self._transact = transact
         self._max_batch = max_batch
+        self.coalesce = coalesce
+        """How many times as long as a feed's write took the feed waits before its next pull."""
         self._queue: deque[Queued[Tx]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

@@ -27,7 +27,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, NullPool
 from ._batch import Transact, in_transaction
 from ._pg_checkout import ping_when_idle
 from ._pg_writer import HeldConnectionWriter, can_hold
-from ._sqlite_writer import in_driver_thread
+from ._sqlite_writer import LOOP_COALESCE, in_loop
 
 _MIN_SQLITE = (3, 35, 0)
 
@@ -104,13 +104,24 @@ class Engines:
                 conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
 
+    @property
+    def writes_in_loop(self) -> bool:
+        """Whether the group commit's batches run in the loop's thread (see ``_sqlite_writer``)."""
+        return self.owned and self.dialect == "sqlite"
+
+    @property
+    def coalesce(self) -> float:
+        """The group commit's ``coalesce``: longer when its writes hold the loop."""
+        return LOOP_COALESCE if self.writes_in_loop else 1.0
+
     def writer(self) -> Transact[AsyncConnection]:
-        """How the group commit runs a batch, on the engines the store created: in
-        one hand-off to SQLite's driver thread (``_sqlite_writer``), on one kept
+        """How the group commit runs a batch, on the engines the store created: on
+        SQLite, in the event loop's thread while the file's write lock is free, else
+        in one hand-off to the driver's thread (``_sqlite_writer``); on one kept
         PostgreSQL connection (``_pg_writer``, asyncpg on a pool with one to spare);
         otherwise, and on a host's engine, in :meth:`transaction`."""
-        if self.owned and self.dialect == "sqlite":
-            return in_driver_thread(self.write, "BEGIN IMMEDIATE")
+        if self.writes_in_loop:
+            return in_loop(self.write, "BEGIN IMMEDIATE")
         if self.owned and self.hold_writes:
             held = HeldConnectionWriter(self.write)
             self._held.append(held)
@@ -147,8 +158,8 @@ def create_engines(url: URL, *, busy_timeout: float, options: dict[str, Any]) ->
             "(UPDATE ... FROM and RETURNING)"
         )
     # No rollback when the write connection goes back to its pool: every user
-    # ends its transaction itself (``begin()`` blocks, the writer's one hand-off,
-    # see ``_sqlite_writer``), so the reset would be one more thread hand-off per batch.
+    # ends its transaction itself (``begin()`` blocks, the writer's batches, see
+    # ``_sqlite_writer``), so the reset would be one more thread hand-off per batch.
     write = _sqlite_engine(
         url, busy_timeout, "BEGIN IMMEDIATE", pool_size=1, max_overflow=0, pool_reset_on_return=None
     )

@@ -2,7 +2,8 @@
 
 The service's dirty runs are such a source: whatever they produced while the
 previous batch was being written joins the next one, coalesced per run, and by
-time (the next pull waits as long as the last one's write took, 2 to 50 ms),
+time (the next pull waits as long as the last one's write took, times the group
+commit's ``coalesce``, 2 to 50 ms),
 unless the source says its work is complete (nothing it could still produce
 would join: every run has ended), which waiting cannot add to. After an outage
 the payloads go back to the source, pulled again after a backoff that doubles
@@ -69,8 +70,8 @@ class Feed(Generic[Tx, P, R]):
         self._backoff = 0.0
         self._timer: asyncio.TimerHandle | None = None
         # Coalescing by time: after a pull was written, the next one waits as
-        # long as that write took (2 to 50 ms), so while commits are
-        # cheap a batch still gathers several steps of each busy run.
+        # long as that write took (times ``coalesce``; 2 to 50 ms), so while
+        # commits are cheap a batch still gathers several steps of each busy run.
         self._taken_at = 0.0
         self._ready_at = 0.0
         # What the latest poke said: the work is complete (no coalescing wait),
@@ -116,7 +117,8 @@ class Feed(Generic[Tx, P, R]):
     def settled(self, results: Sequence[tuple[P, Result[R]]]) -> None:
         self._backoff = 0.0
         now = time.monotonic()
-        self._ready_at = now + min(max(now - self._taken_at, _MIN_COALESCE), _MAX_COALESCE)
+        took = (now - self._taken_at) * self._writer.coalesce
+        self._ready_at = now + min(max(took, _MIN_COALESCE), _MAX_COALESCE)
         self._source.settled(results)
 
     def _wait(self, delay: float) -> bool:

@@ -105,7 +105,7 @@ class SqlStoreLifecycle(AbstractWorkflowStore):
                 await engines.dispose()
                 raise
             self._engines = engines
-            self._writer = GroupCommit(transact=engines.writer())
+            self._writer = GroupCommit(transact=engines.writer(), coalesce=engines.coalesce)
             self._lanes = Lanes(self._writer)
 
     async def close(self) -> None:

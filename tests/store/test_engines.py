@@ -90,6 +90,9 @@ async def test_a_sqlite_file_gets_a_single_connection_writer_and_a_reader(
     assert sqlite_engines.write is not sqlite_engines.read
     assert sqlite_engines.write.pool.size() == 1  # type: ignore[attr-defined]
     assert sqlite_engines.read.pool.size() == 3  # type: ignore[attr-defined]
+    # Its batches run in the loop's thread, so the feed waits twice a write's time.
+    assert sqlite_engines.writes_in_loop
+    assert sqlite_engines.coalesce == 2.0
     for engine in (sqlite_engines.write, sqlite_engines.read):
         assert await pragma(engine, "journal_mode") == "wal"
         assert await pragma(engine, "busy_timeout") == 1500
@@ -136,6 +139,9 @@ async def test_a_hosts_sqlite_engine_is_locked_up_front_and_never_disposed(
             await conn.execute(text("SELECT 1"))
             with pytest.raises(sqlite3.OperationalError, match="locked"):
                 other.execute("BEGIN IMMEDIATE")
+        # The host's engine is written as the host set it up: by SQLAlchemy's async API.
+        assert not engines.writes_in_loop
+        assert engines.coalesce == 1.0
         pool = host.pool
         await engines.dispose()
         assert host.pool is pool  # a host's engine keeps its pool
@@ -160,6 +166,7 @@ async def test_postgres_gets_one_engine_for_reads_and_writes(postgres_url: str) 
     try:
         assert engines.dialect == "postgresql"
         assert engines.read is engines.write
+        assert (engines.writes_in_loop, engines.coalesce) == (False, 1.0)
         async with engines.transaction() as conn:
             assert await conn.scalar(text("SELECT 1")) == 1
     finally:

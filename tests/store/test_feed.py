@@ -6,12 +6,14 @@ Over a real SQLite file, with the batch functions of ``tests.support.group_commi
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from llama_workflows_asgi.errors import ConflictError, StoreUnavailableError
 from llama_workflows_asgi.store import _feed
+from llama_workflows_asgi.store._batch import GroupCommit, Outcome
 from tests.support.group_commit import Calls, Dirty, Writer, keys, putter, until
 
 Feed = _feed.Feed[AsyncConnection, str, int]
@@ -164,3 +166,40 @@ async def test_complete_work_still_waits_for_the_backoff_after_an_outage(
     feed.poke(complete=True)
 
     assert feed.take(1) is None
+
+
+class SteppedClock:
+    """The feed's clock, moved by hand (and by the batch function: its write's duration)."""
+
+    now = 100.0
+
+    @classmethod
+    def monotonic(cls) -> float:
+        return cls.now
+
+
+@pytest.mark.parametrize(("coalesce", "waits"), [(1.0, False), (2.0, True)])
+async def test_the_wait_to_coalesce_is_the_writes_duration_times_coalesce(
+    engine: AsyncEngine, calls: Calls, monkeypatch: pytest.MonkeyPatch, coalesce: float, waits: bool
+) -> None:
+    monkeypatch.setattr(_feed, "time", SteppedClock)
+    writer = GroupCommit(engine.begin, coalesce=coalesce)
+    put = putter(calls)
+
+    async def slow_put(conn: AsyncConnection, payloads: list[str]) -> Sequence[Outcome[int]]:
+        SteppedClock.now += 0.010  # the write takes 10 ms
+        return await put(conn, payloads)
+
+    source = Dirty()
+    feed = writer.feed(slow_put, source)
+    try:
+        source.pending.append("a")
+        feed.poke()
+        await until(source, lambda: len(source.results) == 1)
+        SteppedClock.now += 0.015  # 15 ms after the write: past 1 x 10 ms, short of 2 x 10
+        source.pending.append("b")
+        feed.poke()
+        assert (feed.take(1) is None) is waits
+    finally:
+        feed.close()
+        await writer.aclose()
