@@ -119,8 +119,9 @@ class LiveRun(RunJournal):
         try:
             encoded = codec.encode(event)
         except codec.SerializationError as exc:
-            # Called from the engine's control loop or a step's background
-            # task, where raising would be swallowed: fail the run instead.
+            # Called from the engine's control loop or from a step writing the
+            # event, where raising would be swallowed or taken for the step's
+            # own error: fail the run instead.
             what = "result" if isinstance(event, StopEvent) else f"event {type(event).__name__}"
             reason = codec.readable_error(exc.__cause__ or exc)
             self.fail(f"The run's {what} cannot be serialized: {reason}")

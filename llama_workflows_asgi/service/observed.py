@@ -108,9 +108,16 @@ class ObservedAdapter(BaseInternalRunAdapterDecorator):
         # for it runs: a checkpoint taken in between would hold the step's state
         # edits from before the event without the event, and a crash right
         # after its write would lose the event for good (the step, resumed
-        # from those edits, does not write it again).
+        # from those edits, does not write it again). A synchronous step's
+        # thread has no event loop: its event is observed in the loop, when the
+        # coroutine runs there, as the run's state may only change there.
+        if not _in_event_loop():
+            return self._observe_later(event)
         self._observer.observe_event(event)
         return _written()
+
+    async def _observe_later(self, event: Event) -> None:
+        self._observer.observe_event(event)
 
     def get_state_store(self, namespace: tuple[str, ...] = ()) -> StateStore[Any] | None:
         store = super().get_state_store(namespace)
@@ -219,6 +226,14 @@ _DETACHED = _Detached()
 
 async def _written() -> None:
     """What the engine awaits (or runs as a task) for an event already observed."""
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _unreported() -> None:

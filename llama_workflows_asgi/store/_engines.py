@@ -106,8 +106,9 @@ class Engines:
 
     @property
     def writes_in_loop(self) -> bool:
-        """Whether the group commit's batches run in the loop's thread (see ``_sqlite_writer``)."""
-        return self.owned and self.dialect == "sqlite"
+        """Whether the group commit's batches run in the loop's thread (see ``_sqlite_writer``:
+        on a SQLite file the store opened; a private memory database's stay in its thread)."""
+        return self.owned and self.dialect == "sqlite" and not is_memory_sqlite(self.write.url)
 
     @property
     def coalesce(self) -> float:
@@ -120,7 +121,7 @@ class Engines:
         in one hand-off to the driver's thread (``_sqlite_writer``); on one kept
         PostgreSQL connection (``_pg_writer``, asyncpg on a pool with one to spare);
         otherwise, and on a host's engine, in :meth:`transaction`."""
-        if self.writes_in_loop:
+        if self.owned and self.dialect == "sqlite":
             return in_loop(self.write, "BEGIN IMMEDIATE")
         if self.owned and self.hold_writes:
             held = HeldConnectionWriter(self.write)

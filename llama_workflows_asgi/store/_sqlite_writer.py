@@ -96,7 +96,10 @@ def in_loop(write: AsyncEngine, begin: str) -> Callable[[Body], Awaitable[None]]
                 raise
             if writer.broken:  # committed, but its settings could not be put back
                 _WRITERS.pop(driver, None)
-                await conn.invalidate()
+                try:
+                    await conn.invalidate()
+                except Exception:  # the batch is committed: it is acknowledged all the same
+                    logger.warning("dropping the SQLite write connection failed", exc_info=True)
 
     return transact
 
@@ -121,7 +124,7 @@ class _Checkpoints:
         The file never shrinks (a checkpointed log is written over from its
         start), so its growth only counts the pages written past its largest size.
         """
-        grown = log_size - self.log_size >= self.target * self.page_size
+        grown = self.target > 0 and log_size - self.log_size >= self.target * self.page_size
         return self.since >= self.every or grown
 
     def committed(self) -> None:
@@ -159,6 +162,8 @@ class _Writer:
     checkpoints: _Checkpoints
     in_thread: bool = False
     """The driver's thread is at work on this connection (a cancelled wait leaves it so)."""
+    locked: bool = False
+    """The loop's batch has sent its ``BEGIN IMMEDIATE`` (SQLAlchemy's ``begin`` sends none)."""
     broken: bool = False
     """A commit here could not put the connection's settings back: drop the connection."""
 
@@ -173,6 +178,7 @@ class _Writer:
             return False
         if not self._lock_now():
             return False
+        self.locked = True
         conn = self.engine.connect()
         committed = False
         try:
@@ -215,6 +221,7 @@ class _Writer:
 
     def _after(self, conn: Connection, committed: bool) -> None:
         """Put the autocheckpoint back and the connection away; never fail a commit made."""
+        self.locked = False
         try:
             self._set("wal_autocheckpoint", self.autocheckpoint)
             conn.close()
@@ -272,14 +279,6 @@ async def _writer_for(driver: Any, write: AsyncEngine, begin: str) -> _Writer:
     if writer is None:
         connection: sqlite3.Connection = driver._conn
         engine = create_engine("sqlite://", creator=lambda: connection, poolclass=StaticPool)
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            if not connection.in_transaction:  # the loop's batches have taken the lock
-                conn.exec_driver_sql(begin)
-
-        for name in _FORWARDED:
-            event.listen(engine, name, _forward(write.sync_engine, name))
         # Read here, the connection checked out and its thread idle, when it may be used here.
         try:
             settings, bound = _settings(connection), False
@@ -297,8 +296,22 @@ async def _writer_for(driver: Any, write: AsyncEngine, begin: str) -> _Writer:
             log_path=f"{path}-wal" if wal and path else None,
             checkpoints=_Checkpoints(autocheckpoint, page_size),
         )
+        _listen(engine, write, writer)
         _WRITERS[driver] = writer
     return writer
+
+
+def _listen(engine: Engine, write: AsyncEngine, writer: _Writer) -> None:
+    """``begin`` sent for every transaction but the loop's batch (which sent its own), and
+    statements and commits announced as the write engine's."""
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if not writer.locked:
+            conn.exec_driver_sql(writer.begin)
+
+    for name in _FORWARDED:
+        event.listen(engine, name, _forward(write.sync_engine, name))
 
 
 def _settings(connection: sqlite3.Connection) -> tuple[int, int, str, int, str]:

@@ -123,6 +123,8 @@ async def test_a_private_memory_database_shares_one_engine() -> None:
         assert engines.read is engines.write
         async with engines.read.connect() as conn:
             assert await conn.scalar(text("SELECT n FROM t")) == 7
+        # Its connection is bound to the driver's thread, where its batches run.
+        assert (engines.writes_in_loop, engines.coalesce) == (False, 1.0)
     finally:
         await engines.dispose()
 

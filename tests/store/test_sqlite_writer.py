@@ -119,6 +119,28 @@ async def warmed(transact: Writer) -> None:
     await transact(_insert("warm-2"))
 
 
+@pytest.fixture(params=["in the loop", "in the driver's thread"])
+async def placed(
+    request: pytest.FixtureRequest, engines: Engines, transact: Writer
+) -> AsyncIterator[int]:
+    """Where the test's batches run: after the first two (in the loop's thread), or as the
+    first (in the driver's thread, after its checkpoint). Yields how many rows came before,
+    and checks every INSERT the test sent ran there."""
+    skip = 0
+    if request.param == "in the loop":
+        await warmed(transact)
+        skip = 2
+    trace = await traced(engines)
+    yield skip
+    inserts = threads_of(trace, "INSERT")
+    assert inserts, "the test sent no INSERT"
+    here = threading.get_ident()
+    if skip:
+        assert inserts[0] == here
+    else:
+        assert inserts[0] != here
+
+
 async def test_a_batch_commits_once_before_the_writer_hears_back(
     engines: Engines, transact: Writer
 ) -> None:
@@ -314,7 +336,7 @@ def test_checkpoints_are_spaced_by_what_the_last_commits_wrote() -> None:
 
 
 async def test_a_failed_statement_rolls_the_batch_back_and_the_connection_stays_usable(
-    engines: Engines, transact: Writer
+    engines: Engines, transact: Writer, placed: int
 ) -> None:
     rollbacks = recorded(engines, "rollback")
 
@@ -325,7 +347,7 @@ async def test_a_failed_statement_rolls_the_batch_back_and_the_connection_stays_
     with pytest.raises(IntegrityError):
         await transact(clashing)
     assert len(rollbacks) == 1
-    assert names_on_disk(engines) == []
+    assert names_on_disk(engines)[placed:] == []
     assert await pragma(engines, "wal_autocheckpoint") == 1000
     assert await pragma(engines, "busy_timeout") == 200
 
@@ -333,10 +355,12 @@ async def test_a_failed_statement_rolls_the_batch_back_and_the_connection_stays_
         await conn.execute(INSERT, {"name": "second"})
 
     await transact(fine)
-    assert names_on_disk(engines) == ["second"]
+    assert names_on_disk(engines)[placed:] == ["second"]
 
 
-async def test_a_savepoint_undoes_its_own_part_only(engines: Engines, transact: Writer) -> None:
+async def test_a_savepoint_undoes_its_own_part_only(
+    engines: Engines, transact: Writer, placed: int
+) -> None:
     async def clash(conn: AsyncConnection) -> None:
         async with conn.begin_nested():
             await conn.execute(INSERT, {"name": "undone"})
@@ -349,11 +373,11 @@ async def test_a_savepoint_undoes_its_own_part_only(engines: Engines, transact: 
         await conn.execute(INSERT, {"name": "after"})
 
     await transact(body)
-    assert names_on_disk(engines) == ["kept", "after"]
+    assert names_on_disk(engines)[placed:] == ["kept", "after"]
 
 
 async def test_a_body_awaiting_anything_but_its_connection_writes_nothing(
-    engines: Engines, transact: Writer
+    engines: Engines, transact: Writer, placed: int
 ) -> None:
     async def body(conn: AsyncConnection) -> None:
         await conn.execute(INSERT, {"name": "never"})
@@ -361,7 +385,9 @@ async def test_a_body_awaiting_anything_but_its_connection_writes_nothing(
 
     with pytest.raises(RuntimeError, match="awaited something other than its connection"):
         await transact(body)
-    assert names_on_disk(engines) == []
+    assert names_on_disk(engines)[placed:] == []
+    await transact(_insert("next"))  # the connection, dropped, is replaced
+    assert names_on_disk(engines)[placed:] == ["next"]
 
 
 async def test_a_locked_file_is_an_outage_and_writing_resumes_once_it_is_free(
