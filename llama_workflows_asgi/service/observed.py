@@ -12,6 +12,7 @@ nothing the run does later reaches its old observer.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -87,6 +88,9 @@ class ObservedAdapter(BaseInternalRunAdapterDecorator):
         super().__init__(decorated)
         self._observer = observer
         self.loop = loop
+        # The engine asks for the adapter from its event loop: a step in
+        # another thread is a synchronous one (run by an executor).
+        self._loop_thread = threading.get_ident()
         self._stores: dict[int, ObservedStateStore] = {}
 
     def detach(self) -> None:
@@ -111,7 +115,7 @@ class ObservedAdapter(BaseInternalRunAdapterDecorator):
         # from those edits, does not write it again). A synchronous step's
         # thread has no event loop: its event is observed in the loop, when the
         # coroutine runs there, as the run's state may only change there.
-        if not _in_event_loop():
+        if threading.get_ident() != self._loop_thread:
             return self._observe_later(event)
         self._observer.observe_event(event)
         return _written()
@@ -226,14 +230,6 @@ _DETACHED = _Detached()
 
 async def _written() -> None:
     """What the engine awaits (or runs as a task) for an event already observed."""
-
-
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def _unreported() -> None:

@@ -86,8 +86,9 @@ def in_loop(write: AsyncEngine, begin: str) -> Callable[[Body], Awaitable[None]]
             assert driver is not None
             try:
                 writer = await _writer_for(driver, write, begin)
-                if not (writer.here and writer.run_now(body)):
-                    await writer.run_in_thread(driver, body)
+                due = writer.checkpoint_due()
+                if due or writer.in_thread or not (writer.here and writer.run_now(body)):
+                    await writer.run_in_thread(driver, body, checkpoint=due)
             except BaseException:
                 # The error went by the async pool, which would hand this
                 # connection out again even if the driver closed it (or, cancelled,
@@ -155,11 +156,11 @@ class _Writer:
     engine: Engine
     begin: str
     busy_timeout_ms: int
-    autocheckpoint: int
     here: bool
     """Whether batches may run in the loop's thread (WAL, and not bound to its own thread)."""
     log_path: str | None
     checkpoints: _Checkpoints
+    """When a checkpoint is due; its ``target`` is the connection's own autocheckpoint."""
     in_thread: bool = False
     """The driver's thread is at work on this connection (a cancelled wait leaves it so)."""
     locked: bool = False
@@ -167,15 +168,16 @@ class _Writer:
     broken: bool = False
     """A commit here could not put the connection's settings back: drop the connection."""
 
+    def checkpoint_due(self) -> bool:
+        """Whether the next batch checkpoints first (in the driver's thread)."""
+        return self.here and self.checkpoints.due(self._log_size())
+
     def run_now(self, body: Body) -> bool:
-        """Run ``body`` and commit, in this thread, if nothing here would wait.
+        """Run ``body`` and commit, in this thread, if the write lock is free now.
 
         Returns False, having sent nothing but the attempt to take the lock,
-        when another connection holds it, a checkpoint is due, or the driver's
-        thread is still at work on the connection.
+        when another connection holds it.
         """
-        if self.in_thread or self.checkpoints.due(self._log_size()):
-            return False
         if not self._lock_now():
             return False
         self.locked = True
@@ -196,9 +198,8 @@ class _Writer:
         self.checkpoints.committed()
         return True
 
-    async def run_in_thread(self, driver: Any, body: Body) -> None:
-        """Run the batch in the driver's thread, a checkpoint first when one is due."""
-        checkpoint = self.here and self.checkpoints.due(self._log_size())
+    async def run_in_thread(self, driver: Any, body: Body, *, checkpoint: bool) -> None:
+        """Run the batch in the driver's thread, a checkpoint first if ``checkpoint``."""
         self.in_thread = True
         pages = await driver._execute(_in_thread, self, body, checkpoint)
         if checkpoint:
@@ -223,7 +224,7 @@ class _Writer:
         """Put the autocheckpoint back and the connection away; never fail a commit made."""
         self.locked = False
         try:
-            self._set("wal_autocheckpoint", self.autocheckpoint)
+            self._set("wal_autocheckpoint", self.checkpoints.target)
             conn.close()
         except Exception:
             if not committed:
@@ -291,7 +292,6 @@ async def _writer_for(driver: Any, write: AsyncEngine, begin: str) -> _Writer:
             engine,
             begin,
             busy,
-            autocheckpoint,
             here=wal and not bound,
             log_path=f"{path}-wal" if wal and path else None,
             checkpoints=_Checkpoints(autocheckpoint, page_size),
