@@ -1,7 +1,8 @@
 """Where a durable run's time goes in the store path: runs in one process, no HTTP.
 
-    python -m benchmarks.store_profile [--store sqlite|postgres|memory] [--workload echo|chain]
-        [--runs 2000] [--concurrency 16] [--profile out.prof] [--top 25]
+    python -m benchmarks.store_profile [--store sqlite|postgres|memory]
+        [--workload echo|chain|stream] [--runs 2000] [--concurrency 16]
+        [--profile out.prof] [--top 25]
 
 Runs ``--runs`` runs of the workload through ``WorkflowService.run`` with
 ``--concurrency`` at a time, on a fresh store, and prints runs/s, process CPU
@@ -29,7 +30,7 @@ from workflows import Workflow
 from workflows.events import StartEvent
 
 from benchmarks.pg_round_trips import RoundTrips
-from benchmarks.workloads import ChainWorkflow, EchoWorkflow
+from benchmarks.workloads import ChainWorkflow, EchoWorkflow, StreamWorkflow
 from llama_workflows_asgi import (
     MemoryWorkflowStore,
     ServiceConfig,
@@ -41,6 +42,7 @@ from llama_workflows_asgi.store import AbstractWorkflowStore
 WORKFLOWS: dict[str, tuple[type[Workflow], dict[str, Any]]] = {
     "echo": (EchoWorkflow, {"text": "hi"}),
     "chain": (ChainWorkflow, {}),
+    "stream": (StreamWorkflow, {"count": 1000}),
 }
 
 

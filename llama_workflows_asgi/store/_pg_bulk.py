@@ -21,6 +21,7 @@ from sqlalchemy import (
     ColumnElement,
     CursorResult,
     Executable,
+    Insert,
     Select,
     String,
     Table,
@@ -70,7 +71,8 @@ class BulkInsert:
         pg = postgresql.insert(table).from_select(self._keys, every.select_from(rows))
         pg = pg.on_conflict_do_nothing(index_elements=index)
         lite = sqlite.insert(table).on_conflict_do_nothing(index_elements=index)
-        self._postgresql: Executable = pg.returning(*returning) if returning else pg
+        self.postgresql: Insert = pg.returning(*returning) if returning else pg
+        """The PostgreSQL statement: one array parameter per column, named as the column."""
         self._sqlite: Executable = lite.returning(*returning) if returning else lite
 
     async def execute(
@@ -79,7 +81,7 @@ class BulkInsert:
         """Insert ``rows`` (each with a value for every column) in one statement."""
         if conn.dialect.name != "postgresql":
             return await conn.execute(self._sqlite, rows)
-        return await conn.execute(self._postgresql, by_key(rows, self._keys))
+        return await conn.execute(self.postgresql, by_key(rows, self._keys))
 
 
 def unnested(columns: Mapping[str, ColumnElement[Any]]) -> TableValuedAlias:

@@ -24,7 +24,16 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import state
-from ._driver_sql import EVENT_COLUMNS, driver_text, event_rows, plain_sqlite, sqlite_value
+from ._driver_sql import (
+    EVENT_COLUMNS,
+    asyncpg_text,
+    driver_text,
+    event_arrays,
+    event_rows,
+    plain_asyncpg,
+    plain_sqlite,
+    sqlite_value,
+)
 from ._pg_bulk import BulkInsert, by_dialect, by_key, unnested
 from ._queries import chunks
 from ._rows import event_values
@@ -45,6 +54,8 @@ Decided = tuple[str, dict[str, Any]]
 # owner writes them) again. PostgreSQL takes the rows as arrays (``_pg_bulk``).
 _EVENT_KEY = [events.c.run_id, events.c.sequence]
 _EVENTS = BulkInsert(events, conflict=_EVENT_KEY)
+_ASYNCPG_EVENTS, _order = asyncpg_text(_EVENTS.postgresql)
+assert _order == EVENT_COLUMNS, _order
 _SQLITE_EVENTS, _order = driver_text(
     sqlite.insert(events).on_conflict_do_nothing(index_elements=_EVENT_KEY)
 )
@@ -158,6 +169,8 @@ def _sqlite_update(shape: tuple[str, ...]) -> tuple[str, RowMaker]:
 
 async def insert_events(conn: AsyncConnection, pairs: Sequence[tuple[str, StoredEvent]]) -> None:
     """Append ``(run_id, event)`` pairs to the log; an event already there is left as it is."""
+    if not pairs:
+        return
     if plain_sqlite(conn.dialect):  # the bulk of a long write: see ``_driver_sql``
         rows = event_rows(pairs)
         start = 0
@@ -167,6 +180,8 @@ async def insert_events(conn: AsyncConnection, pairs: Sequence[tuple[str, Stored
                 _SQLITE_EVENT_BLOCKS[size], [tuple(chain.from_iterable(block))]
             )
             start += size
+    elif plain_asyncpg(conn.dialect):  # the arrays as asyncpg takes them: see ``_driver_sql``
+        await conn.exec_driver_sql(_ASYNCPG_EVENTS, event_arrays(pairs))
     else:
         await _EVENTS.execute(conn, [event_values(run_id, event) for run_id, event in pairs])
 

@@ -1,8 +1,9 @@
-"""``store._driver_sql``: rows sent to SQLite as tuples are stored as SQLAlchemy stores them.
+"""``store._driver_sql``: rows sent to the driver as they are are stored as SQLAlchemy stores them.
 
 The reference is SQLAlchemy itself: the same new rows, transitions and events
 written through its constructs (bind processors and all) to twin rows must
-leave the very same text, numbers and NULLs in the file.
+leave the very same text, numbers and NULLs in the file (SQLite), or the same
+values in the table (PostgreSQL on asyncpg, events as arrays).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import event, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
@@ -58,6 +61,25 @@ def test_timestamps_are_the_text_sqlalchemy_binds(value: datetime) -> None:
     bind = UtcDateTime()._cached_bind_processor(sqlite.dialect())
     assert bind is not None
     assert sqlite_timestamp(value) == bind(value)
+
+
+_OFFSETS = st.builds(lambda minutes: timezone(timedelta(minutes=minutes)), st.integers(-1439, 1439))
+_TIMESTAMPS = st.datetimes(
+    min_value=datetime(2, 1, 1),
+    max_value=datetime(9998, 12, 30),
+    timezones=st.none() | st.just(timezone.utc) | _OFFSETS,
+)
+
+
+@given(st.lists(_TIMESTAMPS, min_size=1, max_size=20))
+def test_any_timestamps_in_any_order_are_the_text_sqlalchemy_binds(
+    values: list[datetime],
+) -> None:
+    # The minute's text is kept from one call to the next: it must never leak into another's.
+    bind = UtcDateTime()._cached_bind_processor(sqlite.dialect())
+    assert bind is not None
+    for value in values + [v + timedelta(seconds=61) for v in values] + values[::-1]:
+        assert sqlite_timestamp(value) == bind(value)
 
 
 def twin(prefix: str, name: str) -> PersistentHandler:
@@ -181,3 +203,50 @@ async def test_a_host_engine_with_named_parameters_goes_through_sqlalchemy(tmp_p
     assert [e.sequence for e in await store.read_events("run-h")] == [0, 1]
     await store.close()
     await engine.dispose()
+
+
+async def test_events_sent_to_asyncpg_as_arrays_are_stored_as_sqlalchemy_stores_them(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqlAlchemyWorkflowStore(postgres_url)
+    await store.start()
+    try:
+        west = timezone(timedelta(hours=-7, minutes=-30))
+        times = [T0, T0.astimezone(west), T0.replace(tzinfo=None), at(3).replace(microsecond=0)]
+        inserts: list[tuple[int, bool]] = []  # (parameters bound, executemany)
+
+        def seen(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
+            if sql.startswith("INSERT INTO workflow_events"):
+                inserts.append((len(params), many))
+
+        event.listen(store.write_engine.sync_engine, "before_cursor_execute", seen)
+        long = [
+            stored_event(n, internal=n % 3 == 0, terminal=n == LONG - 1, created_at=times[n % 4])
+            for n in range(LONG)
+        ]
+        for name in ("fast", "ref"):
+            await store.create_handler(handler(name, owner_id="me"))
+        bound: list[datetime | None] = []  # timestamps SQLAlchemy processed
+        process = UtcDateTime.process_bind_param
+
+        def counted(self: UtcDateTime, value: datetime | None, dialect: Any) -> datetime | None:
+            bound.append(value)
+            return process(self, value, dialect)
+
+        monkeypatch.setattr(UtcDateTime, "process_bind_param", counted)
+        fast = progress(handler("fast", owner_id="me"), events=long)
+        assert await store.save_progress([fast]) == set()
+        assert inserts == [(len(EVENT_COLUMNS), False)]  # one array per column, one statement
+        assert len(bound) < 10  # the row's own timestamp columns, not one per event
+        async with store.write_engine.begin() as conn:
+            await _EVENTS.execute(conn, [event_values("run-ref", e) for e in long])
+        rows = await raw(store, f"SELECT * FROM {events_table.name}")
+        assert len(rows) == 2 * LONG
+        assert by_twin(rows, "run-fast") == by_twin(rows, "run-ref")
+        stored = await store.read_events("run-fast", limit=2 * LONG)
+        assert [e.created_at for e in stored] == [
+            (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+            for t in (e.created_at for e in long)
+        ]
+    finally:
+        await store.close()
